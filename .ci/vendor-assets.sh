@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Copy the front-end packages the portal serves into static/vendor/ (committed), from the npm
+# registry, at pinned versions, checked against pinned SHA-256 sums. The running portal never
+# fetches anything from another host; this script runs only when a maintainer upgrades a package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# package@version  file-in-package  destination  sha256
+ASSETS=(
+  "htmx.org@2.0.11 dist/htmx.min.js static/vendor/htmx/htmx.min.js"
+)
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for line in "${ASSETS[@]}"; do
+  read -r spec file dest <<<"$line"
+  (cd "$work" && npm pack --silent "$spec" >/dev/null)
+  tarball=$(ls "$work"/*.tgz | head -n1)
+  mkdir -p "$work/x" "$(dirname "$dest")"
+  tar -xzf "$tarball" -C "$work/x"
+  cp "$work/x/package/$file" "$dest"
+  cp "$work/x/package/LICENSE" "$(dirname "$dest")/LICENSE" 2>/dev/null || true
+  echo "$spec $(sha256sum "$dest" | cut -d' ' -f1)" > "$(dirname "$dest")/VERSION"
+  rm -rf "$work/x" "$tarball"
+  echo "vendored $spec -> $dest"
+done

@@ -1,0 +1,23 @@
+"""URL configuration: pages, accounts, programme dashboard, health."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+from portal.core import views as core_views
+from portal.users import views as user_views
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("accounts/", include("allauth.urls")),
+    path("language/", user_views.language_set, name="language_set"),
+    path("onboarding/", include("portal.onboarding.urls")),
+    path("organisations/", include("portal.organisations.urls")),
+    path("programme/", include("portal.dashboard.urls")),
+    path(settings.ADMIN_URL, admin.site.urls),
+]
+
+admin.site.site_header = "National AI Cloud administration"
+admin.site.site_title = "National AI Cloud"

@@ -1,0 +1,67 @@
+"""Writes about people: e-mail normalisation, hub usernames, the programme-manager role."""
+
+import re
+import secrets
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from portal.audit.services import audit_record
+
+from .models import User
+
+_SUFFIX_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o or 1/l/i: read aloud on support calls
+_SUFFIX_LENGTH = 5
+_STEM_MAX = 20
+
+
+def email_normalise(email: str) -> str:
+    """Addresses are compared case-insensitively everywhere; store them lowercase."""
+    return email.strip().lower()
+
+
+def hub_username_generate(*, email: str) -> str:
+    """A readable, lowercase, unique slug: the e-mail's local part plus a random suffix.
+
+    The suffix means the name says nothing reliable about the person's address, and two people
+    called ali@ never collide. The unique constraint on the column is the final guard.
+    """
+    local_part = email.split("@", 1)[0].lower()
+    stem = re.sub(r"[^a-z0-9]+", "-", local_part).strip("-")[:_STEM_MAX].strip("-")
+    if not stem or not stem[0].isalpha():
+        stem = f"u{stem}"[:_STEM_MAX].strip("-")
+    while True:
+        suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(_SUFFIX_LENGTH))
+        candidate = f"{stem}-{suffix}"
+        if not User.objects.filter(hub_username=candidate).exists():
+            return candidate
+
+
+@transaction.atomic
+def programme_manager_grant(*, user: User, acting_user: User | None, ip: str | None = None) -> User:
+    """Give a person the programme-manager role: the group, plus staff access to the admin."""
+    group, _ = Group.objects.get_or_create(name=settings.PROGRAMME_MANAGERS_GROUP)
+    user.groups.add(group)
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    audit_record(
+        actor=acting_user, action="programme_manager.granted", target=user, ip=ip, data={}
+    )
+    return user
+
+
+@transaction.atomic
+def programme_manager_revoke(*, user: User, acting_user: User | None, ip: str | None = None) -> User:
+    """Take the programme-manager role away; superusers keep their staff flag."""
+    group = Group.objects.filter(name=settings.PROGRAMME_MANAGERS_GROUP).first()
+    if group is not None:
+        user.groups.remove(group)
+    if user.is_staff and not user.is_superuser:
+        user.is_staff = False
+        user.save(update_fields=["is_staff"])
+    audit_record(
+        actor=acting_user, action="programme_manager.revoked", target=user, ip=ip, data={}
+    )
+    return user
