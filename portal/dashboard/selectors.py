@@ -21,9 +21,11 @@ class ProgrammeOverview:
 def users_pending_onboarding() -> QuerySet:
     """People who signed up but are neither in an organisation nor a student nor staff."""
     User = get_user_model()
-    return User.objects.filter(is_active=True, is_staff=False).exclude(
-        Exists(Membership.objects.filter(user=OuterRef("pk")))
-    ).exclude(Exists(StudentProfile.objects.filter(user=OuterRef("pk"))))
+    return (
+        User.objects.filter(is_active=True, is_staff=False)
+        .exclude(Exists(Membership.objects.filter(user=OuterRef("pk"))))
+        .exclude(Exists(StudentProfile.objects.filter(user=OuterRef("pk"))))
+    )
 
 
 def programme_overview() -> ProgrammeOverview:

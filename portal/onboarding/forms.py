@@ -45,4 +45,6 @@ class StudentForm(forms.Form):
         super().__init__(*args, **kwargs)
         years = [(year, str(year)) for year in graduation_year_range()]
         self.fields["expected_graduation_year"].choices = [("", "—"), *years]
-        self.fields["cohort_code"].widget.attrs.update(autocapitalize="characters", spellcheck="false")
+        self.fields["cohort_code"].widget.attrs.update(
+            autocapitalize="characters", spellcheck="false"
+        )

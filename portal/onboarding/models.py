@@ -62,7 +62,9 @@ class Cohort(PublicIdModel):
     """A group of students let in by an invite code: a course, a bootcamp, a hackathon."""
 
     name = models.CharField(_("cohort name"), max_length=200)
-    code = models.CharField(_("invite code"), max_length=9, unique=True, default=cohort_code_generate)
+    code = models.CharField(
+        _("invite code"), max_length=9, unique=True, default=cohort_code_generate
+    )
     university = models.ForeignKey(
         University,
         null=True,
@@ -80,7 +82,9 @@ class Cohort(PublicIdModel):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(capacity__gte=1), name="cohort_capacity_positive")
+            models.CheckConstraint(
+                condition=models.Q(capacity__gte=1), name="cohort_capacity_positive"
+            )
         ]
 
     def __str__(self) -> str:

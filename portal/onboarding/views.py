@@ -54,9 +54,7 @@ def _onboarding_form(
     if request.method == "POST":
         if form.is_valid():
             try:
-                result = service(
-                    user=request.user, ip=client_ip(request), **form.cleaned_data
-                )
+                result = service(user=request.user, ip=client_ip(request), **form.cleaned_data)
             except ApplicationError as error:
                 add_service_error(form, error)
             else:

@@ -69,9 +69,7 @@ def organisation_create(*, owner: User, ip: str | None = None, **details) -> Org
             field="secp_registration_number",
         )
     if details.get("ntn") and Organisation.objects.filter(ntn=details["ntn"]).exists():
-        raise ApplicationError(
-            _("A company with this NTN is already registered."), field="ntn"
-        )
+        raise ApplicationError(_("A company with this NTN is already registered."), field="ntn")
     try:
         with transaction.atomic():
             organisation = Organisation.objects.create(
@@ -98,7 +96,9 @@ def invitation_token(invitation: Invitation) -> str:
 
 
 def invitation_url(invitation: Invitation) -> str:
-    path = reverse("organisations:invitation_accept", kwargs={"token": invitation_token(invitation)})
+    path = reverse(
+        "organisations:invitation_accept", kwargs={"token": invitation_token(invitation)}
+    )
     return f"{settings.SITE_URL}{path}"
 
 
@@ -207,9 +207,7 @@ def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membe
         raise ApplicationError(_("This invitation has already been used."))
     if email_normalise(user.email) != email_normalise(invitation.email):
         raise ApplicationError(
-            _(
-                "This invitation was sent to %(email)s. Sign in with that address to accept it."
-            )
+            _("This invitation was sent to %(email)s. Sign in with that address to accept it.")
             % {"email": invitation.email}
         )
     if Membership.objects.filter(organisation=invitation.organisation, user=user).exists():

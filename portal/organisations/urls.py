@@ -14,9 +14,7 @@ urlpatterns = [
         name="invitation_revoke",
     ),
     path("<slug:slug>/members/<str:hub_username>/role/", views.membership_role, name="role"),
-    path(
-        "<slug:slug>/members/<str:hub_username>/remove/", views.membership_remove, name="remove"
-    ),
+    path("<slug:slug>/members/<str:hub_username>/remove/", views.membership_remove, name="remove"),
     path(
         "<slug:slug>/members/<str:hub_username>/transfer/",
         views.ownership_transfer,

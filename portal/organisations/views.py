@@ -134,7 +134,10 @@ def membership_role(request: HttpRequest, slug: str, hub_username: str) -> HttpR
             ip=client_ip(request),
         ),
         _("%(person)s is now %(role)s.")
-        % {"person": membership.user.get_full_name(), "role": Role(form.cleaned_data["role"]).label},
+        % {
+            "person": membership.user.get_full_name(),
+            "role": Role(form.cleaned_data["role"]).label,
+        },
     )
 
 

@@ -46,14 +46,14 @@ def programme_manager_grant(*, user: User, acting_user: User | None, ip: str | N
     if not user.is_staff:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
-    audit_record(
-        actor=acting_user, action="programme_manager.granted", target=user, ip=ip, data={}
-    )
+    audit_record(actor=acting_user, action="programme_manager.granted", target=user, ip=ip, data={})
     return user
 
 
 @transaction.atomic
-def programme_manager_revoke(*, user: User, acting_user: User | None, ip: str | None = None) -> User:
+def programme_manager_revoke(
+    *, user: User, acting_user: User | None, ip: str | None = None
+) -> User:
     """Take the programme-manager role away; superusers keep their staff flag."""
     group = Group.objects.filter(name=settings.PROGRAMME_MANAGERS_GROUP).first()
     if group is not None:
@@ -61,7 +61,5 @@ def programme_manager_revoke(*, user: User, acting_user: User | None, ip: str | 
     if user.is_staff and not user.is_superuser:
         user.is_staff = False
         user.save(update_fields=["is_staff"])
-    audit_record(
-        actor=acting_user, action="programme_manager.revoked", target=user, ip=ip, data={}
-    )
+    audit_record(actor=acting_user, action="programme_manager.revoked", target=user, ip=ip, data={})
     return user

@@ -48,7 +48,9 @@ class Command(BaseCommand):
             university, _ = University.objects.get_or_create(
                 name="National Demo University", defaults={"short_name": "NDU", "city": "Islamabad"}
             )
-            UniversityDomain.objects.get_or_create(domain="demo.local", defaults={"university": university})
+            UniversityDomain.objects.get_or_create(
+                domain="demo.local", defaults={"university": university}
+            )
             StudentProfile.objects.get_or_create(
                 user=student,
                 defaults={
@@ -68,7 +70,9 @@ class Command(BaseCommand):
     def _user(self, key: str) -> User:
         """The demo user with its known password and a verified address."""
         email, name, password = DEMO_ACCOUNTS[key]
-        user = User.objects.filter(email=email).first() or User.objects.create_user(email=email, name=name)
+        user = User.objects.filter(email=email).first() or User.objects.create_user(
+            email=email, name=name
+        )
         user.set_password(password)
         user.save(update_fields=["password"])
         EmailAddress.objects.update_or_create(

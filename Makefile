@@ -1,0 +1,74 @@
+# The two commands a newcomer needs: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCK := .ci/requirements.lock
+STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
+MANAGE := $(PY) manage.py
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
+PORTAL_PORT ?= 8000
+
+.PHONY: help install system-deps messages run test test-sqlite lint format check lock vendor
+
+help:
+	@echo "make run    install what is missing, migrate, seed the demo, start the portal stack"
+	@echo "make test   the whole suite (lint, Django checks, PostgreSQL + Redis + Chromium tests)"
+	@echo "make lint   ruff and the Django checks"
+
+$(STAMP): $(LOCK)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) messages ## virtualenv with the pinned dependencies (quick when nothing changed)
+
+messages:
+	@$(MANAGE) compilemessages --ignore='.venv/*' --ignore='var/*' --ignore='node_modules/*' -v 0
+
+system-deps:
+	@.ci/system-deps.sh run
+
+run: system-deps install
+	$(MANAGE) migrate --no-input
+	$(MANAGE) collectstatic --no-input -v 0
+	$(MANAGE) seed_demo
+	@echo ""
+	@echo "  Portal       http://127.0.0.1:$(PORTAL_PORT)/"
+	@echo "  Admin        http://127.0.0.1:$(PORTAL_PORT)/admin/"
+	@echo "  Programme    http://127.0.0.1:$(PORTAL_PORT)/programme/"
+	@echo "  Health       http://127.0.0.1:$(PORTAL_PORT)/readyz"
+	@echo "  E-mails (verification links) are printed below by the web process."
+	@echo "  Ctrl-C stops everything."
+	@echo ""
+	PORTAL_PORT=$(PORTAL_PORT) $(VENV)/bin/honcho -f .procfile start
+
+test: export DATABASE_URL = $(TEST_DATABASE_URL)
+test:
+	@.ci/system-deps.sh test
+	@$(MAKE) --no-print-directory install
+	@$(MAKE) --no-print-directory lint
+	$(MANAGE) makemigrations --check --dry-run --settings=portal.settings.test
+	SECRET_KEY="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(64))')" \
+	ALLOWED_HOSTS=portal.example.pk \
+	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production
+	$(VENV)/bin/pytest
+
+test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
+	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(MANAGE) check --fail-level WARNING
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lock: ## re-resolve the pinned dependencies from pyproject.toml (maintainers only)
+	python3 -m pip install --quiet uv
+	python3 -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o $(LOCK)
+
+vendor: ## refresh the vendored front-end assets under static/vendor (maintainers only)
+	.ci/vendor-assets.sh
