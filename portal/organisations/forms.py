@@ -8,6 +8,10 @@ from .validators import ntn_normalise, secp_registration_number_normalise
 
 
 class OrganisationForm(forms.ModelForm):
+    website = forms.URLField(
+        label=_("Website"), required=False, assume_scheme="https", max_length=200
+    )
+
     class Meta:
         model = Organisation
         fields = [
@@ -37,7 +41,6 @@ class OrganisationForm(forms.ModelForm):
         )
         self.fields["ntn"].max_length = 12
         self.fields["ntn"].widget.attrs.update(maxlength=12)
-        self.fields["website"].assume_scheme = "https"
         self.fields["legal_name"].widget.attrs.update(autocomplete="organization")
 
     def clean_secp_registration_number(self) -> str:

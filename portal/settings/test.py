@@ -5,6 +5,7 @@ from .base import CACHES, CHANNEL_LAYERS, env
 
 SECRET_KEY = "test-secret-key-not-for-production-use-0123456789abcdefghijklmnop"  # noqa: S105
 DEBUG = False
+WHITENOISE_USE_FINDERS = True  # the browser tests load the real assets from static/
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never in production
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True

@@ -33,7 +33,7 @@ def forward(apps, schema_editor):
         schema_editor.connection.vendor
     )
     if sql:
-        schema_editor.execute(sql)
+        schema_editor.execute(sql, params=None)
 
 
 def backward(apps, schema_editor):
@@ -41,7 +41,7 @@ def backward(apps, schema_editor):
         schema_editor.connection.vendor
     )
     if sql:
-        schema_editor.execute(sql)
+        schema_editor.execute(sql, params=None)
 
 
 class Migration(migrations.Migration):
