@@ -4,7 +4,7 @@ import datetime as dt
 import threading
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from portal.audit.models import AuditEvent
@@ -171,7 +171,7 @@ def test_the_last_seat_of_a_cohort_goes_to_exactly_one_student():
         except ApplicationError:
             outcomes.append("full")
         finally:
-            close_old_connections()
+            connection.close()  # this thread's own connection; else the test database stays busy
 
     threads = [threading.Thread(target=enrol, args=(u,)) for u in users]
     for thread in threads:
