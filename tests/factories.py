@@ -15,7 +15,7 @@ PASSWORD = "correct-horse-battery-staple"
 
 
 class UserFactory(factory.django.DjangoModelFactory):
-    """A person with a verified primary e-mail address (pass verified=False for an unverified one)."""
+    """A person with a verified primary e-mail address (verified=False: an unverified one)."""
 
     class Meta:
         model = User

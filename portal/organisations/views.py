@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from portal.audit.services import client_ip
-from portal.core.exceptions import ApplicationError
+from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.forms import add_service_error
 from portal.users.models import User
 
@@ -43,7 +43,10 @@ def _member_or_404(organisation: Organisation, hub_username: str) -> Membership:
 
 @login_required
 def organisation_detail(
-    request: HttpRequest, slug: str, invite_form: InvitationForm | None = None
+    request: HttpRequest,
+    slug: str,
+    invite_form: InvitationForm | None = None,
+    status: int = 200,
 ) -> HttpResponse:
     organisation = _organisation_or_404(request, slug)
     membership = membership_get(organisation=organisation, user=request.user)
@@ -56,7 +59,6 @@ def organisation_detail(
         "role_choices": RoleForm.base_fields["role"].choices,
         "Role": Role,
     }
-    status = 400 if invite_form is not None and invite_form.errors else 200
     return render(request, "organisations/detail.html", context, status=status)
 
 
@@ -74,6 +76,9 @@ def invitation_create(request: HttpRequest, slug: str) -> HttpResponse:
                 acting_user=request.user,
                 ip=client_ip(request),
             )
+        except PermissionDenied as error:
+            messages.error(request, error.message)
+            return organisation_detail(request, slug, status=403)
         except ApplicationError as error:
             add_service_error(form, error)
         else:
@@ -82,7 +87,7 @@ def invitation_create(request: HttpRequest, slug: str) -> HttpResponse:
                 _("Invitation sent to %(email)s.") % {"email": form.cleaned_data["email"]},
             )
             return redirect(organisation_url(organisation))
-    return organisation_detail(request, slug, invite_form=form)
+    return organisation_detail(request, slug, invite_form=form, status=400)
 
 
 def organisation_url(organisation: Organisation) -> str:

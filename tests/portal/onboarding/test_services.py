@@ -109,7 +109,10 @@ def test_an_expired_cohort_is_refused():
 def test_an_unknown_cohort_code_is_refused():
     with pytest.raises(ApplicationError, match="not valid") as excinfo:
         student_onboard(
-            user=UserFactory(), programme="X", expected_graduation_year=NEXT_YEAR, cohort_code="NOPE"
+            user=UserFactory(),
+            programme="X",
+            expected_graduation_year=NEXT_YEAR,
+            cohort_code="NOPE",
         )
     assert excinfo.value.field == "cohort_code"
 
@@ -165,7 +168,10 @@ def test_the_last_seat_of_a_cohort_goes_to_exactly_one_student():
         barrier.wait()
         try:
             student_onboard(
-                user=user, programme="X", expected_graduation_year=NEXT_YEAR, cohort_code=cohort.code
+                user=user,
+                programme="X",
+                expected_graduation_year=NEXT_YEAR,
+                cohort_code=cohort.code,
             )
             outcomes.append("in")
         except ApplicationError:

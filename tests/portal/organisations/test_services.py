@@ -65,7 +65,10 @@ def test_owner_invites_and_the_mail_goes_out_after_commit(
 ):
     with django_capture_on_commit_callbacks(execute=True):
         invitation = services.invitation_create(
-            organisation=organisation, email="New.Person@Example.PK", role=Role.ADMIN, acting_user=owner
+            organisation=organisation,
+            email="New.Person@Example.PK",
+            role=Role.ADMIN,
+            acting_user=owner,
         )
     assert invitation.email == "new.person@example.pk"
     assert invitation.expires_at - timezone.now() > dt.timedelta(days=6, hours=23)
@@ -117,7 +120,9 @@ def test_inviting_an_existing_member_is_refused(organisation, owner, member):
 
 
 def test_accepting_makes_a_member_once(organisation, owner):
-    invitation = InvitationFactory(organisation=organisation, invited_by=owner, email="new@example.pk")
+    invitation = InvitationFactory(
+        organisation=organisation, invited_by=owner, email="new@example.pk"
+    )
     invitee = UserFactory(email="new@example.pk")
     membership = services.invitation_accept(token=_token_for(invitation), user=invitee)
     assert membership.role == Role.MEMBER
@@ -178,7 +183,9 @@ def test_owner_changes_roles_but_an_admin_cannot(organisation, owner, admin_memb
     assert Membership.objects.get(user=member).role == Role.ADMIN
     with pytest.raises(PermissionDenied):
         services.membership_role_change(
-            membership=Membership.objects.get(user=owner), role=Role.MEMBER, acting_user=admin_member
+            membership=Membership.objects.get(user=owner),
+            role=Role.MEMBER,
+            acting_user=admin_member,
         )
     assert Membership.objects.get(user=owner).role == Role.OWNER
 
@@ -210,11 +217,16 @@ def test_removal_rules(organisation, owner, admin_member, member):
         )
     assert Membership.objects.filter(organisation=organisation).count() == 4
     # an admin removes a member; a member may leave
-    services.membership_remove(membership=Membership.objects.get(user=member), acting_user=admin_member)
+    services.membership_remove(
+        membership=Membership.objects.get(user=member), acting_user=admin_member
+    )
     services.membership_remove(
         membership=Membership.objects.get(user=other_admin), acting_user=other_admin
     )
-    assert set(organisation.memberships.values_list("user", flat=True)) == {owner.pk, admin_member.pk}
+    assert set(organisation.memberships.values_list("user", flat=True)) == {
+        owner.pk,
+        admin_member.pk,
+    }
 
 
 def test_ownership_transfer(organisation, owner, member):
@@ -226,12 +238,16 @@ def test_ownership_transfer(organisation, owner, member):
     # the former owner can no longer act as one
     with pytest.raises(PermissionDenied):
         services.ownership_transfer(
-            organisation=organisation, new_owner=Membership.objects.get(user=owner), acting_user=owner
+            organisation=organisation,
+            new_owner=Membership.objects.get(user=owner),
+            acting_user=owner,
         )
 
 
 def test_ownership_transfer_to_someone_outside_is_refused(organisation, owner):
     outsider = MembershipFactory(organisation=OrganisationFactory())
     with pytest.raises(ApplicationError):
-        services.ownership_transfer(organisation=organisation, new_owner=outsider, acting_user=owner)
+        services.ownership_transfer(
+            organisation=organisation, new_owner=outsider, acting_user=owner
+        )
     assert Membership.objects.get(user=owner).role == Role.OWNER

@@ -24,7 +24,9 @@ def test_secp_number_rejects_malformed_values_with_a_clear_message(raw):
     assert "7-digit" in excinfo.value.messages[0]
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1234567-8", "1234567-8"), ("12345678", "1234567-8")])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1234567-8", "1234567-8"), ("12345678", "1234567-8")]
+)
 def test_ntn_is_stored_in_one_spelling(raw, expected):
     assert ntn_normalise(raw) == expected
 
