@@ -8,6 +8,20 @@ from .validators import ntn_normalise, secp_registration_number_normalise
 
 
 class OrganisationForm(forms.ModelForm):
+    # Wider than the stored columns: people type "CUIN-0123456" or "1234567-8 "; the clean_*
+    # methods reduce what they type to the canonical spelling the model stores.
+    secp_registration_number = forms.CharField(
+        label=_("SECP registration number (CUIN)"),
+        max_length=20,
+        help_text=_("Seven digits, for example 0123456."),
+        widget=forms.TextInput(attrs={"inputmode": "numeric"}),
+    )
+    ntn = forms.CharField(
+        label=_("NTN"),
+        max_length=12,
+        required=False,
+        help_text=_("Optional. Seven digits, a dash and a check digit, for example 1234567-8."),
+    )
     website = forms.URLField(
         label=_("Website"), required=False, assume_scheme="https", max_length=200
     )
@@ -27,20 +41,11 @@ class OrganisationForm(forms.ModelForm):
         ]
         help_texts = {
             "legal_name": _("As written on the certificate of incorporation."),
-            "secp_registration_number": _("Seven digits, for example 0123456."),
-            "ntn": _("Optional. Seven digits, a dash and a check digit, for example 1234567-8."),
             "data_sensitivity": _("This decides where your work may run and who may review it."),
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Accept the CUIN- prefix and spaces; the model field holds the 7 canonical digits.
-        self.fields["secp_registration_number"].max_length = 20
-        self.fields["secp_registration_number"].widget.attrs.update(
-            maxlength=20, inputmode="numeric"
-        )
-        self.fields["ntn"].max_length = 12
-        self.fields["ntn"].widget.attrs.update(maxlength=12)
         self.fields["legal_name"].widget.attrs.update(autocomplete="organization")
 
     def clean_secp_registration_number(self) -> str:

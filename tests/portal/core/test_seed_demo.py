@@ -1,0 +1,34 @@
+import pytest
+from allauth.account.models import EmailAddress
+from django.core.management import CommandError, call_command
+
+from portal.onboarding.models import StudentProfile
+from portal.organisations.models import Membership, Organisation, Role
+from portal.users.models import User
+from portal.users.selectors import user_is_programme_manager
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_is_idempotent_and_prints_working_passwords(capsys, client):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    assert User.objects.filter(email__endswith="@demo.local").count() == 3
+    assert Organisation.objects.filter(legal_name="Demo AI Labs").count() == 1
+    founder = User.objects.get(email="founder@demo.local")
+    assert Membership.objects.get(user=founder).role == Role.OWNER
+    assert user_is_programme_manager(user=User.objects.get(email="pm@demo.local"))
+    student = StudentProfile.objects.get(user__email="student@demo.local")
+    assert student.university is not None
+    assert EmailAddress.objects.filter(email__endswith="@demo.local", verified=True).count() == 3
+    # the printed password signs the founder in
+    password = next(line.split()[-1] for line in out.splitlines() if "founder@demo.local" in line)
+    assert client.login(email="founder@demo.local", password=password)
+
+
+def test_seed_demo_refuses_production(settings):
+    settings.DEMO_SEED_ALLOWED = False
+    with pytest.raises(CommandError, match="production"):
+        call_command("seed_demo")
+    assert not User.objects.exists()

@@ -1,0 +1,116 @@
+"""Settings that must hold: production refuses to start half-configured, SQLite is shareable,
+and no page can load anything from another host."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.urls import reverse
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def _django(settings_module: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ALLOWED_HOSTS"}}
+    return subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        [sys.executable, "manage.py", *args, f"--settings={settings_module}"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = _django("portal.settings.production", {"ALLOWED_HOSTS": "portal.example.pk"}, "check")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_passes_the_deploy_checklist_with_zero_warnings():
+    env = {
+        "SECRET_KEY": "k" * 20 + "-unique-Value-0123456789-abcdefghijklmnop",
+        "ALLOWED_HOSTS": "a.pk",
+    }
+    result = _django(
+        "portal.settings.production", env, "check", "--deploy", "--fail-level", "WARNING"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues (0 silenced)" in result.stdout
+
+
+@pytest.mark.django_db
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():
+    if connection.vendor != "sqlite":
+        pytest.skip("only the embedded default uses SQLite")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        mode = cursor.fetchone()[0]
+    # the in-memory test database cannot use WAL; the file database the portal runs on does
+    assert mode in {"wal", "memory"}
+    assert settings.DATABASES["default"]["OPTIONS"]["timeout"] >= 5
+
+
+def test_the_sqlite_file_database_really_uses_wal(tmp_path):
+    db = tmp_path / "portal.sqlite3"
+    code = (
+        "import django; django.setup();"
+        "from django.db import connection;"
+        "c = connection.cursor(); c.execute('PRAGMA journal_mode'); print(c.fetchone()[0]);"
+        "c.execute('PRAGMA busy_timeout'); print(c.fetchone()[0])"
+    )
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings.local",
+            "DATABASE_URL": f"sqlite:///{db}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    mode, busy_ms = result.stdout.split()
+    assert mode == "wal"
+    assert int(busy_ms) >= 5000
+
+
+@pytest.mark.django_db
+def test_pages_carry_a_same_origin_content_security_policy(client):
+    response = client.get(reverse("account_signup"))
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy
+    assert "script-src 'self'" in policy
+    assert "http" not in policy  # no other host is ever allowed
+
+
+def _asset_references(text: str) -> list[str]:
+    return re.findall(
+        r"""(?:src|href|action)\s*=\s*["']([^"']+)["']|url\(\s*["']?([^"')]+)""", text
+    )
+
+
+def test_no_template_or_stylesheet_points_at_another_host():
+    offenders = []
+    for path in [*ROOT.glob("templates/**/*.html"), *ROOT.glob("static/css/**/*.css")]:
+        for match in _asset_references(path.read_text()):
+            url = next(part for part in match if part)
+            if re.match(r"^(https?:)?//", url):
+                offenders.append(f"{path.relative_to(ROOT)}: {url}")
+    assert offenders == []
+
+
+def test_vendored_scripts_make_no_requests_to_fixed_hosts():
+    # htmx is vendored; it must not carry a CDN or analytics host it would call by itself
+    for path in ROOT.glob("static/vendor/**/*.js"):
+        hosts = set(re.findall(r"https?://([a-z0-9.-]+\.[a-z]{2,})", path.read_text()))
+        assert hosts <= {"www.w3.org", "htmx.org"}, (path, hosts)
