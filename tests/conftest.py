@@ -9,6 +9,7 @@ from allauth.mfa.totp.internal.auth import (
     format_hotp_value,
     hotp_value,
 )
+from django.conf import settings
 from django.core.cache import cache
 
 from portal.organisations.models import Role
@@ -16,12 +17,20 @@ from portal.users.services import programme_manager_grant
 from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
 
 
+def _clear_own_cache_keys() -> None:
+    # Not cache.clear(): that flushes the whole Redis database, other test runs' keys included.
+    client = cache._cache.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*"))
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache():
     """allauth's rate limits live in the (real, Redis) cache: every test starts from zero."""
-    cache.clear()
+    _clear_own_cache_keys()
     yield
-    cache.clear()
+    _clear_own_cache_keys()
 
 
 TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"

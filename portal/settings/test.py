@@ -1,5 +1,7 @@
 """Test settings: real PostgreSQL when DATABASE_URL says so (CI), real Redis, fast hashing."""
 
+import os
+
 from .base import *  # noqa: F403
 from .base import CACHES, CHANNEL_LAYERS, env
 
@@ -14,7 +16,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # A database of Redis of its own, so a test run never touches the development data.
 REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
 CACHES["default"]["LOCATION"] = REDIS_URL
-CACHES["default"]["KEY_PREFIX"] = "portal-test"
+# A prefix per test process: concurrent runs on one machine (xdist, two checkouts) never share
+# rate-limit counters, and each clears only its own keys.
+CACHES["default"]["KEY_PREFIX"] = f"portal-test-{os.getpid()}"
 CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [REDIS_URL]
 CELERY_BROKER_URL = REDIS_URL
 STORAGES = {
