@@ -18,6 +18,3 @@ urlpatterns = [
     path("programme/", include("portal.dashboard.urls")),
     path(settings.ADMIN_URL, admin.site.urls),
 ]
-
-admin.site.site_header = "National AI Cloud administration"
-admin.site.site_title = "National AI Cloud"

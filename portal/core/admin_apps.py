@@ -1,0 +1,7 @@
+"""The admin app, configured with the portal's admin site (kept free of model imports)."""
+
+from django.contrib.admin.apps import AdminConfig
+
+
+class PortalAdminConfig(AdminConfig):
+    default_site = "portal.core.admin_site.PortalAdminSite"
