@@ -72,6 +72,7 @@ class InvitationFactory(factory.django.DjangoModelFactory):
 class UniversityFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = University
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"University {n}")
 

@@ -1,8 +1,11 @@
-"""Browser fixtures: one Chromium for the session, a fresh context per person, a request log.
+"""Browser fixtures: one Chromium for these tests, a fresh context per person, a request log.
 
-Playwright's sync API keeps an asyncio event loop running in the test thread for as long as the
-browser is open, and Django refuses ORM calls from a thread with a running loop. The ORM calls
-the tests make are ordinary blocking ones, so the check is switched off while the browser lives.
+Playwright's sync API keeps an asyncio event loop running in the test thread from start to stop,
+and Django refuses ORM calls from a thread with a running loop. The ORM calls these tests (and
+pytest-django's flush) make are ordinary blocking ones, so DJANGO_ALLOW_ASYNC_UNSAFE is set while
+Playwright runs. Both live for this package only, not the session: the rest of the suite keeps
+Django's async-safety check, and subprocesses it starts (`manage.py check --deploy` refuses the
+variable) do not inherit it.
 """
 
 import os
@@ -26,7 +29,7 @@ TIMEOUT_MS = 10_000
 LOCAL_SCHEMES = {"data", "blob"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _orm_beside_playwright() -> Iterator[None]:
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -37,7 +40,7 @@ def _orm_beside_playwright() -> Iterator[None]:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(_orm_beside_playwright) -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
