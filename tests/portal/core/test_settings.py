@@ -46,18 +46,6 @@ def test_production_passes_the_deploy_checklist_with_zero_warnings():
     assert "no issues (0 silenced)" in result.stdout
 
 
-@pytest.mark.django_db
-def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():
-    if connection.vendor != "sqlite":
-        pytest.skip("only the embedded default uses SQLite")
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA journal_mode")
-        mode = cursor.fetchone()[0]
-    # the in-memory test database cannot use WAL; the file database the portal runs on does
-    assert mode in {"wal", "memory"}
-    assert settings.DATABASES["default"]["OPTIONS"]["timeout"] >= 5
-
-
 def test_the_sqlite_file_database_really_uses_wal(tmp_path):
     db = tmp_path / "portal.sqlite3"
     code = (
