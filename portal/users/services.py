@@ -43,6 +43,7 @@ def programme_manager_grant(*, user: User, acting_user: User | None, ip: str | N
     """Give a person the programme-manager role: the group, plus staff access to the admin."""
     group, _ = Group.objects.get_or_create(name=settings.PROGRAMME_MANAGERS_GROUP)
     user.groups.add(group)
+    user.__dict__.pop("_is_programme_manager", None)  # the selector's per-object cache
     if not user.is_staff:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
@@ -58,6 +59,7 @@ def programme_manager_revoke(
     group = Group.objects.filter(name=settings.PROGRAMME_MANAGERS_GROUP).first()
     if group is not None:
         user.groups.remove(group)
+    user.__dict__.pop("_is_programme_manager", None)  # the selector's per-object cache
     if user.is_staff and not user.is_superuser:
         user.is_staff = False
         user.save(update_fields=["is_staff"])

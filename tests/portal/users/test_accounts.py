@@ -133,3 +133,15 @@ def test_email_change_keeps_the_old_address_until_the_new_one_is_verified(client
     assert list(EmailAddress.objects.filter(user=user).values_list("email", flat=True)) == [
         "after@example.pk"
     ]
+
+
+def test_password_reset_mails_a_link_only_to_the_owner_of_the_address(client):
+    UserFactory(email="forgetful@example.pk")
+    client.post(reverse("account_reset_password"), {"email": "forgetful@example.pk"})
+    client.post(reverse("account_reset_password"), {"email": "nobody@example.pk"})
+    to_owner, to_stranger = mail.outbox
+    assert to_owner.to == ["forgetful@example.pk"]
+    assert "/accounts/password/reset/key/" in to_owner.body
+    # enumeration-safe: the unknown address is told there is no account, with no link
+    assert to_stranger.to == ["nobody@example.pk"]
+    assert "/accounts/password/reset/key/" not in to_stranger.body
