@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# package@version  file-in-package  destination  sha256
+# package@version  file-in-package  destination
 ASSETS=(
   "htmx.org@2.0.11 dist/htmx.min.js static/vendor/htmx/htmx.min.js"
+  # Urdu in Nastaliq, the script Urdu readers expect; only downloaded by pages shown in Urdu.
+  "@fontsource/noto-nastaliq-urdu@5.3.0 files/noto-nastaliq-urdu-arabic-400-normal.woff2 static/vendor/noto-nastaliq-urdu/noto-nastaliq-urdu-400.woff2"
+  "@fontsource/noto-nastaliq-urdu@5.3.0 files/noto-nastaliq-urdu-arabic-700-normal.woff2 static/vendor/noto-nastaliq-urdu/noto-nastaliq-urdu-700.woff2"
 )
 
 work=$(mktemp -d)
@@ -20,7 +23,8 @@ for line in "${ASSETS[@]}"; do
   tar -xzf "$tarball" -C "$work/x"
   cp "$work/x/package/$file" "$dest"
   cp "$work/x/package/LICENSE" "$(dirname "$dest")/LICENSE" 2>/dev/null || true
-  echo "$spec $(sha256sum "$dest" | cut -d' ' -f1)" > "$(dirname "$dest")/VERSION"
+  echo "$spec $(basename "$dest") $(sha256sum "$dest" | cut -d' ' -f1)" >> "$work/VERSION.$(basename "$(dirname "$dest")")"
+  cp "$work/VERSION.$(basename "$(dirname "$dest")")" "$(dirname "$dest")/VERSION"
   rm -rf "$work/x" "$tarball"
   echo "vendored $spec -> $dest"
 done
