@@ -1,6 +1,6 @@
 """Receive authentication events from Django and allauth and record them in the audit log.
 
-Signals are used only to hear third-party code; each receiver calls a service at once.
+Signals are used only to hear third-party code; each receiver calls the audit service at once.
 """
 
 from allauth.account import signals as account_signals
@@ -11,15 +11,20 @@ from django.dispatch import receiver
 from portal.audit.services import audit_record, client_ip
 
 
+def _record(action: str, request, user, **data) -> None:
+    """An event the person did to their own account."""
+    audit_record(actor=user, action=action, target=user, ip=client_ip(request), data=data)
+
+
 @receiver(auth_signals.user_logged_in)
 def _signed_in(sender, request, user, **kwargs):
-    audit_record(actor=user, action="auth.signed_in", target=user, ip=client_ip(request))
+    _record("auth.signed_in", request, user)
 
 
 @receiver(auth_signals.user_logged_out)
 def _signed_out(sender, request, user, **kwargs):
     if user is not None:
-        audit_record(actor=user, action="auth.signed_out", target=user, ip=client_ip(request))
+        _record("auth.signed_out", request, user)
 
 
 @receiver(auth_signals.user_login_failed)
@@ -33,85 +38,42 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
 
 @receiver(account_signals.user_signed_up)
 def _signed_up(sender, request, user, **kwargs):
-    audit_record(actor=user, action="auth.signed_up", target=user, ip=client_ip(request))
+    _record("auth.signed_up", request, user)
 
 
 @receiver(account_signals.email_confirmed)
 def _email_confirmed(sender, request, email_address, **kwargs):
-    user = email_address.user
-    audit_record(
-        actor=user,
-        action="auth.email_verified",
-        target=user,
-        ip=client_ip(request),
-        data={"email": email_address.email},
-    )
+    _record("auth.email_verified", request, email_address.user, email=email_address.email)
 
 
 @receiver(account_signals.email_changed)
 def _email_changed(sender, request, user, from_email_address, to_email_address, **kwargs):
-    audit_record(
-        actor=user,
-        action="auth.email_changed",
-        target=user,
-        ip=client_ip(request),
-        data={
-            "from": getattr(from_email_address, "email", None),
-            "to": to_email_address.email,
-        },
-    )
+    previous = getattr(from_email_address, "email", None)
+    _record("auth.email_changed", request, user, **{"from": previous, "to": to_email_address.email})
 
 
 @receiver(account_signals.password_changed)
 @receiver(account_signals.password_set)
 def _password_changed(sender, request, user, **kwargs):
-    audit_record(actor=user, action="auth.password_changed", target=user, ip=client_ip(request))
+    _record("auth.password_changed", request, user)
 
 
 @receiver(account_signals.password_reset)
 def _password_reset(sender, request, user, **kwargs):
-    audit_record(actor=user, action="auth.password_reset", target=user, ip=client_ip(request))
+    _record("auth.password_reset", request, user)
 
 
-@receiver(mfa_signals.authenticator_added)
-def _mfa_added(sender, request, user, authenticator, **kwargs):
-    audit_record(
-        actor=user,
-        action="mfa.added",
-        target=user,
-        ip=client_ip(request),
-        data={"type": authenticator.type},
-    )
+MFA_ACTIONS = {
+    mfa_signals.authenticator_added: "mfa.added",
+    mfa_signals.authenticator_removed: "mfa.removed",
+    mfa_signals.authenticator_reset: "mfa.recovery_codes_reset",
+    mfa_signals.authentication_failed: "mfa.failed",
+}
 
 
-@receiver(mfa_signals.authenticator_removed)
-def _mfa_removed(sender, request, user, authenticator, **kwargs):
-    audit_record(
-        actor=user,
-        action="mfa.removed",
-        target=user,
-        ip=client_ip(request),
-        data={"type": authenticator.type},
-    )
+def _mfa_event(sender, request, user, authenticator, signal, **kwargs):
+    _record(MFA_ACTIONS[signal], request, user, type=authenticator.type)
 
 
-@receiver(mfa_signals.authenticator_reset)
-def _mfa_reset(sender, request, user, authenticator, **kwargs):
-    audit_record(
-        actor=user,
-        action="mfa.recovery_codes_reset",
-        target=user,
-        ip=client_ip(request),
-        data={"type": authenticator.type},
-    )
-
-
-@receiver(mfa_signals.authentication_failed)
-def _mfa_failed(sender, request, user, authenticator, **kwargs):
-    audit_record(
-        actor=user,
-        action="mfa.failed",
-        target=user,
-        ip=client_ip(request),
-        data={"type": authenticator.type},
-    )
+for _signal in MFA_ACTIONS:
+    _signal.connect(_mfa_event, dispatch_uid=f"audit:{MFA_ACTIONS[_signal]}")

@@ -145,3 +145,16 @@ def test_password_reset_mails_a_link_only_to_the_owner_of_the_address(client):
     # enumeration-safe: the unknown address is told there is no account, with no link
     assert to_stranger.to == ["nobody@example.pk"]
     assert "/accounts/password/reset/key/" not in to_stranger.body
+
+
+def test_mfa_changes_and_failures_are_audited(client, programme_manager):
+    from tests.conftest import totp_code_now
+
+    client.post(reverse("account_login"), {"login": programme_manager.email, "password": PASSWORD})
+    client.post(reverse("mfa_authenticate"), {"code": "000000"})
+    client.post(reverse("mfa_authenticate"), {"code": totp_code_now()})
+    actions = list(
+        AuditEvent.objects.filter(actor=programme_manager).values_list("action", flat=True)
+    )
+    assert "mfa.failed" in actions
+    assert "auth.signed_in" in actions
