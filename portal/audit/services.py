@@ -40,4 +40,6 @@ def audit_record(
 
 def client_ip(request) -> str | None:
     """The address the request came from, as the ASGI server saw it (proxy-aware there)."""
-    return request.META.get("REMOTE_ADDR") or None if request is not None else None
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
