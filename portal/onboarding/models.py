@@ -78,6 +78,12 @@ class Cohort(PublicIdModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
+    monthly_allowance_gpu_hours = models.PositiveIntegerField(
+        _("monthly allowance (GPU-hours)"),
+        null=True,
+        blank=True,
+        help_text=_("Leave empty for the programme's default allowance; 0 for none."),
+    )
 
     class Meta:
         ordering = ["-created_at"]

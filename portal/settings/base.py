@@ -4,6 +4,7 @@ Environment-specific modules (local, production, test) change only what must dif
 Every variable read here is listed, with its default, in the README.
 """
 
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "portal.organisations",
     "portal.onboarding",
     "portal.dashboard",
+    "portal.credits",
 ]
 
 MIDDLEWARE = [
@@ -234,6 +236,30 @@ PROGRAMME_MANAGERS_GROUP = "programme_managers"
 INVITATION_MAX_AGE_DAYS = env.int("INVITATION_MAX_AGE_DAYS", default=7)
 HEALTH_CHECK_TIMEOUT_SECONDS = 2
 DEMO_SEED_ALLOWED = True  # production.py turns it off: demo accounts have published passwords
+
+# --- GPU credits ----------------------------------------------------------------------------
+CREDITS_DEFAULT_RATE_PKR_PER_GPU_HOUR = Decimal(
+    env.str("CREDITS_DEFAULT_RATE_PKR_PER_GPU_HOUR", default="750.00")
+)
+CREDITS_WARNING_THRESHOLDS_PERCENT = env.list(
+    "CREDITS_WARNING_THRESHOLDS_PERCENT", cast=int, default=[20, 5]
+)
+STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS = env.int("STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS", default=10)
+STUDENT_ALLOWANCE_RATE_PKR_PER_GPU_HOUR = Decimal(
+    env.str("STUDENT_ALLOWANCE_RATE_PKR_PER_GPU_HOUR", default="750.00")
+)
+CELERY_BEAT_SCHEDULE = {
+    "credits-expire-due-grants": {
+        "task": "credits.grants_expire_due",
+        "schedule": env.int("CREDITS_EXPIRY_INTERVAL_SECONDS", default=300),
+    },
+    # Daily, not monthly: a student who joins mid-month, or a missed run, is caught up the same
+    # day; the per-student, per-month key makes every run after the first a no-op.
+    "credits-student-allowances": {
+        "task": "credits.student_allowances_grant_month",
+        "schedule": 60 * 60 * 6,
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,42 @@
+"""Database operations that migrations share. Migrations import this module: keep it stable.
+
+`AppendOnly(table)` makes a table refuse UPDATE and DELETE in the database itself, so that not
+even a hand-written query can rewrite history. PostgreSQL refuses both (TRUNCATE stays possible
+for the test runner and for retention jobs run by an operator). SQLite refuses UPDATE and keeps
+DELETE, because Django's test flush deletes rows.
+"""
+
+from django.db import migrations
+
+_POSTGRES_FORWARD = """
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION '{table} is append-only (% refused)', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+_POSTGRES_BACKWARD = "DROP TRIGGER IF EXISTS {name} ON {table}; DROP FUNCTION IF EXISTS {name}();"
+_SQLITE_FORWARD = """
+CREATE TRIGGER {name}_no_update BEFORE UPDATE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} is append-only (UPDATE refused)'); END;
+"""
+_SQLITE_BACKWARD = "DROP TRIGGER IF EXISTS {name}_no_update;"
+
+
+def AppendOnly(table: str, name: str) -> migrations.RunPython:  # noqa: N802 - reads like an operation
+    def run(sql_by_vendor):
+        def apply(apps, schema_editor):
+            sql = sql_by_vendor.get(schema_editor.connection.vendor)
+            if sql:
+                # params=None: the SQL carries a literal % that must not be read as a placeholder
+                schema_editor.execute(sql.format(table=table, name=name), params=None)
+
+        return apply
+
+    return migrations.RunPython(
+        run({"postgresql": _POSTGRES_FORWARD, "sqlite": _SQLITE_FORWARD}),
+        run({"postgresql": _POSTGRES_BACKWARD, "sqlite": _SQLITE_BACKWARD}),
+    )

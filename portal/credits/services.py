@@ -1,0 +1,588 @@
+"""Writes to the books. `ledger_post` is the only function that creates ledger entries.
+
+Locking, in one order everywhere: holder accounts by primary key (the UPDATE of the cached
+balance takes the row lock), then everything else. Lots (grants) are read and changed only by a
+transaction that holds their account's row lock, so they need no lock of their own.
+"""
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from portal.audit.services import audit_record
+from portal.core.exceptions import ApplicationError
+from portal.core.mail import mail_send_after_commit
+
+from .models import CreditAccount, CreditGrant, CreditWarning, LedgerEntry, LedgerTransaction
+from .units import display_gpu_hours
+
+MAX_AMOUNT = 2**62  # far above any real grant; keeps sums inside a signed 64-bit column
+
+
+class LedgerError(ApplicationError):
+    """A posting that can never be valid: unbalanced, zero, unknown account, malformed key."""
+
+
+class InsufficientCredits(ApplicationError):
+    """The account's open lots do not cover the debit. Nothing was written."""
+
+    def __init__(self, message: str | None = None):
+        super().__init__(
+            message or _("Not enough GPU credits for this."), code="insufficient_credits"
+        )
+
+
+class IdempotencyConflict(ApplicationError):
+    """The key was used before for a different posting."""
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One intended leg of a transaction. For holder accounts, `grant` names the lot: required
+    for credits; for debits, None means "draw from the lots that expire first"."""
+
+    account: CreditAccount
+    amount: int
+    grant: CreditGrant | None = None
+
+
+# --- Accounts -----------------------------------------------------------------------------
+
+
+def _account_get_or_create(**lookup) -> CreditAccount:
+    try:
+        with transaction.atomic():
+            account, _created = CreditAccount.objects.get_or_create(**lookup)
+    except IntegrityError:  # created concurrently by someone else: theirs is as good
+        account = CreditAccount.objects.get(**{k: v for k, v in lookup.items() if k != "defaults"})
+    return account
+
+
+def system_account(code: str) -> CreditAccount:
+    return _account_get_or_create(
+        system_code=code, defaults={"kind": CreditAccount.Kind.SYSTEM, "balance": None}
+    )
+
+
+def account_for_organisation(organisation) -> CreditAccount:
+    return _account_get_or_create(
+        organisation=organisation,
+        defaults={"kind": CreditAccount.Kind.ORGANISATION, "balance": 0},
+    )
+
+
+def account_for_student(user) -> CreditAccount:
+    return _account_get_or_create(
+        user=user, defaults={"kind": CreditAccount.Kind.STUDENT, "balance": 0}
+    )
+
+
+# --- The one writer -------------------------------------------------------------------------
+
+
+def _validate(idempotency_key: str, kind: str, postings: Sequence[Posting]) -> None:
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200:
+        raise LedgerError(_("An idempotency key of 1 to 200 characters is required."))
+    if kind not in LedgerTransaction.Kind.values:
+        raise LedgerError(_("Unknown kind of transaction: %(kind)s.") % {"kind": kind})
+    if len(postings) < 2:
+        raise LedgerError(_("A transaction needs at least two entries."))
+    for posting in postings:
+        amount = posting.amount
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise LedgerError(_("Amounts are whole credit-seconds."))
+        if amount == 0 or abs(amount) > MAX_AMOUNT:
+            raise LedgerError(_("Every entry needs a non-zero amount within range."))
+        account = posting.account
+        if account is None or account.pk is None:
+            raise LedgerError(_("Every entry needs an existing account."))
+        if account.is_system and posting.grant is not None:
+            raise LedgerError(_("System accounts hold no grants."))
+        if not account.is_system:
+            if amount > 0 and posting.grant is None:
+                raise LedgerError(_("Credits to a holder account go into a grant."))
+            if posting.grant is not None and posting.grant.account_id != account.pk:
+                raise LedgerError(_("That grant belongs to another account."))
+    if sum(p.amount for p in postings) != 0:
+        raise LedgerError(_("The entries of a transaction must sum to zero."))
+
+
+def _open_lots(account_pk: int) -> list[CreditGrant]:
+    """Unexpired lots with something left, the one expiring first first."""
+    return list(
+        CreditGrant.objects.filter(
+            account_id=account_pk, remaining__gt=0, expires_at__gt=timezone.now()
+        ).order_by("expires_at", "pk")
+    )
+
+
+def _draw(
+    account_pk: int, amount: int, grant: CreditGrant | None, pending: dict[int, int]
+) -> list[tuple[int, int]]:
+    """Split a debit of `amount` (> 0) over lots: [(grant_pk, credit_seconds), ...].
+
+    `pending` holds this transaction's not-yet-written changes to lots, so two debits on one
+    account in one transaction never draw the same credit-seconds twice.
+    """
+    if grant is not None:
+        remaining = CreditGrant.objects.values_list("remaining", flat=True).get(pk=grant.pk)
+        if remaining + pending.get(grant.pk, 0) < amount:
+            raise InsufficientCredits(_("That grant has less left than this debit."))
+        return [(grant.pk, amount)]
+    draws, needed = [], amount
+    for lot in _open_lots(account_pk):
+        take = min(lot.remaining + pending.get(lot.pk, 0), needed)
+        if take <= 0:
+            continue
+        draws.append((lot.pk, take))
+        needed -= take
+        if not needed:
+            return draws
+    raise InsufficientCredits()
+
+
+def _check_replay(existing: LedgerTransaction, kind: str, postings: Sequence[Posting]) -> None:
+    wanted: dict[int, int] = defaultdict(int)
+    for posting in postings:
+        wanted[posting.account.pk] += posting.amount
+    recorded: dict[int, int] = defaultdict(int)
+    for account_pk, amount in existing.entries.values_list("account_id", "amount"):
+        recorded[account_pk] += amount
+    if existing.kind != kind or dict(wanted) != dict(recorded):
+        raise IdempotencyConflict(
+            _("This idempotency key was already used for a different transaction.")
+        )
+
+
+def ledger_post(
+    *,
+    idempotency_key: str,
+    kind: str,
+    postings: Sequence[Posting],
+    description: str = "",
+    metadata: dict | None = None,
+    acting_user=None,
+) -> LedgerTransaction:
+    """Record one balanced transaction, exactly once per idempotency key.
+
+    Refuses, writing nothing: unbalanced or zero entries, unknown accounts, a debit the
+    account's open lots cannot cover (no holder balance ever goes negative). Posting a key
+    again returns the first transaction (or IdempotencyConflict if it differs).
+    """
+    _validate(idempotency_key, kind, postings)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # a savepoint: a duplicate key rolls back only this
+                txn = LedgerTransaction.objects.create(
+                    public_id=uuid.uuid4(),
+                    idempotency_key=idempotency_key,
+                    kind=kind,
+                    description=description[:500],
+                    metadata=metadata or {},
+                    created_by=acting_user if getattr(acting_user, "pk", None) else None,
+                )
+        except IntegrityError:
+            existing = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
+            _check_replay(existing, kind, postings)
+            return existing
+
+        # Holder accounts in primary-key order: the conditional UPDATE takes the row lock and
+        # refuses to go below zero in one statement.
+        deltas: dict[int, int] = defaultdict(int)
+        for posting in postings:
+            if not posting.account.is_system:
+                deltas[posting.account.pk] += posting.amount
+        for account_pk in sorted(deltas):
+            delta = deltas[account_pk]
+            updated = CreditAccount.objects.filter(pk=account_pk, balance__gte=-delta).update(
+                balance=F("balance") + delta
+            )
+            if not updated:
+                raise InsufficientCredits()
+
+        entries, lot_deltas = [], defaultdict(int)
+        now = txn.created_at
+        for posting in postings:
+            account = posting.account
+            if account.is_system:
+                entries.append(
+                    LedgerEntry(
+                        transaction=txn, account=account, amount=posting.amount, created_at=now
+                    )
+                )
+            elif posting.amount > 0:
+                lot_deltas[posting.grant.pk] += posting.amount
+                entries.append(
+                    LedgerEntry(
+                        transaction=txn,
+                        account=account,
+                        grant=posting.grant,
+                        amount=posting.amount,
+                        created_at=now,
+                    )
+                )
+            else:
+                for grant_pk, take in _draw(account.pk, -posting.amount, posting.grant, lot_deltas):
+                    lot_deltas[grant_pk] -= take
+                    entries.append(
+                        LedgerEntry(
+                            transaction=txn,
+                            account=account,
+                            grant_id=grant_pk,
+                            amount=-take,
+                            created_at=now,
+                        )
+                    )
+        LedgerEntry.objects.bulk_create(entries)
+        for grant_pk, delta in sorted(lot_deltas.items()):
+            CreditGrant.objects.filter(pk=grant_pk).update(remaining=F("remaining") + delta)
+    return txn
+
+
+# --- Grants (lots) ---------------------------------------------------------------------------
+
+
+class _Replayed(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """ledger_post returned an earlier transaction: roll back the grant row made for this try."""
+
+
+def _grant_of(idempotency_key: str) -> CreditGrant | None:
+    entry = (
+        LedgerEntry.objects.filter(
+            transaction__idempotency_key=idempotency_key, grant__isnull=False, amount__gt=0
+        )
+        .select_related("grant")
+        .first()
+    )
+    return entry.grant if entry else None
+
+
+def grant_issue(
+    *,
+    account: CreditAccount,
+    credit_seconds: int,
+    rate_pkr_per_gpu_hour: Decimal,
+    expires_at: dt.datetime,
+    source: str,
+    idempotency_key: str,
+    acting_user=None,
+    application=None,
+    note: str = "",
+    kind: str = LedgerTransaction.Kind.GRANT,
+) -> CreditGrant:
+    """Put a new lot on a holder account, paid out of the grants-issued system account.
+
+    Idempotent on `idempotency_key`: a replay returns the lot the first call made.
+    """
+    if account.is_system:
+        raise LedgerError(_("Grants go to an organisation or a student."))
+    if (
+        isinstance(credit_seconds, bool)
+        or not isinstance(credit_seconds, int)
+        or credit_seconds <= 0
+    ):
+        raise LedgerError(_("A grant needs a positive amount."), field="amount")
+    if Decimal(rate_pkr_per_gpu_hour) < 0:
+        raise LedgerError(_("The rate cannot be negative."), field="rate_pkr_per_gpu_hour")
+    if expires_at <= timezone.now():
+        raise LedgerError(_("The expiry must be in the future."), field="expires_at")
+    existing = _grant_of(idempotency_key)
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            grant = CreditGrant.objects.create(
+                account=account,
+                source=source,
+                application=application,
+                amount=credit_seconds,
+                remaining=0,  # ledger_post adds the amount, with the entry that explains it
+                rate_pkr_per_gpu_hour=rate_pkr_per_gpu_hour,
+                expires_at=expires_at,
+                created_by=acting_user if getattr(acting_user, "pk", None) else None,
+                note=note[:500],
+            )
+            txn = ledger_post(
+                idempotency_key=idempotency_key,
+                kind=kind,
+                postings=[
+                    Posting(system_account(CreditAccount.System.GRANTS_ISSUED), -credit_seconds),
+                    Posting(account, credit_seconds, grant),
+                ],
+                description=note,
+                acting_user=acting_user,
+                metadata={"grant": str(grant.public_id)},
+            )
+            if not txn.entries.filter(grant=grant).exists():
+                raise _Replayed
+    except _Replayed:
+        return _grant_of(idempotency_key)
+    return grant
+
+
+@transaction.atomic
+def grant_revoke(*, grant: CreditGrant, reason: str, acting_user, ip: str | None = None) -> int:
+    """Take back what is left of a lot; what was used stays used. Returns the amount revoked."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError(_("Give a reason for the revocation."), field="reason")
+    grant = CreditGrant.objects.select_related("account").get(pk=grant.pk)
+    if grant.revoked_at is not None:
+        raise ApplicationError(_("This grant has already been revoked."))
+    if grant.remaining == 0:
+        raise ApplicationError(_("Nothing is left of this grant to revoke."))
+    amount = grant.remaining
+    ledger_post(
+        idempotency_key=f"grant-revocation:{grant.public_id}",
+        kind=LedgerTransaction.Kind.REVOCATION,
+        postings=[
+            Posting(grant.account, -amount, grant),
+            Posting(system_account(CreditAccount.System.GRANTS_ISSUED), amount),
+        ],
+        description=reason,
+        acting_user=acting_user,
+        metadata={"grant": str(grant.public_id)},
+    )
+    CreditGrant.objects.filter(pk=grant.pk).update(revoked_at=timezone.now())
+    audit_record(
+        actor=acting_user,
+        action="credits.grant_revoked",
+        target=grant.account,
+        ip=ip,
+        data={"grant": str(grant.public_id), "credit_seconds": amount, "reason": reason},
+    )
+    return amount
+
+
+def grant_expire(*, grant: CreditGrant) -> int:
+    """Move the unused remainder of an expired lot to the expired account (idempotent)."""
+    grant = CreditGrant.objects.select_related("account").get(pk=grant.pk)
+    if not grant.is_expired:
+        raise ApplicationError(_("This grant has not expired yet."))
+    with transaction.atomic():
+        amount = grant.remaining
+        if amount:
+            ledger_post(
+                idempotency_key=f"grant-expiry:{grant.public_id}",
+                kind=LedgerTransaction.Kind.EXPIRY,
+                postings=[
+                    Posting(grant.account, -amount, grant),
+                    Posting(system_account(CreditAccount.System.EXPIRED), amount),
+                ],
+                description=_("Unused credits expired"),
+                metadata={"grant": str(grant.public_id)},
+            )
+        CreditGrant.objects.filter(pk=grant.pk, expired_at__isnull=True).update(
+            expired_at=timezone.now()
+        )
+    return amount
+
+
+def grants_expire_due() -> int:
+    """Expire every lot past its date that still holds credits. Safe to run any number of
+    times, from any number of workers: each expiry has its own idempotency key."""
+    expired = 0
+    due = CreditGrant.objects.filter(expires_at__lte=timezone.now(), expired_at__isnull=True)
+    for grant in due.order_by("expires_at", "pk").iterator():
+        try:
+            expired += grant_expire(grant=grant)
+        except InsufficientCredits:
+            continue  # a revocation moved the remainder at the same moment; next run tidies up
+    return expired
+
+
+@transaction.atomic
+def adjustment_post(
+    *,
+    account: CreditAccount,
+    credit_seconds: int,
+    reason: str,
+    idempotency_key: str,
+    acting_user,
+    expires_at: dt.datetime | None = None,
+    rate_pkr_per_gpu_hour: Decimal | None = None,
+    ip: str | None = None,
+) -> LedgerTransaction:
+    """A programme manager's correction: positive adds a lot, negative takes from the lots that
+    expire first. Always with a reason, always audited."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError(_("Give a reason for the adjustment."), field="reason")
+    if (
+        isinstance(credit_seconds, bool)
+        or not isinstance(credit_seconds, int)
+        or not credit_seconds
+    ):
+        raise LedgerError(_("An adjustment needs a non-zero amount."), field="amount")
+    adjustments = system_account(CreditAccount.System.ADJUSTMENTS)
+    if credit_seconds > 0:
+        grant = grant_issue(
+            account=account,
+            credit_seconds=credit_seconds,
+            rate_pkr_per_gpu_hour=(
+                settings.CREDITS_DEFAULT_RATE_PKR_PER_GPU_HOUR
+                if rate_pkr_per_gpu_hour is None
+                else rate_pkr_per_gpu_hour
+            ),
+            expires_at=expires_at or timezone.now() + dt.timedelta(days=365),
+            source=CreditGrant.Source.ADJUSTMENT,
+            idempotency_key=idempotency_key,
+            acting_user=acting_user,
+            note=reason,
+            kind=LedgerTransaction.Kind.ADJUSTMENT,
+        )
+        txn = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
+        data = {"grant": str(grant.public_id)}
+    else:
+        txn = ledger_post(
+            idempotency_key=idempotency_key,
+            kind=LedgerTransaction.Kind.ADJUSTMENT,
+            postings=[Posting(account, credit_seconds), Posting(adjustments, -credit_seconds)],
+            description=reason,
+            acting_user=acting_user,
+        )
+        data = {}
+    audit_record(
+        actor=acting_user,
+        action="credits.adjustment_posted",
+        target=account,
+        ip=ip,
+        data={"credit_seconds": credit_seconds, "reason": reason, **data},
+    )
+    return txn
+
+
+# --- Usage and warnings --------------------------------------------------------------------
+
+
+@transaction.atomic
+def usage_charge(
+    *, account: CreditAccount, credit_seconds: int, idempotency_key: str, metadata: dict
+) -> LedgerTransaction:
+    """Charge used GPU time to a holder, from the lots that expire first, and warn on the way
+    down. `metadata` names the sandbox and profile, for statements."""
+    txn = ledger_post(
+        idempotency_key=idempotency_key,
+        kind=LedgerTransaction.Kind.USAGE,
+        postings=[
+            Posting(account, -credit_seconds),
+            Posting(system_account(CreditAccount.System.USAGE), credit_seconds),
+        ],
+        description=_("GPU usage"),
+        metadata=metadata,
+    )
+    warnings_check(
+        grant_ids=txn.entries.filter(grant__isnull=False).values_list("grant", flat=True)
+    )
+    return txn
+
+
+def warnings_check(*, grant_ids) -> list[CreditWarning]:
+    """Record (once) each threshold a lot has fallen to, and tell the organisation's owners."""
+    thresholds = sorted(settings.CREDITS_WARNING_THRESHOLDS_PERCENT, reverse=True)
+    created = []
+    for grant in CreditGrant.objects.filter(pk__in=list(grant_ids)).select_related("account"):
+        for threshold in thresholds:
+            if grant.remaining * 100 > threshold * grant.amount:
+                continue
+            warning, is_new = CreditWarning.objects.get_or_create(
+                grant=grant, threshold_percent=threshold
+            )
+            if is_new:
+                created.append(warning)
+                _warning_notify(warning)
+    return created
+
+
+def _warning_recipients(account: CreditAccount) -> list:
+    from portal.organisations.models import Membership, Role
+
+    if account.kind == CreditAccount.Kind.STUDENT:
+        return [account.user]
+    owners = Membership.objects.filter(
+        organisation_id=account.organisation_id, role__in=[Role.OWNER, Role.ADMIN]
+    ).select_related("user")
+    return [m.user for m in owners]
+
+
+def _warning_notify(warning: CreditWarning) -> None:
+    grant = warning.grant
+    for person in _warning_recipients(grant.account):
+        mail_send_after_commit(
+            template="credits/email/low_balance",
+            to=person.email,
+            language=person.language,
+            context={
+                "threshold": warning.threshold_percent,
+                "remaining_gpu_hours": display_gpu_hours(grant.remaining),
+                "granted_gpu_hours": display_gpu_hours(grant.amount),
+                "expires_at": grant.expires_at,
+                "holder": str(grant.account.organisation or grant.account.user),
+                "url": settings.SITE_URL,
+            },
+        )
+
+
+# --- Student allowance ----------------------------------------------------------------------
+
+
+def _month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    tz = timezone.get_default_timezone()
+    start = dt.datetime(month.year, month.month, 1, tzinfo=tz)
+    following = dt.datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=tz)
+    return start, following
+
+
+def allowance_key(user, month: dt.date) -> str:
+    return f"student-allowance:{user.pk}:{month:%Y-%m}"
+
+
+def student_allowance_grant(*, user, month: dt.date | None = None) -> CreditGrant | None:
+    """This month's allowance for one student, once (the key is per student and month).
+
+    The cohort's override wins over the programme default; zero means no allowance.
+    """
+    from portal.onboarding.models import StudentProfile
+
+    month = month or timezone.localdate()
+    profile = StudentProfile.objects.select_related("cohort").filter(user=user).first()
+    if profile is None or not user.is_active:
+        return None
+    hours = settings.STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS
+    if profile.cohort and profile.cohort.monthly_allowance_gpu_hours is not None:
+        hours = profile.cohort.monthly_allowance_gpu_hours
+    if hours <= 0:
+        return None
+    _start, following = _month_bounds(month)
+    if following <= timezone.now():
+        return None  # a month already over grants nothing
+    return grant_issue(
+        account=account_for_student(user),
+        credit_seconds=hours * 3600,
+        rate_pkr_per_gpu_hour=settings.STUDENT_ALLOWANCE_RATE_PKR_PER_GPU_HOUR,
+        expires_at=following,
+        source=CreditGrant.Source.ALLOWANCE,
+        idempotency_key=allowance_key(user, month),
+        note=_("Monthly student allowance %(month)s") % {"month": f"{month:%Y-%m}"},
+        kind=LedgerTransaction.Kind.ALLOWANCE,
+    )
+
+
+def student_allowances_grant_month(*, month: dt.date | None = None) -> int:
+    """Every student's allowance for the month; a second run grants nothing new."""
+    from portal.onboarding.models import StudentProfile
+
+    count = 0
+    for profile in StudentProfile.objects.select_related("user").iterator():
+        if student_allowance_grant(user=profile.user, month=month) is not None:
+            count += 1
+    return count

@@ -1,0 +1,37 @@
+"""Credits are integers: the unit is the credit-second (one GPU for one second).
+
+People read GPU-hours; money is PKR at each grant's own rate. Conversions live here and only
+here, in Decimal, so no float ever touches a balance.
+"""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+SECONDS_PER_HOUR = 3600
+PKR_QUANTUM = Decimal("0.01")
+GPU_HOURS_QUANTUM = Decimal("0.01")
+
+
+def gpu_hours_to_credit_seconds(gpu_hours: int | Decimal) -> int:
+    """Whole credit-seconds for an amount of GPU-hours (rounded half up to the second)."""
+    seconds = (Decimal(gpu_hours) * SECONDS_PER_HOUR).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return int(seconds)
+
+
+def credit_seconds_to_gpu_hours(credit_seconds: int) -> Decimal:
+    """Exact GPU-hours (a Decimal with as many places as it needs)."""
+    return Decimal(credit_seconds) / SECONDS_PER_HOUR
+
+
+def credit_seconds_to_pkr(credit_seconds: int, rate_pkr_per_gpu_hour: Decimal) -> Decimal:
+    """Exact PKR value of credit-seconds at a grant's rate; round only for display."""
+    return Decimal(credit_seconds) * Decimal(rate_pkr_per_gpu_hour) / SECONDS_PER_HOUR
+
+
+def display_gpu_hours(credit_seconds: int) -> Decimal:
+    return credit_seconds_to_gpu_hours(credit_seconds).quantize(
+        GPU_HOURS_QUANTUM, rounding=ROUND_HALF_UP
+    )
+
+
+def display_pkr(amount: Decimal) -> Decimal:
+    return Decimal(amount).quantize(PKR_QUANTUM, rounding=ROUND_HALF_UP)
