@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("language/", user_views.language_set, name="language_set"),
     path("onboarding/", include("portal.onboarding.urls")),
+    path("", include("portal.credits.urls")),
     path("organisations/", include("portal.organisations.urls")),
     path("programme/", include("portal.dashboard.urls")),
     path(settings.ADMIN_URL, admin.site.urls),

@@ -8,4 +8,13 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("audit/", views.audit_log, name="audit"),
     path("cohorts/", views.cohorts, name="cohorts"),
+    path("applications/", views.applications_queue, name="applications"),
+    path("applications/<uuid:public_id>/", views.application_review, name="application_review"),
+    path(
+        "applications/<uuid:public_id>/<str:action>/",
+        views.application_review_action,
+        name="application_review_action",
+    ),
+    path("grants/<uuid:public_id>/revoke/", views.grant_revoke, name="grant_revoke"),
+    path("accounts/<uuid:public_id>/adjust/", views.account_adjust, name="account_adjust"),
 ]

@@ -8,6 +8,7 @@ from django.utils.translation import gettext as _
 
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
+from portal.credits.tasks import student_allowance_grant as student_allowance_grant_task
 from portal.organisations.models import Organisation
 from portal.organisations.services import organisation_create
 from portal.users.models import User
@@ -92,6 +93,8 @@ def student_onboard(
         programme=programme.strip(),
         expected_graduation_year=expected_graduation_year,
     )
+    # The first month's allowance straight away, not at the next daily run.
+    transaction.on_commit(lambda: student_allowance_grant_task.delay(user_id=user.pk))
     audit_record(
         actor=user,
         action="student.onboarded",

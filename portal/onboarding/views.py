@@ -9,6 +9,8 @@ from django.utils.translation import gettext as _
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
+from portal.credits.models import CreditAccount
+from portal.credits.selectors import available_credit_seconds, grants_of
 from portal.organisations.views import PENDING_INVITATION_SESSION_KEY, organisation_url
 from portal.users.selectors import user_has_verified_email
 
@@ -105,4 +107,11 @@ def student_home(request: HttpRequest) -> HttpResponse:
     profile = getattr(request.user, "student_profile", None)
     if profile is None:
         return redirect("onboarding:start")
-    return render(request, "onboarding/student_home.html", {"profile": profile})
+    account = CreditAccount.objects.filter(user=request.user).first()
+    context = {
+        "profile": profile,
+        "account": account,
+        "available": available_credit_seconds(account=account) if account else 0,
+        "grants": grants_of(account=account) if account else [],
+    }
+    return render(request, "onboarding/student_home.html", context)

@@ -1,0 +1,268 @@
+"""Reads of the books: balances, lots, statements, the review queue."""
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.utils import timezone
+
+from portal.organisations.models import Organisation
+
+from .models import (
+    ApplicationState,
+    CreditAccount,
+    CreditApplication,
+    CreditGrant,
+    CreditWarning,
+    LedgerEntry,
+    LedgerTransaction,
+)
+from .units import credit_seconds_to_pkr
+
+K = LedgerTransaction.Kind
+
+
+def account_visible_to(*, user, public_id) -> CreditAccount | None:
+    """The account, when the person may read it: their organisation's, their own, or any for a
+    programme manager. None otherwise (the caller answers 404)."""
+    from portal.users.selectors import user_is_programme_manager
+
+    accounts = CreditAccount.objects.select_related("organisation", "user").filter(
+        public_id=public_id
+    )
+    if not user_is_programme_manager(user=user):
+        accounts = accounts.filter(Q(organisation__memberships__user=user) | Q(user=user)).exclude(
+            kind=CreditAccount.Kind.SYSTEM
+        )
+    return accounts.first()
+
+
+def account_for_organisation_get(organisation: Organisation) -> CreditAccount | None:
+    return CreditAccount.objects.filter(organisation=organisation).first()
+
+
+def available_credit_seconds(*, account: CreditAccount) -> int:
+    """What can still be spent: unexpired lots only (the cached balance may still include a lot
+    that expired minutes ago and awaits the expiry job)."""
+    total = CreditGrant.objects.filter(
+        account=account, remaining__gt=0, expires_at__gt=timezone.now()
+    ).aggregate(total=Sum("remaining"))["total"]
+    return total or 0
+
+
+def grants_of(*, account: CreditAccount) -> QuerySet[CreditGrant]:
+    return account.grants.select_related("application").order_by("-created_at")
+
+
+def warnings_open(*, account: CreditAccount) -> QuerySet[CreditWarning]:
+    return CreditWarning.objects.filter(
+        grant__account=account, acknowledged_at__isnull=True, grant__remaining__gt=0
+    ).select_related("grant")
+
+
+@dataclass
+class OrganisationHistory:
+    """What a reviewer needs to know about an applicant."""
+
+    balance: int
+    available: int
+    granted_total: int
+    used_total: int
+    grants: list[CreditGrant]
+    applications: list[CreditApplication]
+
+
+def organisation_history(*, organisation: Organisation) -> OrganisationHistory:
+    account = account_for_organisation_get(organisation)
+    grants = list(grants_of(account=account)) if account else []
+    used = 0
+    if account:
+        used = -(
+            LedgerEntry.objects.filter(account=account, transaction__kind=K.USAGE).aggregate(
+                total=Sum("amount")
+            )["total"]
+            or 0
+        )
+    return OrganisationHistory(
+        balance=account.balance if account else 0,
+        available=available_credit_seconds(account=account) if account else 0,
+        granted_total=sum(g.amount for g in grants),
+        used_total=used,
+        grants=grants,
+        applications=list(
+            organisation.credit_applications.order_by("-created_at").only(
+                "public_id", "title", "state", "requested_gpu_hours", "created_at"
+            )
+        ),
+    )
+
+
+# --- Review queue ---------------------------------------------------------------------------
+
+QUEUE_STATES = [ApplicationState.SUBMITTED, ApplicationState.IN_REVIEW]
+
+
+def review_queue(
+    *, states: list[str] | None = None, sector: str = "", min_days_waiting: int | None = None
+) -> QuerySet[CreditApplication]:
+    """Applications waiting for a decision, oldest submission first."""
+    applications = CreditApplication.objects.select_related("organisation").filter(
+        state__in=states or QUEUE_STATES
+    )
+    if sector:
+        applications = applications.filter(sector=sector)
+    if min_days_waiting:
+        cutoff = timezone.now() - dt.timedelta(days=min_days_waiting)
+        applications = applications.filter(state_changed_at__lte=cutoff)
+    return applications.order_by("submitted_at", "created_at")
+
+
+def review_queue_counts() -> dict[str, int]:
+    rows = CreditApplication.objects.values("state").annotate(n=Count("pk"))
+    return {row["state"]: row["n"] for row in rows}
+
+
+# --- Statements -----------------------------------------------------------------------------
+
+
+@dataclass
+class StatementLine:
+    at: dt.datetime
+    kind: str
+    kind_label: str
+    description: str
+    credit_seconds: int
+    pkr: Decimal
+
+
+@dataclass
+class Statement:
+    account: CreditAccount
+    month: dt.date
+    opening: int
+    opening_pkr: Decimal
+    closing: int
+    closing_pkr: Decimal
+    totals: dict[str, int] = field(default_factory=dict)
+    totals_pkr: dict[str, Decimal] = field(default_factory=dict)
+    usage_by_sandbox: list[tuple[str, str, int, Decimal]] = field(default_factory=list)
+    lines: list[StatementLine] = field(default_factory=list)
+
+
+STATEMENT_GROUPS = {
+    K.GRANT: "grants",
+    K.ALLOWANCE: "grants",
+    K.USAGE: "usage",
+    K.EXPIRY: "expiries",
+    K.REVOCATION: "adjustments",
+    K.ADJUSTMENT: "adjustments",
+}
+
+
+def month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    tz = timezone.get_default_timezone()
+    start = dt.datetime(month.year, month.month, 1, tzinfo=tz)
+    following = dt.datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=tz)
+    return start, following
+
+
+def _value(entries) -> tuple[int, Decimal]:
+    """Credit-seconds and their PKR value, each entry at its own lot's rate."""
+    seconds, pkr = 0, Decimal(0)
+    for amount, rate in entries:
+        seconds += amount
+        pkr += credit_seconds_to_pkr(amount, rate or Decimal(0))
+    return seconds, pkr
+
+
+def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
+    """The month in full: opening and closing balance, each group's total, the lines.
+
+    GPU-hours and PKR are exact (PKR at each lot's own rate); rounding happens on display.
+    Usage arrives every metering interval, so it is summed in the database by sandbox, profile
+    and lot rate instead of listed line by line; everything else is listed.
+    """
+    start, end = month_bounds(month)
+    entries = LedgerEntry.objects.filter(account=account)
+    opening, opening_pkr = _value(
+        entries.filter(created_at__lt=start)
+        .values("grant__rate_pkr_per_gpu_hour")
+        .annotate(seconds=Sum("amount"))
+        .values_list("seconds", "grant__rate_pkr_per_gpu_hour")
+    )
+    in_month = entries.filter(created_at__gte=start, created_at__lt=end)
+    statement = Statement(
+        account=account,
+        month=month,
+        opening=opening,
+        opening_pkr=opening_pkr,
+        closing=opening,
+        closing_pkr=opening_pkr,
+        totals=dict.fromkeys(["grants", "usage", "expiries", "adjustments"], 0),
+        totals_pkr=dict.fromkeys(["grants", "usage", "expiries", "adjustments"], Decimal(0)),
+    )
+
+    def add(group: str, seconds: int, pkr: Decimal) -> None:
+        statement.totals[group] += seconds
+        statement.totals_pkr[group] += pkr
+        statement.closing += seconds
+        statement.closing_pkr += pkr
+
+    usage_rows = (
+        in_month.filter(transaction__kind=K.USAGE)
+        .annotate(
+            sandbox=KeyTextTransform("sandbox", "transaction__metadata"),
+            profile=KeyTextTransform("profile", "transaction__metadata"),
+        )
+        .values("sandbox", "profile", "grant__rate_pkr_per_gpu_hour")
+        .annotate(seconds=Sum("amount"))
+        .order_by("sandbox", "profile")
+    )
+    usage: dict[tuple[str, str], list] = defaultdict(lambda: [0, Decimal(0)])
+    for row in usage_rows:
+        pkr = credit_seconds_to_pkr(row["seconds"], row["grant__rate_pkr_per_gpu_hour"] or 0)
+        key = (row["sandbox"] or "", row["profile"] or "")
+        usage[key][0] += row["seconds"]
+        usage[key][1] += pkr
+        add("usage", row["seconds"], pkr)
+    statement.usage_by_sandbox = [
+        (sandbox, profile, seconds, pkr) for (sandbox, profile), (seconds, pkr) in usage.items()
+    ]
+
+    for entry in (
+        in_month.exclude(transaction__kind=K.USAGE)
+        .select_related("transaction", "grant")
+        .order_by("created_at", "pk")
+    ):
+        txn = entry.transaction
+        rate = entry.grant.rate_pkr_per_gpu_hour if entry.grant else Decimal(0)
+        pkr = credit_seconds_to_pkr(entry.amount, rate)
+        add(STATEMENT_GROUPS[txn.kind], entry.amount, pkr)
+        statement.lines.append(
+            StatementLine(
+                at=entry.created_at,
+                kind=txn.kind,
+                kind_label=txn.get_kind_display(),
+                description=txn.description,
+                credit_seconds=entry.amount,
+                pkr=pkr,
+            )
+        )
+    return statement
+
+
+def statement_months(*, account: CreditAccount) -> list[dt.date]:
+    """Every month from the account's first entry to this one, newest first."""
+    first = LedgerEntry.objects.filter(account=account).order_by("created_at").first()
+    today = timezone.localdate()
+    if first is None:
+        return [today.replace(day=1)]
+    cursor = timezone.localtime(first.created_at).date().replace(day=1)
+    months = []
+    while cursor <= today:
+        months.append(cursor)
+        cursor = (cursor + dt.timedelta(days=32)).replace(day=1)
+    return list(reversed(months))

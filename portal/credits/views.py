@@ -1,0 +1,251 @@
+"""Applicant pages (credits, applications) and statements. Thin: forms in, services do the work."""
+
+import csv
+import datetime as dt
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from portal.audit.services import client_ip
+from portal.core.exceptions import ApplicationError, PermissionDenied
+from portal.core.forms import add_service_error
+from portal.organisations.selectors import membership_get, organisation_for_user
+
+from . import applications as workflow
+from .forms import ApplicationForm, MessageForm
+from .models import CreditApplication
+from .selectors import (
+    account_for_organisation_get,
+    account_visible_to,
+    available_credit_seconds,
+    grants_of,
+    statement_for,
+    statement_months,
+    warnings_open,
+)
+from .units import display_gpu_hours, display_pkr
+
+
+def _organisation(request, slug):
+    organisation = organisation_for_user(user=request.user, slug=slug)
+    if organisation is None:
+        raise Http404
+    return organisation
+
+
+def _application(organisation, public_id) -> CreditApplication:
+    return get_object_or_404(
+        CreditApplication.objects.select_related("organisation", "created_by"),
+        organisation=organisation,
+        public_id=public_id,
+    )
+
+
+def application_url(application: CreditApplication) -> str:
+    return reverse(
+        "credits:application",
+        kwargs={"slug": application.organisation.slug, "public_id": application.public_id},
+    )
+
+
+@login_required
+def organisation_credits(request: HttpRequest, slug: str) -> HttpResponse:
+    organisation = _organisation(request, slug)
+    account = account_for_organisation_get(organisation)
+    context = {
+        "organisation": organisation,
+        "membership": membership_get(organisation=organisation, user=request.user),
+        "account": account,
+        "available": available_credit_seconds(account=account) if account else 0,
+        "grants": grants_of(account=account) if account else [],
+        "warnings": warnings_open(account=account) if account else [],
+        "applications": organisation.credit_applications.order_by("-created_at"),
+        "months": statement_months(account=account) if account else [],
+    }
+    return render(request, "credits/organisation.html", context)
+
+
+@login_required
+def application_new(request: HttpRequest, slug: str) -> HttpResponse:
+    organisation = _organisation(request, slug)
+    form = ApplicationForm(request.POST or None, organisation=organisation)
+    if request.method == "POST" and form.is_valid():
+        details = dict(form.cleaned_data)
+        team = details.pop("team_members")
+        try:
+            application = workflow.application_create(
+                organisation=organisation, acting_user=request.user, team_members=team, **details
+            )
+        except PermissionDenied as error:
+            messages.error(request, error.message)
+            return redirect("credits:organisation", slug=slug)
+        except ApplicationError as error:
+            add_service_error(form, error)
+        else:
+            messages.success(request, _("Draft saved. Submit it when it is ready."))
+            return redirect(application_url(application))
+    status = 400 if form.is_bound and form.errors else 200
+    return render(
+        request,
+        "credits/application_form.html",
+        {"organisation": organisation, "form": form},
+        status=status,
+    )
+
+
+@login_required
+def application_detail(request: HttpRequest, slug: str, public_id) -> HttpResponse:
+    organisation = _organisation(request, slug)
+    application = _application(organisation, public_id)
+    membership = membership_get(organisation=organisation, user=request.user)
+    editable = application.state in workflow.EDITABLE_STATES and membership.can_manage_members
+    form = None
+    if editable:
+        form = ApplicationForm(
+            request.POST or None, instance=application, organisation=organisation
+        )
+        if request.method == "POST" and form.is_valid():
+            details = dict(form.cleaned_data)
+            team = details.pop("team_members")
+            try:
+                workflow.application_update(
+                    application=application,
+                    acting_user=request.user,
+                    team_members=team,
+                    **details,
+                )
+            except ApplicationError as error:
+                add_service_error(form, error)
+            else:
+                messages.success(request, _("Changes saved."))
+                return redirect(application_url(application))
+    context = {
+        "organisation": organisation,
+        "application": application,
+        "membership": membership,
+        "form": form,
+        "events": application.events.select_related("author"),
+        "comment_form": MessageForm(),
+        "grant": getattr(application, "grant", None),
+    }
+    status = 400 if form is not None and form.is_bound and form.errors else 200
+    return render(request, "credits/application_detail.html", context, status=status)
+
+
+APPLICANT_ACTIONS = {
+    "submit": (
+        workflow.application_submit,
+        gettext_lazy("Submitted. A programme manager will review it."),
+    ),
+    "withdraw": (workflow.application_withdraw, gettext_lazy("The application was withdrawn.")),
+}
+
+
+@login_required
+@require_POST
+def application_action(request: HttpRequest, slug: str, public_id, action: str) -> HttpResponse:
+    organisation = _organisation(request, slug)
+    application = _application(organisation, public_id)
+    try:
+        if action == "comment":
+            form = MessageForm(request.POST)
+            if not form.is_valid():
+                raise ApplicationError(_("Write a message."))
+            workflow.application_comment(
+                application=application,
+                acting_user=request.user,
+                message=form.cleaned_data["message"],
+            )
+            success = _("Message added.")
+        elif action in APPLICANT_ACTIONS:
+            service, success = APPLICANT_ACTIONS[action]
+            service(application=application, acting_user=request.user, ip=client_ip(request))
+        else:
+            raise Http404
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, success)
+    return redirect(application_url(application))
+
+
+def _month(value: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
+    except ValueError as exc:
+        raise Http404 from exc
+
+
+@login_required
+def statement(request: HttpRequest, public_id, month: str) -> HttpResponse:
+    account = account_visible_to(user=request.user, public_id=public_id)
+    if account is None:
+        raise Http404
+    data = statement_for(account=account, month=_month(month))
+    return render(
+        request,
+        "credits/statement.html",
+        {"statement": data, "months": statement_months(account=account)},
+    )
+
+
+@login_required
+def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
+    account = account_visible_to(user=request.user, public_id=public_id)
+    if account is None:
+        raise Http404
+    data = statement_for(account=account, month=_month(month))
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="statement-{month}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(
+        [
+            "section",
+            "date",
+            "kind",
+            "description",
+            "sandbox",
+            "profile",
+            "gpu_hours",
+            "credit_seconds",
+            "pkr",
+        ]
+    )
+
+    def row(section, at="", kind="", description="", sandbox="", profile="", seconds=0, pkr=0):
+        writer.writerow(
+            [
+                section,
+                at,
+                kind,
+                description,
+                sandbox,
+                profile,
+                display_gpu_hours(seconds),
+                seconds,
+                display_pkr(pkr),
+            ]
+        )
+
+    row("opening", seconds=data.opening, pkr=data.opening_pkr)
+    for line in data.lines:
+        row(
+            "line",
+            line.at.isoformat(),
+            line.kind,
+            line.description,
+            seconds=line.credit_seconds,
+            pkr=line.pkr,
+        )
+    for sandbox, profile, seconds, pkr in data.usage_by_sandbox:
+        row("usage", kind="usage", sandbox=sandbox, profile=profile, seconds=seconds, pkr=pkr)
+    for group, seconds in data.totals.items():
+        row(f"total_{group}", seconds=seconds, pkr=data.totals_pkr[group])
+    row("closing", seconds=data.closing, pkr=data.closing_pkr)
+    return response
