@@ -67,6 +67,7 @@ def warnings_open(*, account: CreditAccount) -> QuerySet[CreditWarning]:
 class OrganisationHistory:
     """What a reviewer needs to know about an applicant."""
 
+    account: CreditAccount | None
     balance: int
     available: int
     granted_total: int
@@ -87,6 +88,7 @@ def organisation_history(*, organisation: Organisation) -> OrganisationHistory:
             or 0
         )
     return OrganisationHistory(
+        account=account,
         balance=account.balance if account else 0,
         available=available_credit_seconds(account=account) if account else 0,
         granted_total=sum(g.amount for g in grants),

@@ -176,7 +176,8 @@ def ledger_post(
 
     Refuses, writing nothing: unbalanced or zero entries, unknown accounts, a debit the
     account's open lots cannot cover (no holder balance ever goes negative). Posting a key
-    again returns the first transaction (or IdempotencyConflict if it differs).
+    again returns the first transaction (or IdempotencyConflict if it differs); the returned
+    object's `replayed` attribute says which happened.
     """
     _validate(idempotency_key, kind, postings)
     with transaction.atomic():
@@ -193,7 +194,9 @@ def ledger_post(
         except IntegrityError:
             existing = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
             _check_replay(existing, kind, postings)
+            existing.replayed = True
             return existing
+        txn.replayed = False
 
         # Holder accounts in primary-key order: the conditional UPDATE takes the row lock and
         # refuses to go below zero in one statement.
@@ -450,6 +453,8 @@ def adjustment_post(
             description=reason,
             acting_user=acting_user,
         )
+        if txn.replayed:
+            return txn
         data = {}
     audit_record(
         actor=acting_user,

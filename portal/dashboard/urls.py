@@ -16,5 +16,6 @@ urlpatterns = [
         name="application_review_action",
     ),
     path("grants/<uuid:public_id>/revoke/", views.grant_revoke, name="grant_revoke"),
+    path("accounts/<uuid:public_id>/", views.account_detail, name="account"),
     path("accounts/<uuid:public_id>/adjust/", views.account_adjust, name="account_adjust"),
 ]

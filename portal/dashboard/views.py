@@ -33,7 +33,14 @@ from portal.credits.forms import (
     RejectForm,
 )
 from portal.credits.models import CreditAccount, CreditApplication, CreditGrant
-from portal.credits.selectors import organisation_history, review_queue, review_queue_counts
+from portal.credits.selectors import (
+    available_credit_seconds,
+    grants_of,
+    organisation_history,
+    review_queue,
+    review_queue_counts,
+    statement_months,
+)
 from portal.credits.units import display_gpu_hours, gpu_hours_to_credit_seconds
 from portal.onboarding.models import Cohort
 from portal.onboarding.services import cohort_create
@@ -281,3 +288,21 @@ def account_adjust(request: HttpRequest, public_id) -> HttpResponse:
     else:
         messages.success(request, _("Adjustment posted."))
     return redirect(_next_or(request, "dashboard:applications"))
+
+
+@programme_manager_required
+def account_detail(request: HttpRequest, public_id) -> HttpResponse:
+    account = get_object_or_404(
+        CreditAccount.objects.exclude(kind=CreditAccount.Kind.SYSTEM).select_related(
+            "organisation", "user"
+        ),
+        public_id=public_id,
+    )
+    context = {
+        "account": account,
+        "available": available_credit_seconds(account=account),
+        "grants": grants_of(account=account),
+        "months": statement_months(account=account),
+        "adjust_form": AdjustmentForm(),
+    }
+    return render(request, "dashboard/account.html", context)

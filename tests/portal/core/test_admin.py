@@ -38,3 +38,14 @@ def test_a_non_staff_user_is_forbidden(client, user):
     client.force_login(user)
     response = client.get(reverse("admin:index"), follow=True)
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "model", ["ledgertransaction", "ledgerentry", "creditaccount", "creditgrant"]
+)
+def test_the_ledger_is_read_only_in_the_admin(client, programme_manager, model):
+    client.force_login(programme_manager)
+    programme_manager.is_superuser = True
+    programme_manager.save()
+    assert client.get(reverse(f"admin:credits_{model}_changelist")).status_code == 200
+    assert client.get(reverse(f"admin:credits_{model}_add")).status_code == 403
