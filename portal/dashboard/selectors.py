@@ -3,8 +3,11 @@
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, Min, OuterRef, QuerySet
+from django.utils import timezone
 
+from portal.credits.models import CreditApplication
+from portal.credits.selectors import QUEUE_STATES
 from portal.onboarding.models import Cohort, StudentProfile
 from portal.organisations.models import Membership, Organisation
 
@@ -16,6 +19,8 @@ class ProgrammeOverview:
     students: int
     pending_onboarding: int
     cohorts: int
+    applications_waiting: int
+    oldest_waiting_days: int | None
 
 
 def users_pending_onboarding() -> QuerySet:
@@ -29,7 +34,11 @@ def users_pending_onboarding() -> QuerySet:
 
 
 def programme_overview() -> ProgrammeOverview:
+    waiting = CreditApplication.objects.filter(state__in=QUEUE_STATES)
+    oldest = waiting.aggregate(oldest=Min("submitted_at"))["oldest"]
     return ProgrammeOverview(
+        applications_waiting=waiting.count(),
+        oldest_waiting_days=(timezone.now() - oldest).days if oldest else None,
         organisations=Organisation.objects.filter(is_active=True).count(),
         organisations_suspended=Organisation.objects.filter(is_active=False).count(),
         students=StudentProfile.objects.count(),
