@@ -90,14 +90,15 @@ class ApproveForm(forms.Form):
     )
 
     @classmethod
-    def for_application(cls, application: CreditApplication) -> "ApproveForm":
+    def for_application(cls, application: CreditApplication, **kwargs) -> "ApproveForm":
         months = application.duration_months
         return cls(
+            **kwargs,
             initial={
                 "gpu_hours": application.requested_gpu_hours,
                 "expires_on": timezone.localdate() + dt.timedelta(days=31 * months),
                 "rate_pkr_per_gpu_hour": settings.CREDITS_DEFAULT_RATE_PKR_PER_GPU_HOUR,
-            }
+            },
         )
 
     def clean_expires_on(self):

@@ -144,10 +144,12 @@ def _review_context(application, **forms) -> dict:
         "application": application,
         "history": organisation_history(organisation=application.organisation),
         "events": application.events.select_related("author"),
-        "approve_form": forms.get("approve") or ApproveForm.for_application(application),
-        "changes_form": forms.get("changes") or MessageForm(),
-        "reject_form": forms.get("reject") or RejectForm(),
-        "comment_form": forms.get("comment") or MessageForm(),
+        # Each form gets its own id prefix: three of them have a `message` field on one page.
+        "approve_form": forms.get("approve")
+        or ApproveForm.for_application(application, auto_id="approve_%s"),
+        "changes_form": forms.get("changes") or MessageForm(auto_id="changes_%s"),
+        "reject_form": forms.get("reject") or RejectForm(auto_id="reject_%s"),
+        "comment_form": forms.get("comment") or MessageForm(auto_id="comment_%s"),
         "decidable": application.state in DECIDABLE_STATES,
     }
 
@@ -219,7 +221,7 @@ def application_review_action(request: HttpRequest, public_id, action: str) -> H
     if action not in REVIEW_ACTIONS:
         raise Http404
     form_class, key, service, success = REVIEW_ACTIONS[action]
-    form = form_class(request.POST) if form_class else None
+    form = form_class(request.POST, auto_id=f"{key}_%s") if form_class else None
     status = 400
     if form is None or form.is_valid():
         try:

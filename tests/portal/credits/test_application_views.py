@@ -269,3 +269,14 @@ def test_statements_are_private(client, submitted, programme_manager, member):
         client.get(reverse("credits:statement", args=[account.public_id, "2026-13"])).status_code
         == 404
     )
+
+
+def test_review_page_ids_are_unique_so_labels_point_at_their_own_fields(
+    client, submitted, programme_manager
+):
+    import re
+
+    client.force_login(programme_manager)
+    html = client.get(reverse("dashboard:application_review", args=[submitted.public_id]))
+    ids = re.findall(r'\bid="([^"]+)"', html.content.decode())
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
