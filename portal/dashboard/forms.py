@@ -36,3 +36,10 @@ class CohortForm(forms.Form):
     expires_at = forms.DateTimeField(
         label=_("Code expires at"), widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
+    monthly_allowance_gpu_hours = forms.IntegerField(
+        label=_("Monthly allowance (GPU-hours)"),
+        required=False,
+        min_value=0,
+        max_value=10_000,
+        help_text=_("Leave empty for the programme's default; 0 for none."),
+    )

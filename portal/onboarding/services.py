@@ -131,6 +131,7 @@ def cohort_create(
     expires_at: dt.datetime,
     university: University | None,
     acting_user: User,
+    monthly_allowance_gpu_hours: int | None = None,
     ip: str | None = None,
 ) -> Cohort:
     """A programme manager opens a cohort; its random code is what students type."""
@@ -142,12 +143,17 @@ def cohort_create(
         expires_at=expires_at,
         university=university,
         created_by=acting_user,
+        monthly_allowance_gpu_hours=monthly_allowance_gpu_hours,
     )
     audit_record(
         actor=acting_user,
         action="cohort.created",
         target=cohort,
         ip=ip,
-        data={"capacity": capacity, "expires_at": expires_at.isoformat()},
+        data={
+            "capacity": capacity,
+            "expires_at": expires_at.isoformat(),
+            "monthly_allowance_gpu_hours": monthly_allowance_gpu_hours,
+        },
     )
     return cohort

@@ -45,11 +45,17 @@ def test_cohort_creation_by_a_programme_manager(client, programme_manager):
     expires = (timezone.localtime() + dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M")
     response = client.post(
         reverse("dashboard:cohorts"),
-        {"name": "AI Bootcamp 2027", "capacity": 40, "expires_at": expires},
+        {
+            "name": "AI Bootcamp 2027",
+            "capacity": 40,
+            "expires_at": expires,
+            "monthly_allowance_gpu_hours": 25,
+        },
     )
     assert response.status_code == 302
     cohort = Cohort.objects.get()
     assert cohort.capacity == 40
+    assert cohort.monthly_allowance_gpu_hours == 25
     assert cohort.created_by == programme_manager
     assert AuditEvent.objects.filter(action="cohort.created", actor=programme_manager).exists()
 
