@@ -9,7 +9,7 @@ MANAGE := $(PY) manage.py
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 PORTAL_PORT ?= 8000
 
-.PHONY: help install system-deps messages run test test-sqlite lint format check lock vendor
+.PHONY: help install system-deps messages run test test-sqlite lint format check lock vendor bench
 
 help:
 	@echo "make run    install what is missing, migrate, seed the demo, start the portal stack"
@@ -53,6 +53,11 @@ test:
 	ALLOWED_HOSTS=portal.example.pk \
 	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production
 	$(VENV)/bin/pytest
+
+bench: ## ledger throughput on PostgreSQL (own database portal_bench; BENCH_WORKERS, BENCH_SECONDS)
+	@.ci/system-deps.sh test
+	@$(MAKE) --no-print-directory install
+	$(PY) tests/benchmarks/bench_ledger.py
 
 test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest

@@ -14,7 +14,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -22,6 +21,7 @@ from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
 from portal.core.mail import mail_send_after_commit
 
+from . import posting as backend
 from .models import CreditAccount, CreditGrant, CreditWarning, LedgerEntry, LedgerTransaction
 from .units import display_gpu_hours
 
@@ -67,10 +67,25 @@ def _account_get_or_create(**lookup) -> CreditAccount:
     return account
 
 
+_system_accounts: dict[str, CreditAccount] = {}
+
+
 def system_account(code: str) -> CreditAccount:
-    return _account_get_or_create(
-        system_code=code, defaults={"kind": CreditAccount.Kind.SYSTEM, "balance": None}
-    )
+    """One of the programme's own accounts. They never change once made, so each process
+    remembers them, but only once the row is known to be committed: a row made inside a
+    transaction that later rolls back must not be remembered. (A flush of the database, in
+    tests, also forgets them: see apps.py.)"""
+    account = _system_accounts.get(code)
+    if account is None:
+        account = _account_get_or_create(
+            system_code=code, defaults={"kind": CreditAccount.Kind.SYSTEM, "balance": None}
+        )
+        transaction.on_commit(lambda: _system_accounts.setdefault(code, account))
+    return account
+
+
+def system_accounts_forget(**kwargs) -> None:
+    _system_accounts.clear()
 
 
 def account_for_organisation(organisation) -> CreditAccount:
@@ -116,40 +131,6 @@ def _validate(idempotency_key: str, kind: str, postings: Sequence[Posting]) -> N
         raise LedgerError(_("The entries of a transaction must sum to zero."))
 
 
-def _open_lots(account_pk: int) -> list[CreditGrant]:
-    """Unexpired lots with something left, the one expiring first first."""
-    return list(
-        CreditGrant.objects.filter(
-            account_id=account_pk, remaining__gt=0, expires_at__gt=timezone.now()
-        ).order_by("expires_at", "pk")
-    )
-
-
-def _draw(
-    account_pk: int, amount: int, grant: CreditGrant | None, pending: dict[int, int]
-) -> list[tuple[int, int]]:
-    """Split a debit of `amount` (> 0) over lots: [(grant_pk, credit_seconds), ...].
-
-    `pending` holds this transaction's not-yet-written changes to lots, so two debits on one
-    account in one transaction never draw the same credit-seconds twice.
-    """
-    if grant is not None:
-        remaining = CreditGrant.objects.values_list("remaining", flat=True).get(pk=grant.pk)
-        if remaining + pending.get(grant.pk, 0) < amount:
-            raise InsufficientCredits(_("That grant has less left than this debit."))
-        return [(grant.pk, amount)]
-    draws, needed = [], amount
-    for lot in _open_lots(account_pk):
-        take = min(lot.remaining + pending.get(lot.pk, 0), needed)
-        if take <= 0:
-            continue
-        draws.append((lot.pk, take))
-        needed -= take
-        if not needed:
-            return draws
-    raise InsufficientCredits()
-
-
 def _check_replay(existing: LedgerTransaction, kind: str, postings: Sequence[Posting]) -> None:
     wanted: dict[int, int] = defaultdict(int)
     for posting in postings:
@@ -177,77 +158,35 @@ def ledger_post(
     Refuses, writing nothing: unbalanced or zero entries, unknown accounts, a debit the
     account's open lots cannot cover (no holder balance ever goes negative). Posting a key
     again returns the first transaction (or IdempotencyConflict if it differs); the returned
-    object's `replayed` attribute says which happened.
+    object's `replayed` attribute says which happened, and `drawn` lists the lots it took
+    credits from, as they stand afterwards.
     """
     _validate(idempotency_key, kind, postings)
-    with transaction.atomic():
-        try:
-            with transaction.atomic():  # a savepoint: a duplicate key rolls back only this
-                txn = LedgerTransaction.objects.create(
-                    public_id=uuid.uuid4(),
-                    idempotency_key=idempotency_key,
-                    kind=kind,
-                    description=description[:500],
-                    metadata=metadata or {},
-                    created_by=acting_user if getattr(acting_user, "pk", None) else None,
-                )
-        except IntegrityError:
-            existing = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
-            _check_replay(existing, kind, postings)
-            existing.replayed = True
-            return existing
-        txn.replayed = False
-
-        # Holder accounts in primary-key order: the conditional UPDATE takes the row lock and
-        # refuses to go below zero in one statement.
-        deltas: dict[int, int] = defaultdict(int)
-        for posting in postings:
-            if not posting.account.is_system:
-                deltas[posting.account.pk] += posting.amount
-        for account_pk in sorted(deltas):
-            delta = deltas[account_pk]
-            updated = CreditAccount.objects.filter(pk=account_pk, balance__gte=-delta).update(
-                balance=F("balance") + delta
-            )
-            if not updated:
-                raise InsufficientCredits()
-
-        entries, lot_deltas = [], defaultdict(int)
-        now = txn.created_at
-        for posting in postings:
-            account = posting.account
-            if account.is_system:
-                entries.append(
-                    LedgerEntry(
-                        transaction=txn, account=account, amount=posting.amount, created_at=now
-                    )
-                )
-            elif posting.amount > 0:
-                lot_deltas[posting.grant.pk] += posting.amount
-                entries.append(
-                    LedgerEntry(
-                        transaction=txn,
-                        account=account,
-                        grant=posting.grant,
-                        amount=posting.amount,
-                        created_at=now,
-                    )
-                )
-            else:
-                for grant_pk, take in _draw(account.pk, -posting.amount, posting.grant, lot_deltas):
-                    lot_deltas[grant_pk] -= take
-                    entries.append(
-                        LedgerEntry(
-                            transaction=txn,
-                            account=account,
-                            grant_id=grant_pk,
-                            amount=-take,
-                            created_at=now,
-                        )
-                    )
-        LedgerEntry.objects.bulk_create(entries)
-        for grant_pk, delta in sorted(lot_deltas.items()):
-            CreditGrant.objects.filter(pk=grant_pk).update(remaining=F("remaining") + delta)
+    txn = LedgerTransaction(
+        public_id=uuid.uuid4(),
+        idempotency_key=idempotency_key,
+        kind=kind,
+        description=description[:500],
+        metadata=metadata or {},
+        created_by=acting_user if getattr(acting_user, "pk", None) else None,
+    )
+    try:
+        if backend.one_statement_possible():
+            drawn = backend.post_in_one_statement(txn, postings)
+        else:
+            with transaction.atomic():
+                drawn = backend.insert_and_apply(txn, postings)
+    except backend.PostingRefused as refusal:
+        if refusal.reason == backend.INSUFFICIENT:
+            raise InsufficientCredits() from refusal
+        raise LedgerError(backend.REFUSALS[refusal.reason]()) from refusal
+    if drawn is None:
+        existing = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
+        _check_replay(existing, kind, postings)
+        existing.replayed, existing.drawn = True, []
+        return existing
+    txn.drawn = drawn
+    txn.replayed = False
     return txn
 
 
@@ -281,10 +220,13 @@ def grant_issue(
     application=None,
     note: str = "",
     kind: str = LedgerTransaction.Kind.GRANT,
+    funded_from: str = CreditAccount.System.GRANTS_ISSUED,
 ) -> CreditGrant:
-    """Put a new lot on a holder account, paid out of the grants-issued system account.
+    """Put a new lot on a holder account, paid out of a system account (grants issued, or
+    adjustments for a manual correction).
 
-    Idempotent on `idempotency_key`: a replay returns the lot the first call made.
+    Idempotent on `idempotency_key`: a replay returns the lot the first call made (its
+    `replayed` is True), or raises IdempotencyConflict when the key named another lot.
     """
     if account.is_system:
         raise LedgerError(_("Grants go to an organisation or a student."))
@@ -300,7 +242,7 @@ def grant_issue(
         raise LedgerError(_("The expiry must be in the future."), field="expires_at")
     existing = _grant_of(idempotency_key)
     if existing is not None:
-        return existing
+        return _same_grant_or_conflict(existing, account, credit_seconds)
     try:
         with transaction.atomic():
             grant = CreditGrant.objects.create(
@@ -318,7 +260,7 @@ def grant_issue(
                 idempotency_key=idempotency_key,
                 kind=kind,
                 postings=[
-                    Posting(system_account(CreditAccount.System.GRANTS_ISSUED), -credit_seconds),
+                    Posting(system_account(funded_from), -credit_seconds),
                     Posting(account, credit_seconds, grant),
                 ],
                 description=note,
@@ -328,7 +270,15 @@ def grant_issue(
             if not txn.entries.filter(grant=grant).exists():
                 raise _Replayed
     except _Replayed:
-        return _grant_of(idempotency_key)
+        return _same_grant_or_conflict(_grant_of(idempotency_key), account, credit_seconds)
+    grant.replayed = False
+    return grant
+
+
+def _same_grant_or_conflict(grant: CreditGrant, account: CreditAccount, amount: int):
+    if grant.account_id != account.pk or grant.amount != amount:
+        raise IdempotencyConflict(_("This idempotency key was already used for a different grant."))
+    grant.replayed = True
     return grant
 
 
@@ -338,7 +288,7 @@ def grant_revoke(*, grant: CreditGrant, reason: str, acting_user, ip: str | None
     reason = (reason or "").strip()
     if not reason:
         raise ApplicationError(_("Give a reason for the revocation."), field="reason")
-    grant = CreditGrant.objects.select_related("account").get(pk=grant.pk)
+    grant = _lot_locked(grant)
     if grant.revoked_at is not None:
         raise ApplicationError(_("This grant has already been revoked."))
     if grant.remaining == 0:
@@ -366,12 +316,22 @@ def grant_revoke(*, grant: CreditGrant, reason: str, acting_user, ip: str | None
     return amount
 
 
+def _lot_locked(grant: CreditGrant) -> CreditGrant:
+    """The lot as it is now, read under its account's row lock (accounts before lots, as in
+    ledger_post), so that two revocations or expiries of one lot cannot both read it full."""
+    account_id = CreditGrant.objects.values_list("account_id", flat=True).get(pk=grant.pk)
+    account = CreditAccount.objects.select_for_update().get(pk=account_id)
+    grant = CreditGrant.objects.get(pk=grant.pk)
+    grant.account = account
+    return grant
+
+
 def grant_expire(*, grant: CreditGrant) -> int:
     """Move the unused remainder of an expired lot to the expired account (idempotent)."""
-    grant = CreditGrant.objects.select_related("account").get(pk=grant.pk)
-    if not grant.is_expired:
+    if not CreditGrant.objects.get(pk=grant.pk).is_expired:
         raise ApplicationError(_("This grant has not expired yet."))
     with transaction.atomic():
+        grant = _lot_locked(grant)
         amount = grant.remaining
         if amount:
             ledger_post(
@@ -396,10 +356,7 @@ def grants_expire_due() -> int:
     expired = 0
     due = CreditGrant.objects.filter(expires_at__lte=timezone.now(), expired_at__isnull=True)
     for grant in due.order_by("expires_at", "pk").iterator():
-        try:
-            expired += grant_expire(grant=grant)
-        except InsufficientCredits:
-            continue  # a revocation moved the remainder at the same moment; next run tidies up
+        expired += grant_expire(grant=grant)
     return expired
 
 
@@ -429,6 +386,7 @@ def adjustment_post(
     adjustments = system_account(CreditAccount.System.ADJUSTMENTS)
     if credit_seconds > 0:
         grant = grant_issue(
+            funded_from=CreditAccount.System.ADJUSTMENTS,
             account=account,
             credit_seconds=credit_seconds,
             rate_pkr_per_gpu_hour=(
@@ -444,6 +402,8 @@ def adjustment_post(
             kind=LedgerTransaction.Kind.ADJUSTMENT,
         )
         txn = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
+        if grant.replayed:
+            return txn  # the same form submitted twice: posted and audited the first time
         data = {"grant": str(grant.public_id)}
     else:
         txn = ledger_post(
@@ -469,12 +429,16 @@ def adjustment_post(
 # --- Usage and warnings --------------------------------------------------------------------
 
 
-@transaction.atomic
 def usage_charge(
     *, account: CreditAccount, credit_seconds: int, idempotency_key: str, metadata: dict
 ) -> LedgerTransaction:
     """Charge used GPU time to a holder, from the lots that expire first, and warn on the way
-    down. `metadata` names the sandbox and profile, for statements."""
+    down. `metadata` names the sandbox and profile, for statements.
+
+    The warning check runs after the charge, from what the charge returned: no query while the
+    account is locked. A warning missed because a worker died in between is caught by the next
+    charge on the lot (the lot is still below the threshold, and warnings are kept once each).
+    """
     txn = ledger_post(
         idempotency_key=idempotency_key,
         kind=LedgerTransaction.Kind.USAGE,
@@ -485,17 +449,26 @@ def usage_charge(
         description=_("GPU usage"),
         metadata=metadata,
     )
-    warnings_check(
-        grant_ids=txn.entries.filter(grant__isnull=False).values_list("grant", flat=True)
-    )
+    _warnings_record([lot.grant_id for lot in txn.drawn if _below_a_threshold(lot)])
     return txn
+
+
+def _below_a_threshold(lot) -> bool:
+    lowest = max(settings.CREDITS_WARNING_THRESHOLDS_PERCENT, default=0)
+    return lot.remaining * 100 <= lowest * lot.amount
 
 
 def warnings_check(*, grant_ids) -> list[CreditWarning]:
     """Record (once) each threshold a lot has fallen to, and tell the organisation's owners."""
+    return _warnings_record(list(grant_ids))
+
+
+def _warnings_record(grant_ids: list[int]) -> list[CreditWarning]:
+    if not grant_ids:
+        return []
     thresholds = sorted(settings.CREDITS_WARNING_THRESHOLDS_PERCENT, reverse=True)
     created = []
-    for grant in CreditGrant.objects.filter(pk__in=list(grant_ids)).select_related("account"):
+    for grant in CreditGrant.objects.filter(pk__in=grant_ids).select_related("account"):
         for threshold in thresholds:
             if grant.remaining * 100 > threshold * grant.amount:
                 continue
@@ -559,6 +532,9 @@ def student_allowance_grant(*, user, month: dt.date | None = None) -> CreditGran
     from portal.onboarding.models import StudentProfile
 
     month = month or timezone.localdate()
+    already = _grant_of(allowance_key(user, month))
+    if already is not None:
+        return already  # once a month, whatever the cohort's allowance has become since
     profile = StudentProfile.objects.select_related("cohort").filter(user=user).first()
     if profile is None or not user.is_active:
         return None

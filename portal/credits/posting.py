@@ -1,0 +1,247 @@
+"""How `services.ledger_post` writes a transaction it has already validated. Nothing else calls
+this module.
+
+The locked part of a posting (holder balances, lots, entries) has two implementations that
+must agree, and the same tests run against both:
+
+- PostgreSQL: one call to the `credits_apply_postings` function (migration 0003), or, when
+  the caller is outside any transaction, to `credits_post` (migration 0004), which also inserts
+  the transaction row and is committed by the server at the end of that one statement. The
+  holder account's row lock is then held for the work itself, not for a conversation between
+  Python and the database: that is what lets one busy account take over a thousand debits a
+  second. Inside the functions every statement sees what committed before it, so lots are
+  read after the account lock is granted.
+- Anything else (SQLite, the embedded default): the same steps through the ORM; SQLite has one
+  writer at a time anyway.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import DatabaseError, connection
+from django.db.models import F
+from django.utils.translation import gettext as _
+
+from .models import CreditAccount, CreditGrant, LedgerEntry, LedgerTransaction
+
+# SQLSTATEs raised by credits_apply_postings (class "NC", ours).
+INSUFFICIENT = "NC001"
+UNKNOWN_ACCOUNT = "NC002"
+WRONG_LOT = "NC003"
+
+
+class PostingRefused(Exception):  # noqa: N818 - services turns it into a user-facing error
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DrawnLot:
+    """A lot a transaction took credits from, as it stands afterwards (for warnings)."""
+
+    grant_id: int
+    remaining: int
+    amount: int
+
+
+def insert_transaction(txn: LedgerTransaction) -> bool:
+    """Insert the transaction row unless its idempotency key exists: True when inserted.
+
+    One statement (INSERT ... ON CONFLICT DO NOTHING), no savepoint. A concurrent insert of the
+    same key makes this wait for the other transaction, then do nothing if it committed.
+    """
+    meta = LedgerTransaction._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    params = [f.get_db_prep_save(f.pre_save(txn, add=True), connection) for f in fields]
+    # Only names from the model's own metadata are interpolated; every value is a parameter.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
+        f"ON CONFLICT ({quote('idempotency_key')}) DO NOTHING RETURNING {quote(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    txn.pk = row[0]
+    txn._state.adding = False
+    txn._state.db = connection.alias
+    return True
+
+
+def post_in_one_statement(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot] | None:
+    """PostgreSQL, outside any transaction: insert and apply in one autocommitted statement.
+
+    Returns the drawn lots, or None when the idempotency key was posted before (nothing was
+    written). A refusal raises PostingRefused; the server has already rolled it back.
+    """
+    meta = LedgerTransaction._meta
+
+    def prep(name):
+        field = meta.get_field(name)
+        return field.get_db_prep_save(field.pre_save(txn, add=True), connection)
+
+    params = [
+        prep("public_id"),
+        txn.idempotency_key,
+        txn.kind,
+        txn.description,
+        prep("metadata"),
+        txn.created_by_id,
+        prep("created_at"),
+        *_posting_arrays(postings),
+    ]
+    rows = _call(
+        "SELECT transaction_id, grant_id, remaining, amount FROM credits_post("
+        "%s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])",
+        params,
+    )
+    if rows[0][0] is None:
+        return None
+    txn.pk = rows[0][0]
+    txn._state.adding = False
+    txn._state.db = connection.alias
+    return _drawn(row[1:] for row in rows[1:])
+
+
+def _posting_arrays(postings: Sequence) -> list[list]:
+    return [
+        [p.account.pk for p in postings],
+        [p.amount for p in postings],
+        [p.grant.pk if p.grant is not None else None for p in postings],
+        [not p.account.is_system for p in postings],
+    ]
+
+
+def _call(sql: str, params: list) -> list[tuple]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    except DatabaseError as error:
+        sqlstate = getattr(error.__cause__, "sqlstate", None)
+        if sqlstate in (INSUFFICIENT, UNKNOWN_ACCOUNT, WRONG_LOT):
+            raise PostingRefused(sqlstate) from error
+        raise
+
+
+def _drawn(rows) -> list[DrawnLot]:
+    """One DrawnLot per lot, as it stands after the last draw on it."""
+    lots: dict[int, DrawnLot] = {}
+    for grant_id, remaining, amount in rows:
+        lots[grant_id] = DrawnLot(grant_id, remaining, amount)
+    return list(lots.values())
+
+
+def one_statement_possible() -> bool:
+    """PostgreSQL, and no transaction open: nothing else the caller wrote needs to commit with
+    the posting, so the database may commit it by itself."""
+    return connection.vendor == "postgresql" and not connection.in_atomic_block
+
+
+def insert_and_apply(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot] | None:
+    """Inside the caller's transaction: the row, then the postings. None for a replayed key."""
+    if not insert_transaction(txn):
+        return None
+    if connection.vendor == "postgresql":
+        return _apply_postgresql(txn, postings)
+    return _apply_orm(txn, postings)
+
+
+def _apply_postgresql(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot]:
+    rows = _call(
+        "SELECT grant_id, remaining, amount FROM credits_apply_postings("
+        "%s, %s, %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])",
+        [txn.pk, txn.created_at, *_posting_arrays(postings)],
+    )
+    return _drawn(rows)
+
+
+# --- The same steps through the ORM -----------------------------------------------------------
+
+
+def _apply_orm(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot]:
+    known = dict(
+        CreditAccount.objects.filter(pk__in={p.account.pk for p in postings}).values_list(
+            "pk", "kind"
+        )
+    )
+    for posting in postings:
+        is_system = known.get(posting.account.pk) == CreditAccount.Kind.SYSTEM
+        if posting.account.pk not in known or is_system != posting.account.is_system:
+            raise PostingRefused(UNKNOWN_ACCOUNT)
+
+    deltas: dict[int, int] = defaultdict(int)
+    for posting in postings:
+        if not posting.account.is_system:
+            deltas[posting.account.pk] += posting.amount
+    for account_pk in sorted(deltas):  # primary-key order: the UPDATE takes the row lock
+        delta = deltas[account_pk]
+        if not CreditAccount.objects.filter(pk=account_pk, balance__gte=-delta).update(
+            balance=F("balance") + delta
+        ):
+            raise PostingRefused(INSUFFICIENT)
+
+    entries, lot_deltas, debited = [], defaultdict(int), []
+    for posting in postings:
+        account = posting.account
+        if account.is_system or posting.amount > 0:
+            if posting.grant is not None:
+                lot_deltas[posting.grant.pk] += posting.amount
+            entries.append((account.pk, getattr(posting.grant, "pk", None), posting.amount))
+            continue
+        for grant_pk, take in _draw(account.pk, -posting.amount, posting.grant, lot_deltas, txn):
+            lot_deltas[grant_pk] -= take
+            debited.append(grant_pk)
+            entries.append((account.pk, grant_pk, -take))
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            transaction=txn, account_id=a, grant_id=g, amount=amount, created_at=txn.created_at
+        )
+        for a, g, amount in entries
+    )
+    for grant_pk, delta in sorted(lot_deltas.items()):
+        CreditGrant.objects.filter(pk=grant_pk).update(remaining=F("remaining") + delta)
+    lots = CreditGrant.objects.in_bulk(debited)
+    return [DrawnLot(pk, lots[pk].remaining, lots[pk].amount) for pk in dict.fromkeys(debited)]
+
+
+def _draw(account_pk, amount, grant, pending, txn) -> list[tuple[int, int]]:
+    """Split a debit over lots, the one expiring first first: [(grant_pk, seconds), ...].
+
+    `pending` holds this transaction's not-yet-written changes to lots, so two debits on one
+    account in one transaction never draw the same credit-seconds twice.
+    """
+    if grant is not None:
+        remaining = CreditGrant.objects.filter(pk=grant.pk, account_id=account_pk).values_list(
+            "remaining", flat=True
+        )
+        if not remaining:
+            raise PostingRefused(WRONG_LOT)
+        if remaining[0] + pending.get(grant.pk, 0) < amount:
+            raise PostingRefused(INSUFFICIENT)
+        return [(grant.pk, amount)]
+    lots = CreditGrant.objects.filter(
+        account_id=account_pk, remaining__gt=0, expires_at__gt=txn.created_at
+    ).order_by("expires_at", "pk")
+    draws, needed = [], amount
+    for lot in lots:
+        take = min(lot.remaining + pending.get(lot.pk, 0), needed)
+        if take > 0:
+            draws.append((lot.pk, take))
+            needed -= take
+        if not needed:
+            return draws
+    raise PostingRefused(INSUFFICIENT)
+
+
+REFUSALS = {
+    INSUFFICIENT: lambda: _("Not enough GPU credits for this."),
+    UNKNOWN_ACCOUNT: lambda: _("Every entry needs an existing account."),
+    WRONG_LOT: lambda: _("That grant belongs to another account."),
+}
