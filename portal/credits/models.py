@@ -141,13 +141,10 @@ class CreditGrant(PublicIdModel):
 
     class Meta:
         ordering = ["expires_at", "pk"]
-        indexes = [
-            models.Index(
-                fields=["account", "expires_at"],
-                condition=Q(remaining__gt=0),
-                name="credits_grant_open_lots",
-            )
-        ]
+        # Not a partial index on `remaining > 0`: a column in an index's predicate makes every
+        # change of `remaining` a non-HOT update that rewrites all of the table's indexes,
+        # while the account's row lock is held. An account has few lots; this finds them.
+        indexes = [models.Index(fields=["account", "expires_at"], name="credits_grant_lots")]
         constraints = [
             models.CheckConstraint(name="credits_grant_amount_positive", condition=Q(amount__gt=0)),
             models.CheckConstraint(
