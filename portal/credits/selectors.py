@@ -20,7 +20,7 @@ from .models import (
     LedgerEntry,
     LedgerTransaction,
 )
-from .units import credit_seconds_to_pkr
+from .units import credit_seconds_to_pkr, month_bounds
 
 K = LedgerTransaction.Kind
 
@@ -162,13 +162,6 @@ STATEMENT_GROUPS = {
     K.REVOCATION: "adjustments",
     K.ADJUSTMENT: "adjustments",
 }
-
-
-def month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    tz = timezone.get_default_timezone()
-    start = dt.datetime(month.year, month.month, 1, tzinfo=tz)
-    following = dt.datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=tz)
-    return start, following
 
 
 def _value(entries) -> tuple[int, Decimal]:

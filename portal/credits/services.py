@@ -23,7 +23,7 @@ from portal.core.mail import mail_send_after_commit
 
 from . import posting as backend
 from .models import CreditAccount, CreditGrant, CreditWarning, LedgerEntry, LedgerTransaction
-from .units import display_gpu_hours
+from .units import display_gpu_hours, month_bounds
 
 MAX_AMOUNT = 2**62  # far above any real grant; keeps sums inside a signed 64-bit column
 
@@ -513,13 +513,6 @@ def _warning_notify(warning: CreditWarning) -> None:
 # --- Student allowance ----------------------------------------------------------------------
 
 
-def _month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    tz = timezone.get_default_timezone()
-    start = dt.datetime(month.year, month.month, 1, tzinfo=tz)
-    following = dt.datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=tz)
-    return start, following
-
-
 def allowance_key(user, month: dt.date) -> str:
     return f"student-allowance:{user.pk}:{month:%Y-%m}"
 
@@ -543,7 +536,7 @@ def student_allowance_grant(*, user, month: dt.date | None = None) -> CreditGran
         hours = profile.cohort.monthly_allowance_gpu_hours
     if hours <= 0:
         return None
-    _start, following = _month_bounds(month)
+    _start, following = month_bounds(month)
     if following <= timezone.now():
         return None  # a month already over grants nothing
     return grant_issue(

@@ -4,7 +4,10 @@ People read GPU-hours; money is PKR at each grant's own rate. Conversions live h
 here, in Decimal, so no float ever touches a balance.
 """
 
+import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
+
+from django.utils import timezone
 
 SECONDS_PER_HOUR = 3600
 PKR_QUANTUM = Decimal("0.01")
@@ -35,3 +38,12 @@ def display_gpu_hours(credit_seconds: int) -> Decimal:
 
 def display_pkr(amount: Decimal) -> Decimal:
     return Decimal(amount).quantize(PKR_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The first instant of the month and of the next one, in Pakistan time: statements and
+    allowances count months as people there do."""
+    tz = timezone.get_default_timezone()
+    start = dt.datetime(month.year, month.month, 1, tzinfo=tz)
+    following = dt.datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=tz)
+    return start, following
