@@ -181,7 +181,7 @@ class LedgerTransaction(models.Model):
 
     public_id = models.UUIDField(unique=True, editable=False)
     idempotency_key = models.CharField(max_length=200, unique=True)
-    kind = models.CharField(max_length=16, choices=Kind.choices, db_index=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     description = models.CharField(max_length=500, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
@@ -210,7 +210,11 @@ class LedgerEntry(models.Model):
     transaction = models.ForeignKey(
         LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
     )
-    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
+    # Indexed by (account, created_at) below, which also serves lookups by account alone: every
+    # index here is written once per leg of every debit.
+    account = models.ForeignKey(
+        CreditAccount, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
     grant = models.ForeignKey(
         CreditGrant, null=True, blank=True, on_delete=models.PROTECT, related_name="entries"
     )

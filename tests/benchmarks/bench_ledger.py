@@ -2,7 +2,7 @@
 
 Measures, with BENCH_WORKERS processes (default 4) for BENCH_SECONDS each (default 5):
 
-  baseline          a plain single-row `UPDATE ... SET n = n + 1` in autocommit, one hot row
+  baseline          a plain single-row F() update of a counter through the ORM, in autocommit
   ledger_hot        usage_charge debits on ONE organisation account (all workers on one row lock)
   ledger_100        usage_charge debits spread over 100 organisation accounts
 
@@ -110,11 +110,32 @@ def counter_create() -> None:
 # --- Workers --------------------------------------------------------------------------------
 
 
-def _op_counter(_worker: int, _n: int, _accounts) -> None:
-    from django.db import connection
+_counter_model = None
 
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE bench_counter SET n = n + 1 WHERE id = 1")
+
+def _counter():
+    """The baseline's table as an unmanaged model, so the baseline is what the issue names: a
+    plain single-row F() update through the ORM (in autocommit, like usage_charge's call)."""
+    global _counter_model
+    if _counter_model is None:
+        from django.db import models
+
+        class BenchCounter(models.Model):  # noqa: DJ008 - a throwaway table for the baseline
+            n = models.BigIntegerField()
+
+            class Meta:
+                app_label = "credits"
+                managed = False
+                db_table = "bench_counter"
+
+        _counter_model = BenchCounter
+    return _counter_model
+
+
+def _op_counter(_worker: int, _n: int, _accounts) -> None:
+    from django.db.models import F
+
+    _counter().objects.filter(pk=1).update(n=F("n") + 1)
 
 
 def _op_debit(worker: int, n: int, accounts) -> None:
