@@ -4,6 +4,10 @@
 even a hand-written query can rewrite history. PostgreSQL refuses both (TRUNCATE stays possible
 for the test runner and for retention jobs run by an operator). SQLite refuses UPDATE and keeps
 DELETE, because Django's test flush deletes rows.
+
+SQLite rebuilds a table for most schema changes and the rebuilt table has no triggers: every
+migration that alters an append-only table must end with AppendOnly for it again (it is safe to
+repeat on PostgreSQL too).
 """
 
 from django.db import migrations
@@ -15,12 +19,13 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
 END;
 $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS {name} ON {table};
 CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION {name}();
 """
 _POSTGRES_BACKWARD = "DROP TRIGGER IF EXISTS {name} ON {table}; DROP FUNCTION IF EXISTS {name}();"
 _SQLITE_FORWARD = """
-CREATE TRIGGER {name}_no_update BEFORE UPDATE ON {table}
+CREATE TRIGGER IF NOT EXISTS {name}_no_update BEFORE UPDATE ON {table}
 BEGIN SELECT RAISE(ABORT, '{table} is append-only (UPDATE refused)'); END;
 """
 _SQLITE_BACKWARD = "DROP TRIGGER IF EXISTS {name}_no_update;"

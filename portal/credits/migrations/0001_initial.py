@@ -9,173 +9,554 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('organisations', '0001_initial'),
+        ("organisations", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CreditAccount',
+            name="CreditAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('kind', models.CharField(choices=[('organisation', 'Organisation'), ('student', 'Student'), ('system', 'System')], max_length=16)),
-                ('system_code', models.CharField(blank=True, choices=[('grants_issued', 'Grants issued'), ('usage', 'Usage'), ('expired', 'Expired'), ('adjustments', 'Adjustments')], max_length=32, null=True, unique=True)),
-                ('balance', models.BigIntegerField(blank=True, default=None, null=True, verbose_name='balance (credit-seconds)')),
-                ('organisation', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='credit_account', to='organisations.organisation')),
-                ('user', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='credit_account', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("organisation", "Organisation"),
+                            ("student", "Student"),
+                            ("system", "System"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "system_code",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("grants_issued", "Grants issued"),
+                            ("usage", "Usage"),
+                            ("expired", "Expired"),
+                            ("adjustments", "Adjustments"),
+                        ],
+                        max_length=32,
+                        null=True,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "balance",
+                    models.BigIntegerField(
+                        blank=True, default=None, null=True, verbose_name="balance (credit-seconds)"
+                    ),
+                ),
+                (
+                    "organisation",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_account",
+                        to="organisations.organisation",
+                    ),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_account",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='CreditApplication',
+            name="CreditApplication",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('title', models.CharField(max_length=200, verbose_name='project title')),
-                ('summary', models.TextField(max_length=5000, verbose_name='summary')),
-                ('sector', models.CharField(choices=[('agriculture', 'Agriculture'), ('climate', 'Climate and energy'), ('education', 'Education'), ('finance', 'Finance and fintech'), ('government', 'Government services'), ('health', 'Health'), ('language', 'Language and speech'), ('logistics', 'Logistics and transport'), ('manufacturing', 'Manufacturing'), ('media', 'Media and entertainment'), ('retail', 'Retail and e-commerce'), ('security', 'Security'), ('software', 'Software and developer tools'), ('telecom', 'Telecommunications'), ('other', 'Other')], max_length=32, verbose_name='sector')),
-                ('requested_gpu_hours', models.PositiveIntegerField(validators=[django.core.validators.MinValueValidator(1)], verbose_name='requested GPU-hours')),
-                ('gpu_class', models.CharField(choices=[('any', 'Any available GPU'), ('h100', 'NVIDIA H100 80 GB'), ('h200', 'NVIDIA H200 141 GB'), ('a100', 'NVIDIA A100 80 GB'), ('l40s', 'NVIDIA L40S 48 GB'), ('mig', 'A slice of a GPU (MIG)')], default='any', max_length=8, verbose_name='preferred GPU class')),
-                ('duration_months', models.PositiveSmallIntegerField(validators=[django.core.validators.MinValueValidator(1)], verbose_name='duration (months)')),
-                ('data_sensitivity', models.CharField(choices=[('public', 'Public data only'), ('internal', 'Internal business data'), ('personal', 'Personal data about people'), ('government', 'Government data')], max_length=16, verbose_name='dataset sensitivity')),
-                ('state', models.CharField(choices=[('draft', 'Draft'), ('submitted', 'Submitted'), ('in_review', 'In review'), ('changes_requested', 'Changes requested'), ('approved', 'Approved'), ('partially_approved', 'Partially approved'), ('rejected', 'Rejected'), ('withdrawn', 'Withdrawn')], default='draft', max_length=20)),
-                ('state_changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('submitted_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('decided_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='credit_applications', to='organisations.organisation')),
-                ('team_members', models.ManyToManyField(blank=True, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='team members')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("title", models.CharField(max_length=200, verbose_name="project title")),
+                ("summary", models.TextField(max_length=5000, verbose_name="summary")),
+                (
+                    "sector",
+                    models.CharField(
+                        choices=[
+                            ("agriculture", "Agriculture"),
+                            ("climate", "Climate and energy"),
+                            ("education", "Education"),
+                            ("finance", "Finance and fintech"),
+                            ("government", "Government services"),
+                            ("health", "Health"),
+                            ("language", "Language and speech"),
+                            ("logistics", "Logistics and transport"),
+                            ("manufacturing", "Manufacturing"),
+                            ("media", "Media and entertainment"),
+                            ("retail", "Retail and e-commerce"),
+                            ("security", "Security"),
+                            ("software", "Software and developer tools"),
+                            ("telecom", "Telecommunications"),
+                            ("other", "Other"),
+                        ],
+                        max_length=32,
+                        verbose_name="sector",
+                    ),
+                ),
+                (
+                    "requested_gpu_hours",
+                    models.PositiveIntegerField(
+                        validators=[django.core.validators.MinValueValidator(1)],
+                        verbose_name="requested GPU-hours",
+                    ),
+                ),
+                (
+                    "gpu_class",
+                    models.CharField(
+                        choices=[
+                            ("any", "Any available GPU"),
+                            ("h100", "NVIDIA H100 80 GB"),
+                            ("h200", "NVIDIA H200 141 GB"),
+                            ("a100", "NVIDIA A100 80 GB"),
+                            ("l40s", "NVIDIA L40S 48 GB"),
+                            ("mig", "A slice of a GPU (MIG)"),
+                        ],
+                        default="any",
+                        max_length=8,
+                        verbose_name="preferred GPU class",
+                    ),
+                ),
+                (
+                    "duration_months",
+                    models.PositiveSmallIntegerField(
+                        validators=[django.core.validators.MinValueValidator(1)],
+                        verbose_name="duration (months)",
+                    ),
+                ),
+                (
+                    "data_sensitivity",
+                    models.CharField(
+                        choices=[
+                            ("public", "Public data only"),
+                            ("internal", "Internal business data"),
+                            ("personal", "Personal data about people"),
+                            ("government", "Government data"),
+                        ],
+                        max_length=16,
+                        verbose_name="dataset sensitivity",
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("submitted", "Submitted"),
+                            ("in_review", "In review"),
+                            ("changes_requested", "Changes requested"),
+                            ("approved", "Approved"),
+                            ("partially_approved", "Partially approved"),
+                            ("rejected", "Rejected"),
+                            ("withdrawn", "Withdrawn"),
+                        ],
+                        default="draft",
+                        max_length=20,
+                    ),
+                ),
+                ("state_changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("submitted_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "decided_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_applications",
+                        to="organisations.organisation",
+                    ),
+                ),
+                (
+                    "team_members",
+                    models.ManyToManyField(
+                        blank=True,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="team members",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ApplicationEvent',
+            name="ApplicationEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_state', models.CharField(blank=True, choices=[('draft', 'Draft'), ('submitted', 'Submitted'), ('in_review', 'In review'), ('changes_requested', 'Changes requested'), ('approved', 'Approved'), ('partially_approved', 'Partially approved'), ('rejected', 'Rejected'), ('withdrawn', 'Withdrawn')], max_length=20)),
-                ('to_state', models.CharField(blank=True, choices=[('draft', 'Draft'), ('submitted', 'Submitted'), ('in_review', 'In review'), ('changes_requested', 'Changes requested'), ('approved', 'Approved'), ('partially_approved', 'Partially approved'), ('rejected', 'Rejected'), ('withdrawn', 'Withdrawn')], max_length=20)),
-                ('message', models.TextField(blank=True, max_length=5000)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('author', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='credits.creditapplication')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "from_state",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("draft", "Draft"),
+                            ("submitted", "Submitted"),
+                            ("in_review", "In review"),
+                            ("changes_requested", "Changes requested"),
+                            ("approved", "Approved"),
+                            ("partially_approved", "Partially approved"),
+                            ("rejected", "Rejected"),
+                            ("withdrawn", "Withdrawn"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "to_state",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("draft", "Draft"),
+                            ("submitted", "Submitted"),
+                            ("in_review", "In review"),
+                            ("changes_requested", "Changes requested"),
+                            ("approved", "Approved"),
+                            ("partially_approved", "Partially approved"),
+                            ("rejected", "Rejected"),
+                            ("withdrawn", "Withdrawn"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("message", models.TextField(blank=True, max_length=5000)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "author",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="credits.creditapplication",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'pk'],
+                "ordering": ["created_at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='CreditGrant',
+            name="CreditGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('source', models.CharField(choices=[('application', 'Approved application'), ('allowance', 'Monthly student allowance'), ('adjustment', 'Manual adjustment')], max_length=16)),
-                ('amount', models.BigIntegerField(verbose_name='granted (credit-seconds)')),
-                ('remaining', models.BigIntegerField(verbose_name='remaining (credit-seconds)')),
-                ('rate_pkr_per_gpu_hour', models.DecimalField(decimal_places=2, max_digits=12, validators=[django.core.validators.MinValueValidator(0)], verbose_name='PKR per GPU-hour')),
-                ('expires_at', models.DateTimeField(db_index=True, verbose_name='expires at')),
-                ('note', models.CharField(blank=True, max_length=500)),
-                ('expired_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='grants', to='credits.creditaccount')),
-                ('application', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='grant', to='credits.creditapplication')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("application", "Approved application"),
+                            ("allowance", "Monthly student allowance"),
+                            ("adjustment", "Manual adjustment"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("amount", models.BigIntegerField(verbose_name="granted (credit-seconds)")),
+                ("remaining", models.BigIntegerField(verbose_name="remaining (credit-seconds)")),
+                (
+                    "rate_pkr_per_gpu_hour",
+                    models.DecimalField(
+                        decimal_places=2,
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                        verbose_name="PKR per GPU-hour",
+                    ),
+                ),
+                ("expires_at", models.DateTimeField(db_index=True, verbose_name="expires at")),
+                ("note", models.CharField(blank=True, max_length=500)),
+                ("expired_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="grants",
+                        to="credits.creditaccount",
+                    ),
+                ),
+                (
+                    "application",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="grant",
+                        to="credits.creditapplication",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['expires_at', 'pk'],
+                "ordering": ["expires_at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='CreditWarning',
+            name="CreditWarning",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('threshold_percent', models.PositiveSmallIntegerField()),
-                ('acknowledged_at', models.DateTimeField(blank=True, null=True)),
-                ('grant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='warnings', to='credits.creditgrant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("threshold_percent", models.PositiveSmallIntegerField()),
+                ("acknowledged_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "grant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="warnings",
+                        to="credits.creditgrant",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='LedgerTransaction',
+            name="LedgerTransaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(editable=False, unique=True)),
-                ('idempotency_key', models.CharField(max_length=200, unique=True)),
-                ('kind', models.CharField(choices=[('grant', 'Grant'), ('allowance', 'Student allowance'), ('usage', 'Usage'), ('expiry', 'Expiry'), ('revocation', 'Revocation'), ('adjustment', 'Adjustment')], db_index=True, max_length=16)),
-                ('description', models.CharField(blank=True, max_length=500)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(editable=False, unique=True)),
+                ("idempotency_key", models.CharField(max_length=200, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("grant", "Grant"),
+                            ("allowance", "Student allowance"),
+                            ("usage", "Usage"),
+                            ("expiry", "Expiry"),
+                            ("revocation", "Revocation"),
+                            ("adjustment", "Adjustment"),
+                        ],
+                        db_index=True,
+                        max_length=16,
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=500)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'pk'],
+                "ordering": ["created_at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='LedgerEntry',
+            name="LedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount', models.BigIntegerField(verbose_name='amount (credit-seconds)')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='credits.creditaccount')),
-                ('grant', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='credits.creditgrant')),
-                ('transaction', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='credits.ledgertransaction')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("amount", models.BigIntegerField(verbose_name="amount (credit-seconds)")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="credits.creditaccount",
+                    ),
+                ),
+                (
+                    "grant",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="credits.creditgrant",
+                    ),
+                ),
+                (
+                    "transaction",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="credits.ledgertransaction",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'pk'],
+                "ordering": ["created_at", "pk"],
             },
         ),
         migrations.AddConstraint(
-            model_name='creditaccount',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'organisation'), ('organisation__isnull', False), ('system_code__isnull', True), ('user__isnull', True)), models.Q(('kind', 'student'), ('organisation__isnull', True), ('system_code__isnull', True), ('user__isnull', False)), models.Q(('kind', 'system'), ('organisation__isnull', True), ('system_code__isnull', False), ('user__isnull', True)), _connector='OR'), name='credits_account_one_holder'),
+            model_name="creditaccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("kind", "organisation"),
+                        ("organisation__isnull", False),
+                        ("system_code__isnull", True),
+                        ("user__isnull", True),
+                    ),
+                    models.Q(
+                        ("kind", "student"),
+                        ("organisation__isnull", True),
+                        ("system_code__isnull", True),
+                        ("user__isnull", False),
+                    ),
+                    models.Q(
+                        ("kind", "system"),
+                        ("organisation__isnull", True),
+                        ("system_code__isnull", False),
+                        ("user__isnull", True),
+                    ),
+                    _connector="OR",
+                ),
+                name="credits_account_one_holder",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditaccount',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('balance__isnull', True), ('kind', 'system')), models.Q(models.Q(('kind', 'system'), _negated=True), ('balance__gte', 0)), _connector='OR'), name='credits_account_holder_balance_never_negative'),
+            model_name="creditaccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("balance__isnull", True), ("kind", "system")),
+                    models.Q(models.Q(("kind", "system"), _negated=True), ("balance__gte", 0)),
+                    _connector="OR",
+                ),
+                name="credits_account_holder_balance_never_negative",
+            ),
         ),
         migrations.AddIndex(
-            model_name='creditapplication',
-            index=models.Index(fields=['state', 'submitted_at'], name='credits_app_queue'),
+            model_name="creditapplication",
+            index=models.Index(fields=["state", "submitted_at"], name="credits_app_queue"),
         ),
         migrations.AddIndex(
-            model_name='creditgrant',
-            index=models.Index(condition=models.Q(('remaining__gt', 0)), fields=['account', 'expires_at'], name='credits_grant_open_lots'),
+            model_name="creditgrant",
+            index=models.Index(
+                condition=models.Q(("remaining__gt", 0)),
+                fields=["account", "expires_at"],
+                name="credits_grant_open_lots",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='credits_grant_amount_positive'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="credits_grant_amount_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('remaining__gte', 0), ('remaining__lte', models.F('amount'))), name='credits_grant_remaining_within_amount'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("remaining__gte", 0), ("remaining__lte", models.F("amount"))),
+                name="credits_grant_remaining_within_amount",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('rate_pkr_per_gpu_hour__gte', 0)), name='credits_grant_rate_not_negative'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rate_pkr_per_gpu_hour__gte", 0)),
+                name="credits_grant_rate_not_negative",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditwarning',
-            constraint=models.UniqueConstraint(fields=('grant', 'threshold_percent'), name='credits_warning_once_per_threshold'),
+            model_name="creditwarning",
+            constraint=models.UniqueConstraint(
+                fields=("grant", "threshold_percent"), name="credits_warning_once_per_threshold"
+            ),
         ),
         migrations.AddIndex(
-            model_name='ledgerentry',
-            index=models.Index(fields=['account', 'created_at'], name='credits_entry_account_time'),
+            model_name="ledgerentry",
+            index=models.Index(fields=["account", "created_at"], name="credits_entry_account_time"),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(('amount', 0), _negated=True), name='credits_entry_not_zero'),
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount", 0), _negated=True), name="credits_entry_not_zero"
+            ),
         ),
     ]

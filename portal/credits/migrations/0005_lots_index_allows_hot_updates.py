@@ -5,19 +5,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('credits', '0004_post_in_one_statement'),
+        ("credits", "0004_post_in_one_statement"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='creditgrant',
-            name='credits_grant_open_lots',
+            model_name="creditgrant",
+            name="credits_grant_open_lots",
         ),
         migrations.AddIndex(
-            model_name='creditgrant',
-            index=models.Index(fields=['account', 'expires_at'], name='credits_grant_lots'),
+            model_name="creditgrant",
+            index=models.Index(fields=["account", "expires_at"], name="credits_grant_lots"),
         ),
     ]

@@ -3,22 +3,41 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from portal.core.migration_ops import AppendOnly
+
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('credits', '0005_lots_index_allows_hot_updates'),
+        ("credits", "0005_lots_index_allows_hot_updates"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='ledgerentry',
-            name='account',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='credits.creditaccount'),
+            model_name="ledgerentry",
+            name="account",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="entries",
+                to="credits.creditaccount",
+            ),
         ),
         migrations.AlterField(
-            model_name='ledgertransaction',
-            name='kind',
-            field=models.CharField(choices=[('grant', 'Grant'), ('allowance', 'Student allowance'), ('usage', 'Usage'), ('expiry', 'Expiry'), ('revocation', 'Revocation'), ('adjustment', 'Adjustment')], max_length=16),
+            model_name="ledgertransaction",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("grant", "Grant"),
+                    ("allowance", "Student allowance"),
+                    ("usage", "Usage"),
+                    ("expiry", "Expiry"),
+                    ("revocation", "Revocation"),
+                    ("adjustment", "Adjustment"),
+                ],
+                max_length=16,
+            ),
         ),
+        # SQLite rebuilt both tables above, without their triggers: make them append-only again.
+        AppendOnly("credits_ledgerentry", name="credits_entry_append_only"),
+        AppendOnly("credits_ledgertransaction", name="credits_transaction_append_only"),
     ]
