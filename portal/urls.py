@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from portal.core import views as core_views
+from portal.core.api import urls as api_urls
 from portal.users import views as user_views
 
 urlpatterns = [
@@ -14,6 +15,8 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("language/", user_views.language_set, name="language_set"),
     path("onboarding/", include("portal.onboarding.urls")),
+    path("api/v1/", include((api_urls.v1, "v1"), namespace="api-v1")),
+    path("api/", include((api_urls.urlpatterns, "api"), namespace="api")),
     path("", include("portal.credits.urls")),
     path("organisations/", include("portal.organisations.urls")),
     path("programme/", include("portal.dashboard.urls")),

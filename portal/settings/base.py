@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "allauth.usersessions",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_htmx",
     "portal.core",
@@ -46,6 +48,7 @@ INSTALLED_APPS = [
     "portal.onboarding",
     "portal.dashboard",
     "portal.credits",
+    "portal.apikeys",
 ]
 
 MIDDLEWARE = [
@@ -224,12 +227,41 @@ CONTENT_SECURITY_POLICY = (
     "base-uri 'self'; object-src 'none'"
 )
 
-# --- REST framework (endpoints arrive with the API issue) -----------------------------------
+# --- REST API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.apikeys.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the browser, with CSRF
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.core.api.permissions.HasScopes"],
+    "DEFAULT_THROTTLE_CLASSES": ["portal.core.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "portal.core.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "National AI Cloud API",
+    "DESCRIPTION": (
+        "Authenticate with `Authorization: Bearer <key>` (create keys at /api-keys/) or with "
+        'your browser session. Errors: `{"error": {"code", "message", "fields"}}`. '
+        "Lists use cursor pages. POSTs that create something honour `Idempotency-Key`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="")  # production requires it; see local.py
+API_KEY_RATE_LIMIT = (
+    env.int("API_KEY_RATE_LIMIT_REQUESTS", default=600),
+    env.int("API_KEY_RATE_LIMIT_WINDOW_SECONDS", default=60),
+)
 
 # --- Portal ---------------------------------------------------------------------------------
 PROGRAMME_MANAGERS_GROUP = "programme_managers"

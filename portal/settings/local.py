@@ -20,3 +20,4 @@ def _development_secret_key() -> str:
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _development_secret_key()
+API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or f"dev-pepper:{SECRET_KEY}"

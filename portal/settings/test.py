@@ -25,3 +25,4 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+API_KEY_PEPPER = "test-pepper-not-for-production"  # noqa: S105

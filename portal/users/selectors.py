@@ -9,7 +9,7 @@ from .models import User
 
 def user_is_programme_manager(*, user) -> bool:
     """Active, signed in and in the programme-managers group. Cached on the user object."""
-    if not (user.is_authenticated and user.is_active):
+    if not (user.is_authenticated and user.is_active) or getattr(user, "is_service_account", False):
         return False
     cached = getattr(user, "_is_programme_manager", None)
     if cached is None:

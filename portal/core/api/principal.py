@@ -1,0 +1,65 @@
+"""Who is asking, for the API: a person (session or personal key) or an organisation (service
+key), and what they may see."""
+
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import Http404
+from django.utils.translation import gettext as _
+
+from portal.core.exceptions import ApplicationError
+from portal.organisations.models import Organisation
+from portal.users.selectors import user_is_programme_manager
+
+
+def is_service(request) -> bool:
+    return getattr(request.user, "is_service_account", False)
+
+
+def organisations_visible(request) -> QuerySet[Organisation]:
+    if is_service(request):
+        return Organisation.objects.filter(pk=request.user.organisation.pk)
+    return Organisation.objects.for_user(request.user)
+
+
+def is_programme_manager(request) -> bool:
+    return not is_service(request) and user_is_programme_manager(user=request.user)
+
+
+def organisation_from_query(request) -> Organisation | None:
+    """`?organisation=<id>` among the caller's organisations (404 otherwise); with none given,
+    the caller's only organisation, or None when there is no single one."""
+    organisations = organisations_visible(request)
+    wanted = request.query_params.get("organisation")
+    if wanted:
+        try:
+            return organisations.get(public_id=wanted)
+        except (Organisation.DoesNotExist, ValidationError, ValueError) as exc:
+            raise Http404 from exc
+    if is_service(request):
+        return request.user.organisation
+    first_two = list(organisations[:2])
+    if len(first_two) > 1:
+        raise ApplicationError(
+            _("You belong to several organisations: say which with ?organisation=<id>."),
+            field="organisation",
+        )
+    return first_two[0] if first_two else None
+
+
+def acting_person(request):
+    """Whose authority a write uses. A person: themselves. A service key: the member who made
+    it, while they are still an owner or admin, else the organisation's owner; so the services'
+    role checks and the audit log name a real person."""
+    from portal.organisations.models import Membership, Role
+
+    if not is_service(request):
+        return request.user
+    organisation = request.user.organisation
+    managers = Membership.objects.filter(
+        organisation=organisation, role__in=[Role.OWNER, Role.ADMIN]
+    ).select_related("user")
+    creator = request.auth.created_by_id
+    chosen = next((m for m in managers if m.user_id == creator), None) or next(
+        (m for m in managers if m.role == Role.OWNER), None
+    )
+    return chosen.user

@@ -1,0 +1,21 @@
+"""Per-key rate limit (see apikeys.ratelimit): 429 with Retry-After when exceeded."""
+
+from django.conf import settings
+from rest_framework.throttling import BaseThrottle
+
+from portal.apikeys import ratelimit
+from portal.apikeys.models import ApiKey
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    def allow_request(self, request, view) -> bool:
+        if not isinstance(request.auth, ApiKey):
+            return True  # sessions are limited by allauth and by the person at the keyboard
+        limit, window = settings.API_KEY_RATE_LIMIT
+        allowed, self.retry_after = ratelimit.hit(
+            bucket=f"apikey:{request.auth.key_id}", limit=limit, window_seconds=window
+        )
+        return allowed
+
+    def wait(self):
+        return self.retry_after
