@@ -37,7 +37,13 @@ from .models import (
     LedgerEntry,
     LedgerTransaction,
 )
-from .selectors import available_credit_seconds, grants_of, statement_for
+from .selectors import (
+    STATEMENT_TOTALS,
+    Statement,
+    available_credit_seconds,
+    grants_of,
+    statement_for,
+)
 from .units import display_gpu_hours, display_pkr
 
 ORGANISATION_PARAM = OpenApiParameter(
@@ -158,7 +164,7 @@ class LedgerApi(generics.ListAPIView):
 
 
 class StatementSerializer(serializers.Serializer):
-    account = serializers.UUIDField(source="account.public_id", allow_null=True)
+    account = serializers.UUIDField(allow_null=True)
     month = serializers.CharField()
     opening_credit_seconds = serializers.IntegerField(source="opening")
     opening_pkr = serializers.DecimalField(max_digits=18, decimal_places=2)
@@ -186,11 +192,21 @@ class StatementApi(APIView):
         except ValueError as exc:
             raise Http404 from exc
         account = _account(request)
-        if account.pk is None:
-            raise Http404
-        statement = statement_for(account=account, month=first_day)
+        if account.pk is None:  # never funded: an empty month
+            statement = Statement(
+                account=account,
+                month=first_day,
+                opening=0,
+                opening_pkr=0,
+                closing=0,
+                closing_pkr=0,
+                totals=dict.fromkeys(STATEMENT_TOTALS, 0),
+                totals_pkr=dict.fromkeys(STATEMENT_TOTALS, 0),
+            )
+        else:
+            statement = statement_for(account=account, month=first_day)
         data = {
-            "account": account,
+            "account": account.public_id if account.pk else None,
             "month": month,
             "opening": statement.opening,
             "opening_pkr": display_pkr(statement.opening_pkr),

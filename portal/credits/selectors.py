@@ -154,6 +154,7 @@ class Statement:
     lines: list[StatementLine] = field(default_factory=list)
 
 
+STATEMENT_TOTALS = ["grants", "usage", "expiries", "adjustments"]
 STATEMENT_GROUPS = {
     K.GRANT: "grants",
     K.ALLOWANCE: "grants",
@@ -196,8 +197,8 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
         opening_pkr=opening_pkr,
         closing=opening,
         closing_pkr=opening_pkr,
-        totals=dict.fromkeys(["grants", "usage", "expiries", "adjustments"], 0),
-        totals_pkr=dict.fromkeys(["grants", "usage", "expiries", "adjustments"], Decimal(0)),
+        totals=dict.fromkeys(STATEMENT_TOTALS, 0),
+        totals_pkr=dict.fromkeys(STATEMENT_TOTALS, Decimal(0)),
     )
 
     def add(group: str, seconds: int, pkr: Decimal) -> None:
