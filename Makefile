@@ -50,6 +50,7 @@ test:
 	@$(MAKE) --no-print-directory lint
 	$(MANAGE) makemigrations --check --dry-run --settings=portal.settings.test
 	SECRET_KEY="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(64))')" \
+	API_KEY_PEPPER="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" \
 	ALLOWED_HOSTS=portal.example.pk \
 	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production
 	$(VENV)/bin/pytest

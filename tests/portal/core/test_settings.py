@@ -15,7 +15,8 @@ ROOT = Path(settings.BASE_DIR)
 
 
 def _django(settings_module: str, env: dict, *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ALLOWED_HOSTS"}}
+    removed = {"SECRET_KEY", "ALLOWED_HOSTS", "API_KEY_PEPPER"}
+    clean = {k: v for k, v in os.environ.items() if k not in removed}
     return subprocess.run(  # noqa: S603 - our own interpreter and manage.py
         [sys.executable, "manage.py", *args, f"--settings={settings_module}"],
         cwd=ROOT,
@@ -31,6 +32,13 @@ def test_production_refuses_to_start_without_a_secret_key():
     result = _django("portal.settings.production", {"ALLOWED_HOSTS": "portal.example.pk"}, "check")
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_to_start_without_an_api_key_pepper():
+    env = {"SECRET_KEY": "s" * 60, "ALLOWED_HOSTS": "portal.example.pk"}
+    result = _django("portal.settings.production", env, "check")
+    assert result.returncode != 0
+    assert "API_KEY_PEPPER" in result.stderr
 
 
 def test_production_passes_the_deploy_checklist_with_zero_warnings():
