@@ -45,6 +45,7 @@ def test_production_passes_the_deploy_checklist_with_zero_warnings():
     env = {
         "SECRET_KEY": "k" * 20 + "-unique-Value-0123456789-abcdefghijklmnop",
         "ALLOWED_HOSTS": "a.pk",
+        "API_KEY_PEPPER": "another-long-random-secret",
     }
     result = _django(
         "portal.settings.production", env, "check", "--deploy", "--fail-level", "WARNING"
