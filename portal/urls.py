@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/", include((api_urls.urlpatterns, "api"), namespace="api")),
     path("", include("portal.credits.urls")),
     path("organisations/", include("portal.organisations.urls")),
+    path("api-keys/", include("portal.apikeys.urls")),
     path("programme/", include("portal.dashboard.urls")),
     path(settings.ADMIN_URL, admin.site.urls),
 ]
