@@ -75,8 +75,20 @@ class ApiKey(PublicIdModel):
         return f"nac_{self.key_id}_…"
 
     @property
+    def state(self) -> str:
+        """revoked, expired, suspended (its owner is deactivated or suspended) or active."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        owner_active = self.user.is_active if self.user_id else self.organisation.is_active
+        return "active" if owner_active else "suspended"
+
+    @property
     def is_active(self) -> bool:
-        return self.revoked_at is None and self.expires_at > timezone.now()
+        """Usable now: not revoked, not expired, and its owner is active (the same rules as
+        services.apikey_authenticate)."""
+        return self.state == "active"
 
 
 class IdempotencyRecord(models.Model):

@@ -60,6 +60,7 @@ def apikey_create(
     """
     if (user is None) == (organisation is None):
         raise ApplicationError(_("A key belongs to a person or to an organisation."))
+    _require_can_manage(acting_user=acting_user, user=user, organisation=organisation)
     name = (name or "").strip()
     if not name:
         raise ApplicationError(_("Give the key a name."), field="name")
@@ -79,12 +80,15 @@ def apikey_create(
             % {"scopes": ", ".join(sorted(set(scopes) - allowed))},
             field="scopes",
         )
-    if isinstance(expires_in_days, bool) or not 1 <= int(expires_in_days) <= MAX_EXPIRY_DAYS:
+    if (
+        isinstance(expires_in_days, bool)
+        or not isinstance(expires_in_days, int)
+        or not 1 <= expires_in_days <= MAX_EXPIRY_DAYS
+    ):
         raise ApplicationError(
             _("A key lives from 1 to %(max)s days.") % {"max": MAX_EXPIRY_DAYS},
             field="expires_in_days",
         )
-    _require_can_manage(acting_user=acting_user, user=user, organisation=organisation)
     full_key, key_id, secret = key_generate()
     key = ApiKey.objects.create(
         key_id=key_id,
@@ -94,7 +98,7 @@ def apikey_create(
         created_by=acting_user or user,
         scopes=scopes,
         secret_hash=secret_hash(secret),
-        expires_at=timezone.now() + dt.timedelta(days=int(expires_in_days)),
+        expires_at=timezone.now() + dt.timedelta(days=expires_in_days),
     )
     audit_record(
         actor=acting_user,

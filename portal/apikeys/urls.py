@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "apikeys"
+
+urlpatterns = [
+    path("", views.apikey_list, name="list"),
+    path("<uuid:public_id>/revoke/", views.apikey_revoke, name="revoke"),
+]
