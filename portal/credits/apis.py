@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.audit.services import client_ip
+from portal.core.api.fields import YEARS, BoundedDateTimeField
 from portal.core.api.idempotency import idempotent
 from portal.core.api.pagination import NewestFirstCursorPagination
 from portal.core.api.principal import (
@@ -131,8 +132,8 @@ class LedgerEntrySerializer(serializers.Serializer):
 
 class LedgerFilter(serializers.Serializer):
     kind = serializers.ChoiceField(choices=LedgerTransaction.Kind.choices, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    since = BoundedDateTimeField(required=False)
+    until = BoundedDateTimeField(required=False)
     organisation = serializers.UUIDField(required=False)
 
 
@@ -191,6 +192,8 @@ class StatementApi(APIView):
             first_day = dt.datetime.strptime(month, "%Y-%m").date()  # noqa: DTZ007
         except ValueError as exc:
             raise Http404 from exc
+        if not YEARS[0] <= first_day.year <= YEARS[1]:
+            raise Http404  # no books before the programme began or in the far future
         account = _account(request)
         if account.pk is None:  # never funded: an empty month
             statement = Statement(
@@ -276,7 +279,7 @@ def _applications(request):
     applications = CreditApplication.objects.select_related("organisation").prefetch_related(
         "team_members"
     )
-    if is_programme_manager(request) and "programme:read" in _scopes(request):
+    if is_programme_manager(request) and _scopes(request) & {"programme:read", "programme:write"}:
         return applications
     return applications.filter(organisation__in=organisations_visible(request))
 
@@ -362,6 +365,13 @@ class ApproveInSerializer(serializers.Serializer):
         max_digits=12, decimal_places=2, min_value=0, max_value=1_000_000
     )
     message = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+
+    def validate_expires_on(self, value: dt.date) -> dt.date:
+        if value <= timezone.localdate():
+            raise serializers.ValidationError(_("Choose an expiry after today."))
+        if value.year > YEARS[1]:
+            raise serializers.ValidationError(_("Choose an expiry before the year 3000."))
+        return value
 
 
 class RejectInSerializer(serializers.Serializer):

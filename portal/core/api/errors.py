@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.core.exceptions import ApplicationError
@@ -65,3 +66,14 @@ def exception_handler(exc, context):
     code = CODES.get(response.status_code, "error")
     response.data = error_body(code, message, fields)
     return response
+
+
+class ApiNotFound(APIView):
+    """Any other path under /api/v1/: a 404 in the API's error shape, not an HTML page."""
+
+    required_scopes: list[str] = []
+
+    def _not_found(self, request, *args, **kwargs):
+        raise exceptions.NotFound
+
+    get = post = put = patch = delete = _not_found

@@ -52,7 +52,18 @@ def idempotent(view_method):
                     body_sha256=body_sha256,
                 )
         except IntegrityError:
-            return _replay(request, IdempotencyRecord.objects.get(**identity), body_sha256)
+            earlier = IdempotencyRecord.objects.filter(**identity).first()
+            if earlier is None:
+                # The other request failed and let go of the key between our insert and this
+                # read: it is free again, but the client should simply retry.
+                return Response(
+                    error_body(
+                        "idempotency_in_flight",
+                        _("The first request with this key is running."),
+                    ),
+                    status=status.HTTP_409_CONFLICT,
+                )
+            return _replay(request, earlier, body_sha256)
         try:
             response = view_method(self, request, *args, **kwargs)
         except Exception:

@@ -1,10 +1,12 @@
 """REST API v1, its OpenAPI schema and its docs (Swagger UI from local static files)."""
 
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from portal.credits import apis as credits
 from portal.users import apis as users
+
+from .errors import ApiNotFound
 
 v1 = [
     path("me", users.MeApi.as_view(), name="me"),
@@ -40,6 +42,7 @@ v1 = [
         credits.ApplicationRejectApi.as_view(),
         name="credit-application-reject",
     ),
+    re_path(r"^.*$", ApiNotFound.as_view(), name="not-found"),  # keep last
 ]
 
 urlpatterns = [
