@@ -72,6 +72,7 @@ class ApiNotFound(APIView):
     """Any other path under /api/v1/: a 404 in the API's error shape, not an HTML page."""
 
     required_scopes: list[str] = []
+    schema = None  # not an operation: left out of the OpenAPI document
 
     def _not_found(self, request, *args, **kwargs):
         raise exceptions.NotFound
