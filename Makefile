@@ -55,10 +55,11 @@ test:
 	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production
 	$(VENV)/bin/pytest
 
-bench: ## ledger throughput on PostgreSQL (own database portal_bench; BENCH_WORKERS, BENCH_SECONDS)
+bench: ## ledger and API throughput on PostgreSQL (own databases portal_bench, portal_bench_api; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS)
 	@.ci/system-deps.sh test
 	@$(MAKE) --no-print-directory install
 	$(PY) tests/benchmarks/bench_ledger.py
+	$(PY) tests/benchmarks/bench_api.py
 
 test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest
