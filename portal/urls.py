@@ -23,3 +23,5 @@ urlpatterns = [
     path("programme/", include("portal.dashboard.urls")),
     path(settings.ADMIN_URL, admin.site.urls),
 ]
+
+handler500 = "portal.core.views.server_error"

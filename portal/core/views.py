@@ -36,3 +36,17 @@ def home(request: HttpRequest):
     if request.user.is_authenticated:
         return redirect("onboarding:start")
     return render(request, "core/home.html")
+
+
+def server_error(request: HttpRequest):
+    """500: in the API's error shape under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        from portal.core.api.errors import error_body
+
+        return JsonResponse(
+            error_body("server_error", "Something went wrong on our side. Try again later."),
+            status=500,
+        )
+    from django.views.defaults import server_error as django_server_error
+
+    return django_server_error(request)

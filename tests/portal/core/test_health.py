@@ -48,3 +48,12 @@ def test_readiness_probe_failure_never_raises(monkeypatch):
     assert results["database"].ok is False
     assert results["database"].error == "RuntimeError"
     assert results["redis"].ok is True
+
+
+def test_a_server_error_under_the_api_answers_in_the_error_shape(rf):
+    from portal.core.views import server_error
+
+    response = server_error(rf.get("/api/v1/me"))
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"
+    assert server_error(rf.get("/")).status_code == 500
