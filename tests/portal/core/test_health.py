@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -55,5 +57,5 @@ def test_a_server_error_under_the_api_answers_in_the_error_shape(rf):
 
     response = server_error(rf.get("/api/v1/me"))
     assert response.status_code == 500
-    assert response.json()["error"]["code"] == "server_error"
+    assert json.loads(response.content)["error"]["code"] == "server_error"
     assert server_error(rf.get("/")).status_code == 500
