@@ -27,6 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.benchmarks import common  # noqa: E402
+from tests.benchmarks.common import say  # noqa: E402
+
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
 DATABASE = os.environ.get("BENCH_DATABASE", "portal_bench")
 WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
@@ -40,34 +43,15 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings.test"
 os.environ["DATABASE_URL"] = f"{SERVER_URL}/{DATABASE}"
 
 
-def say(line: str = "") -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 # --- The database of its own ----------------------------------------------------------------
 
 
-def _maintenance(statement) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as conn:
-        conn.execute(statement)
-
-
 def database_create() -> None:
-    from psycopg import sql
-
-    database_drop()
-    _maintenance(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    common.database_create(SERVER_URL, DATABASE)
 
 
 def database_drop() -> None:
-    from psycopg import sql
-
-    _maintenance(
-        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
-    )
+    common.database_drop(SERVER_URL, DATABASE)
 
 
 # --- Fixtures -------------------------------------------------------------------------------
