@@ -31,17 +31,28 @@ BEGIN SELECT RAISE(ABORT, '{table} is append-only (UPDATE refused)'); END;
 _SQLITE_BACKWARD = "DROP TRIGGER IF EXISTS {name}_no_update;"
 
 
+def _by_vendor(sql_by_vendor: dict[str, str]):
+    def apply(apps, schema_editor):
+        sql = sql_by_vendor.get(schema_editor.connection.vendor)
+        if sql:
+            # params=None: the SQL may carry a literal % that must not be read as a placeholder
+            schema_editor.execute(sql, params=None)
+
+    return apply
+
+
+def VendorSQL(  # noqa: N802 - reads like an operation
+    forward: dict[str, str], backward: dict[str, str]
+) -> migrations.RunPython:
+    """Raw SQL for some database vendors ("postgresql", "sqlite"); nothing for the others."""
+    return migrations.RunPython(_by_vendor(forward), _by_vendor(backward))
+
+
 def AppendOnly(table: str, name: str) -> migrations.RunPython:  # noqa: N802 - reads like an operation
-    def run(sql_by_vendor):
-        def apply(apps, schema_editor):
-            sql = sql_by_vendor.get(schema_editor.connection.vendor)
-            if sql:
-                # params=None: the SQL carries a literal % that must not be read as a placeholder
-                schema_editor.execute(sql.format(table=table, name=name), params=None)
+    def sql(template: str) -> str:
+        return template.format(table=table, name=name)
 
-        return apply
-
-    return migrations.RunPython(
-        run({"postgresql": _POSTGRES_FORWARD, "sqlite": _SQLITE_FORWARD}),
-        run({"postgresql": _POSTGRES_BACKWARD, "sqlite": _SQLITE_BACKWARD}),
+    return VendorSQL(
+        {"postgresql": sql(_POSTGRES_FORWARD), "sqlite": sql(_SQLITE_FORWARD)},
+        {"postgresql": sql(_POSTGRES_BACKWARD), "sqlite": sql(_SQLITE_BACKWARD)},
     )

@@ -7,6 +7,8 @@ aborts the caller's transaction, so a refused posting writes nothing.
 
 from django.db import migrations
 
+from portal.core.migration_ops import VendorSQL
+
 FORWARD = r"""
 CREATE OR REPLACE FUNCTION credits_apply_postings(
     p_transaction bigint,
@@ -132,17 +134,7 @@ BACKWARD = (
 )
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("credits", "0002_ledger_append_only_and_system_accounts")]
 
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [VendorSQL({"postgresql": FORWARD}, {"postgresql": BACKWARD})]

@@ -8,6 +8,8 @@ round trip back to Python first. Keep its column list in step with LedgerTransac
 
 from django.db import migrations
 
+from portal.core.migration_ops import VendorSQL
+
 FORWARD = r"""
 CREATE OR REPLACE FUNCTION credits_post(
     p_public_id uuid,
@@ -52,17 +54,7 @@ BACKWARD = (
 )
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD, params=None)
-
-
-def backward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("credits", "0003_apply_postings_function")]
 
-    operations = [migrations.RunPython(forward, backward)]
+    operations = [VendorSQL({"postgresql": FORWARD}, {"postgresql": BACKWARD})]
