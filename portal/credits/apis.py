@@ -14,9 +14,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.audit.services import client_ip
-from portal.core.api.fields import YEARS, BoundedDateTimeField
+from portal.core.api.fields import BoundedDateTimeField
 from portal.core.api.idempotency import idempotent
 from portal.core.api.pagination import NewestFirstCursorPagination
+from portal.core.api.permissions import granted_scopes
 from portal.core.api.principal import (
     acting_person,
     is_programme_manager,
@@ -24,6 +25,7 @@ from portal.core.api.principal import (
     organisation_from_query,
     organisations_visible,
 )
+from portal.core.dates import YEARS
 from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Sector
 from portal.users.models import User
@@ -45,7 +47,7 @@ from .selectors import (
     grants_of,
     statement_for,
 )
-from .units import display_gpu_hours, display_pkr
+from .units import day_end, display_gpu_hours, display_pkr, month_parse
 
 ORGANISATION_PARAM = OpenApiParameter(
     "organisation",
@@ -188,12 +190,9 @@ class StatementApi(APIView):
         operation_id="credits_statement",
     )
     def get(self, request, month: str):
-        try:
-            first_day = dt.datetime.strptime(month, "%Y-%m").date()  # noqa: DTZ007
-        except ValueError as exc:
-            raise Http404 from exc
-        if not YEARS[0] <= first_day.year <= YEARS[1]:
-            raise Http404  # no books before the programme began or in the far future
+        first_day = month_parse(month)
+        if first_day is None:
+            raise Http404
         account = _account(request)
         if account.pk is None:  # never funded: an empty month
             statement = Statement(
@@ -279,15 +278,12 @@ def _applications(request):
     applications = CreditApplication.objects.select_related("organisation").prefetch_related(
         "team_members"
     )
-    if is_programme_manager(request) and _scopes(request) & {"programme:read", "programme:write"}:
+    if is_programme_manager(request) and granted_scopes(request) & {
+        "programme:read",
+        "programme:write",
+    }:
         return applications
     return applications.filter(organisation__in=organisations_visible(request))
-
-
-def _scopes(request):
-    from portal.core.api.permissions import granted_scopes
-
-    return granted_scopes(request)
 
 
 class ApplicationListFilter(serializers.Serializer):
@@ -413,10 +409,7 @@ class ApplicationApproveApi(_ApplicationActionApi):
         application = self.application(request, public_id)
         data = ApproveInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        day = data.validated_data["expires_on"] + dt.timedelta(days=1)
-        expires_at = dt.datetime(
-            day.year, day.month, day.day, tzinfo=timezone.get_default_timezone()
-        )
+        expires_at = day_end(data.validated_data["expires_on"])
         workflow.application_approve(
             application=application,
             acting_user=request.user,

@@ -13,6 +13,7 @@ from portal.organisations.models import Sector
 from portal.users.models import User
 
 from .models import ApplicationState, CreditApplication
+from .units import day_end
 
 MAX_GPU_HOURS = 1_000_000
 
@@ -109,8 +110,7 @@ class ApproveForm(forms.Form):
 
     def expires_at(self) -> dt.datetime:
         """The end of the chosen day, Pakistan time."""
-        day = self.cleaned_data["expires_on"] + dt.timedelta(days=1)
-        return dt.datetime(day.year, day.month, day.day, tzinfo=timezone.get_default_timezone())
+        return day_end(self.cleaned_data["expires_on"])
 
 
 class ReasonForm(forms.Form):

@@ -9,6 +9,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.utils import timezone
 
+from portal.core.dates import YEARS
+
 SECONDS_PER_HOUR = 3600
 PKR_QUANTUM = Decimal("0.01")
 GPU_HOURS_QUANTUM = Decimal("0.01")
@@ -47,3 +49,21 @@ def month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime(month.year, month.month, 1, tzinfo=tz)
     following = dt.datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=tz)
     return start, following
+
+
+def month_parse(value: str) -> dt.date | None:
+    """The first day of a "YYYY-MM" month within the portal's years, or None."""
+    try:
+        month = dt.datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
+    except ValueError:
+        return None
+    return month if YEARS[0] <= month.year <= YEARS[1] else None
+
+
+def day_end(day: dt.date) -> dt.datetime:
+    """The end of a calendar day in Pakistan time (the first instant of the next day): an
+    expiry "on" a date lasts the whole of that day."""
+    following = day + dt.timedelta(days=1)
+    return dt.datetime(
+        following.year, following.month, following.day, tzinfo=timezone.get_default_timezone()
+    )

@@ -15,7 +15,8 @@ from django.views.decorators.http import require_POST
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.forms import add_service_error
-from portal.organisations.selectors import membership_get, organisation_for_user
+from portal.organisations.selectors import membership_get
+from portal.organisations.views import organisation_or_404
 
 from . import applications as workflow
 from .forms import ApplicationForm, MessageForm
@@ -29,14 +30,7 @@ from .selectors import (
     statement_months,
     warnings_open,
 )
-from .units import display_gpu_hours, display_pkr
-
-
-def _organisation(request, slug):
-    organisation = organisation_for_user(user=request.user, slug=slug)
-    if organisation is None:
-        raise Http404
-    return organisation
+from .units import display_gpu_hours, display_pkr, month_parse
 
 
 def _application(organisation, public_id) -> CreditApplication:
@@ -56,7 +50,7 @@ def application_url(application: CreditApplication) -> str:
 
 @login_required
 def organisation_credits(request: HttpRequest, slug: str) -> HttpResponse:
-    organisation = _organisation(request, slug)
+    organisation = organisation_or_404(request, slug)
     account = account_for_organisation_get(organisation)
     context = {
         "organisation": organisation,
@@ -73,7 +67,7 @@ def organisation_credits(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def application_new(request: HttpRequest, slug: str) -> HttpResponse:
-    organisation = _organisation(request, slug)
+    organisation = organisation_or_404(request, slug)
     form = ApplicationForm(request.POST or None, organisation=organisation)
     if request.method == "POST" and form.is_valid():
         details = dict(form.cleaned_data)
@@ -101,7 +95,7 @@ def application_new(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def application_detail(request: HttpRequest, slug: str, public_id) -> HttpResponse:
-    organisation = _organisation(request, slug)
+    organisation = organisation_or_404(request, slug)
     application = _application(organisation, public_id)
     membership = membership_get(organisation=organisation, user=request.user)
     editable = application.state in workflow.EDITABLE_STATES and membership.can_manage_members
@@ -150,7 +144,7 @@ APPLICANT_ACTIONS = {
 @login_required
 @require_POST
 def application_action(request: HttpRequest, slug: str, public_id, action: str) -> HttpResponse:
-    organisation = _organisation(request, slug)
+    organisation = organisation_or_404(request, slug)
     application = _application(organisation, public_id)
     try:
         if action == "comment":
@@ -176,10 +170,10 @@ def application_action(request: HttpRequest, slug: str, public_id, action: str) 
 
 
 def _month(value: str) -> dt.date:
-    try:
-        return dt.datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
-    except ValueError as exc:
-        raise Http404 from exc
+    month = month_parse(value)
+    if month is None:
+        raise Http404
+    return month
 
 
 @login_required

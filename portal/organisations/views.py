@@ -26,7 +26,8 @@ from .selectors import (
 PENDING_INVITATION_SESSION_KEY = "pending_invitation_token"
 
 
-def _organisation_or_404(request: HttpRequest, slug: str) -> Organisation:
+def organisation_or_404(request: HttpRequest, slug: str) -> Organisation:
+    """The organisation, when the signed-in person belongs to it; 404 hides the others."""
     organisation = organisation_for_user(user=request.user, slug=slug)
     if organisation is None:
         raise Http404
@@ -48,7 +49,7 @@ def organisation_detail(
     invite_form: InvitationForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    organisation = _organisation_or_404(request, slug)
+    organisation = organisation_or_404(request, slug)
     membership = membership_get(organisation=organisation, user=request.user)
     context = {
         "organisation": organisation,
@@ -65,7 +66,7 @@ def organisation_detail(
 @login_required
 @require_POST
 def invitation_create(request: HttpRequest, slug: str) -> HttpResponse:
-    organisation = _organisation_or_404(request, slug)
+    organisation = organisation_or_404(request, slug)
     form = InvitationForm(request.POST)
     if form.is_valid():
         try:
@@ -108,7 +109,7 @@ def _act(request: HttpRequest, organisation: Organisation, action, success: str)
 @login_required
 @require_POST
 def invitation_revoke(request: HttpRequest, slug: str, public_id) -> HttpResponse:
-    organisation = _organisation_or_404(request, slug)
+    organisation = organisation_or_404(request, slug)
     invitation = get_object_or_404(organisation.invitations, public_id=public_id)
     return _act(
         request,
@@ -123,7 +124,7 @@ def invitation_revoke(request: HttpRequest, slug: str, public_id) -> HttpRespons
 @login_required
 @require_POST
 def membership_role(request: HttpRequest, slug: str, hub_username: str) -> HttpResponse:
-    organisation = _organisation_or_404(request, slug)
+    organisation = organisation_or_404(request, slug)
     membership = _member_or_404(organisation, hub_username)
     form = RoleForm(request.POST)
     if not form.is_valid():
@@ -149,7 +150,7 @@ def membership_role(request: HttpRequest, slug: str, hub_username: str) -> HttpR
 @login_required
 @require_POST
 def membership_remove(request: HttpRequest, slug: str, hub_username: str) -> HttpResponse:
-    organisation = _organisation_or_404(request, slug)
+    organisation = organisation_or_404(request, slug)
     membership = _member_or_404(organisation, hub_username)
     leaving = membership.user_id == request.user.pk
     response = _act(
@@ -170,7 +171,7 @@ def membership_remove(request: HttpRequest, slug: str, hub_username: str) -> Htt
 @login_required
 @require_POST
 def ownership_transfer(request: HttpRequest, slug: str, hub_username: str) -> HttpResponse:
-    organisation = _organisation_or_404(request, slug)
+    organisation = organisation_or_404(request, slug)
     membership = _member_or_404(organisation, hub_username)
     return _act(
         request,

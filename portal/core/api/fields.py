@@ -3,7 +3,7 @@
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-YEARS = (2000, 2999)
+from portal.core.dates import YEARS
 
 
 class BoundedDateTimeField(serializers.DateTimeField):

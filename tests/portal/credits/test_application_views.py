@@ -280,3 +280,13 @@ def test_review_page_ids_are_unique_so_labels_point_at_their_own_fields(
     html = client.get(reverse("dashboard:application_review", args=[submitted.public_id]))
     ids = re.findall(r'\bid="([^"]+)"', html.content.decode())
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
+@pytest.mark.parametrize("month", ["9999-12", "0001-01", "2026-13", "soon"])
+def test_statement_pages_refuse_months_outside_the_books(client, submitted, owner, month):
+    from portal.credits.services import account_for_organisation
+
+    account = account_for_organisation(submitted.organisation)
+    client.force_login(owner)
+    for name in ("credits:statement", "credits:statement_csv"):
+        assert client.get(reverse(name, args=[account.public_id, month])).status_code == 404
