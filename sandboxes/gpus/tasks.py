@@ -1,0 +1,11 @@
+"""Periodic GPU inventory sync (also run once when `make run` starts)."""
+
+from celery import shared_task
+
+from .services import inventory_sync as _inventory_sync
+
+
+@shared_task(name="gpus.inventory_sync", acks_late=True)
+def inventory_sync() -> dict:
+    result = _inventory_sync()
+    return {"backend": result.backend, "added": result.added, "missing": result.missing}

@@ -1,0 +1,579 @@
+"""Launch, queue, start, stop and delete sandboxes. The only code that changes `Sandbox.status`.
+
+Every change happens in one transaction with what it implies (GPU allocation or release, the
+audit event), and whatever talks to the hub runs afterwards in Celery (`transaction.on_commit`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import string
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from portal.audit.services import audit_record
+from portal.core.exceptions import ApplicationError, PermissionDenied
+from portal.credits.models import CreditAccount
+from portal.credits.selectors import available_credit_seconds
+from portal.organisations.models import Organisation
+from portal.users.models import User
+from sandboxes.gpus import services as gpus
+from sandboxes.gpus.models import GpuAllocation, GpuDevice
+from sandboxes.gpus.selectors import inventory_is_simulated, uuids_held_by
+
+from . import broadcast
+from .models import Audience, ResourceProfile, Sandbox, SandboxImage
+
+Status = Sandbox.Status
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class SpawnRefused(Exception):
+    """The hub asked to start something the portal did not authorise."""
+
+
+# --- Who pays --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whose credits a sandbox burns: an organisation's, or a student's own."""
+
+    organisation: Organisation | None
+    account: CreditAccount | None
+    audience: str  # Audience.STUDENTS or Audience.STARTUPS
+
+    @property
+    def label(self) -> str:
+        return str(self.organisation) if self.organisation else _("your student allowance")
+
+
+def holder_for(*, user: User, organisation: Organisation | None = None) -> Holder:
+    """The organisation named (the person must belong to it), else the person's student account,
+    else their only organisation."""
+    if organisation is None:
+        if hasattr(user, "student_profile"):
+            account = CreditAccount.objects.filter(user=user).first()
+            return Holder(None, account, Audience.STUDENTS)
+        memberships = list(Organisation.objects.for_user(user)[:2])
+        if len(memberships) > 1:
+            raise ApplicationError(
+                _("You belong to several organisations: choose which one pays."),
+                field="organisation",
+            )
+        if not memberships:
+            raise PermissionDenied(
+                _("Finish onboarding as a startup or a student before launching a sandbox.")
+            )
+        organisation = memberships[0]
+    elif not Organisation.objects.for_user(user).filter(pk=organisation.pk).exists():
+        raise PermissionDenied(
+            _("You are not a member of that organisation."),
+        )
+    if not organisation.is_active:
+        raise PermissionDenied(_("This organisation is suspended; sandboxes cannot be launched."))
+    account = CreditAccount.objects.filter(organisation=organisation).first()
+    return Holder(organisation, account, Audience.STARTUPS)
+
+
+def profile_allowed(*, profile: ResourceProfile, holder: Holder) -> bool:
+    return profile.audience in (Audience.BOTH, holder.audience)
+
+
+def burn_rate_millicredits(*, account: CreditAccount, extra: int = 0) -> int:
+    """What the account's live sandboxes charge per second (in thousandths), plus `extra`."""
+    live = Sandbox.objects.filter(account=account, status__in=Sandbox.LIVE)
+    current = live.aggregate(rate=Sum("profile__charge_millicredits_per_second"))["rate"] or 0
+    return current + extra
+
+
+def runway_seconds(*, account: CreditAccount | None, profile: ResourceProfile) -> int:
+    """How long the account could run this profile, alongside what it already runs."""
+    if account is None:
+        return 0
+    rate = burn_rate_millicredits(account=account, extra=profile.charge_millicredits_per_second)
+    return available_credit_seconds(account=account) * 1000 // rate
+
+
+# --- Launch ----------------------------------------------------------------------------------
+
+
+def _server_name() -> str:
+    return "sb-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: ResourceProfile):
+    if not image.is_active:
+        raise ApplicationError(_("That image is not offered."), field="image")
+    if not profile.is_active:
+        raise ApplicationError(_("That resource profile is not offered."), field="profile")
+    # On simulated GPUs every sandbox runs on the CPU, so any image will do.
+    if profile.gpu_count and not image.gpu_capable and not inventory_is_simulated():
+        raise ApplicationError(
+            _("%(image)s cannot use GPUs; choose a GPU image or a CPU profile.")
+            % {"image": image.name},
+            field="image",
+        )
+    if not profile_allowed(profile=profile, holder=holder):
+        raise PermissionDenied(
+            _("The %(profile)s profile is not available to %(who)s.")
+            % {"profile": profile.name, "who": Audience(profile.audience).label.lower()}
+        )
+    cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
+    if cap and profile.gpu_count > cap:
+        raise ApplicationError(
+            _("This profile needs %(n)s GPUs; at most %(cap)s may be held at once.")
+            % {"n": profile.gpu_count, "cap": cap},
+            field="profile",
+        )
+    minimum = settings.SANDBOX_MIN_RUNWAY_MINUTES * 60
+    runway = runway_seconds(account=holder.account, profile=profile)
+    if runway < minimum:
+        raise ApplicationError(
+            _(
+                "Not enough credits: %(who)s can run this profile for %(have)s minutes, and a "
+                "launch needs at least %(need)s minutes."
+            )
+            % {"who": holder.label, "have": runway // 60, "need": minimum // 60},
+            code="insufficient_credits",
+            field="profile",
+        )
+    live = Sandbox.objects.filter(user=user, status__in=Sandbox.LIVE)
+    if live.filter(status__in=[Status.REQUESTED, Status.STARTING]).exists():
+        raise ApplicationError(
+            _("A sandbox of yours is already starting; wait until it is ready."),
+            code="wrong_state",
+        )
+    if live.count() >= settings.SANDBOX_MAX_LIVE_PER_USER:
+        raise ApplicationError(
+            _("You have %(n)s sandboxes running or waiting; stop one first.") % {"n": live.count()},
+            code="wrong_state",
+        )
+
+
+def sandbox_launch(
+    *,
+    user: User,
+    image: SandboxImage,
+    profile: ResourceProfile,
+    organisation: Organisation | None = None,
+    name: str = "",
+    ip: str | None = None,
+) -> Sandbox:
+    """Check the launch is allowed and paid for, then allocate GPUs (or queue) and start.
+
+    Refusals raise ApplicationError and leave nothing behind: no sandbox, no allocation.
+    """
+    holder = holder_for(user=user, organisation=organisation)
+    with transaction.atomic():
+        # One person's launches go one at a time (the live-count check must not race).
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        _check_launchable(user=user, holder=holder, image=image, profile=profile)
+        try:
+            with transaction.atomic():
+                sandbox = Sandbox.objects.create(
+                    user=user,
+                    organisation=holder.organisation,
+                    account=holder.account,
+                    image=image,
+                    profile=profile,
+                    server_name=_server_name(),
+                    name=name.strip()[:80],
+                )
+        except IntegrityError as exc:
+            raise ApplicationError(
+                _("A sandbox of yours is already starting; wait until it is ready."),
+                code="wrong_state",
+            ) from exc
+        _allocate_or_queue(sandbox)
+        audit_record(
+            actor=user,
+            action="sandbox.launched",
+            target=sandbox,
+            ip=ip,
+            data={"image": image.image, "profile": profile.slug, "status": sandbox.status},
+        )
+    return sandbox
+
+
+def _holder_gpus_held(sandbox: Sandbox) -> int:
+    return GpuAllocation.objects.filter(
+        released_at__isnull=True, sandbox__account=sandbox.account
+    ).count()
+
+
+def _allocate_or_queue(sandbox: Sandbox) -> None:
+    """Starting if the GPUs it needs are given now (or it needs none); queued otherwise."""
+    profile = sandbox.profile
+    now = timezone.now()
+    if profile.gpu_count:
+        cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
+        over_cap = cap and _holder_gpus_held(sandbox) + profile.gpu_count > cap
+        first_in_line = not _queued_ahead(sandbox).exists()
+        uuids = []
+        if first_in_line and not over_cap:
+            uuids = gpus.gpu_allocate(
+                sandbox=sandbox,
+                count=profile.gpu_count,
+                model=profile.gpu_model,
+                mig_profile=profile.mig_profile,
+            )
+        if not uuids:
+            sandbox.status = Status.QUEUED
+            sandbox.queued_at = sandbox.queued_at or now
+            sandbox.status_message = (
+                _("Waiting: %(who)s already holds its maximum of %(cap)s GPUs.")
+                % {"who": sandbox.organisation or _("you"), "cap": cap}
+                if over_cap
+                else _("Waiting for a free GPU.")
+            )
+            sandbox.save(update_fields=["status", "queued_at", "status_message", "updated_at"])
+            broadcast.sandbox_status(sandbox)
+            return
+    sandbox.status = Status.STARTING
+    sandbox.starting_at = now
+    sandbox.progress = 0
+    sandbox.status_message = _("Starting…")
+    sandbox.save(
+        update_fields=["status", "starting_at", "progress", "status_message", "updated_at"]
+    )
+    broadcast.sandbox_status(sandbox)
+    from . import tasks
+
+    transaction.on_commit(lambda: tasks.sandbox_start.delay(sandbox.pk))
+
+
+def _queue_key(profile: ResourceProfile) -> tuple[str, str]:
+    return profile.gpu_model, profile.mig_profile
+
+
+def _queued_ahead(sandbox: Sandbox):
+    """Queued sandboxes that wait for the same kind of GPU and came first."""
+    ahead = Sandbox.objects.filter(
+        status=Status.QUEUED,
+        profile__gpu_model=sandbox.profile.gpu_model,
+        profile__mig_profile=sandbox.profile.mig_profile,
+    ).exclude(pk=sandbox.pk)
+    if sandbox.queued_at:
+        ahead = ahead.filter(queued_at__lt=sandbox.queued_at)
+    return ahead
+
+
+def queue_position(sandbox: Sandbox) -> int | None:
+    """1 for the next in line (for its kind of GPU); None when not queued."""
+    if sandbox.status != Status.QUEUED:
+        return None
+    return _queued_ahead(sandbox).count() + 1
+
+
+def _queue_lock() -> None:
+    """Serialise queue advances (FIFO must not depend on which worker ran first). SQLite
+    serialises every writer already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('launcher.queue'))")
+
+
+def queue_advance() -> list[int]:
+    """Start queued sandboxes, oldest first, while GPUs of their kind are free.
+
+    FIFO per kind of GPU: once the oldest of a kind cannot be served, nobody younger of that
+    kind jumps ahead. A sandbox held back only by its holder's GPU cap does not block others.
+    """
+    started: list[int] = []
+    with transaction.atomic():
+        _queue_lock()
+        blocked: set[tuple[str, str]] = set()
+        queued = (
+            Sandbox.objects.filter(status=Status.QUEUED)
+            .select_related("profile", "organisation")
+            .order_by("queued_at", "pk")
+            .select_for_update(of=("self",))
+        )
+        for sandbox in queued:
+            key = _queue_key(sandbox.profile)
+            if key in blocked:
+                continue
+            cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
+            if cap and _holder_gpus_held(sandbox) + sandbox.profile.gpu_count > cap:
+                continue
+            uuids = gpus.gpu_allocate(
+                sandbox=sandbox,
+                count=sandbox.profile.gpu_count,
+                model=sandbox.profile.gpu_model,
+                mig_profile=sandbox.profile.mig_profile,
+            )
+            if not uuids:
+                blocked.add(key)
+                continue
+            _to_starting(sandbox, message=_("A GPU is free: starting…"))
+            started.append(sandbox.pk)
+    return started
+
+
+def _to_starting(sandbox: Sandbox, *, message: str) -> None:
+    from . import tasks
+
+    sandbox.status = Status.STARTING
+    sandbox.starting_at = timezone.now()
+    sandbox.progress = 0
+    sandbox.status_message = message
+    sandbox.save(
+        update_fields=["status", "starting_at", "progress", "status_message", "updated_at"]
+    )
+    broadcast.sandbox_status(sandbox)
+    transaction.on_commit(lambda: tasks.sandbox_start.delay(sandbox.pk))
+
+
+# --- What the hub reports --------------------------------------------------------------------
+
+
+def _locked(sandbox_id: int) -> Sandbox | None:
+    return (
+        Sandbox.objects.select_for_update(of=("self",))
+        .select_related("user", "profile", "image")
+        .filter(pk=sandbox_id)
+        .first()
+    )
+
+
+def sandbox_progress(*, sandbox_id: int, progress: int, message: str) -> None:
+    """A spawn progress event: remembered for a page reload, and pushed to the browser."""
+    updated = Sandbox.objects.filter(pk=sandbox_id, status=Status.STARTING).update(
+        progress=max(0, min(progress, 100)), status_message=message[:500]
+    )
+    if updated:
+        sandbox = Sandbox.objects.select_related("user").get(pk=sandbox_id)
+        broadcast.spawn_progress(sandbox)
+
+
+def sandbox_mark_running(*, sandbox_id: int) -> bool:
+    with transaction.atomic():
+        sandbox = _locked(sandbox_id)
+        if sandbox is None or sandbox.status != Status.STARTING:
+            return False
+        sandbox.status = Status.RUNNING
+        sandbox.running_at = timezone.now()
+        sandbox.progress = 100
+        sandbox.status_message = _("Ready.")
+        sandbox.save(
+            update_fields=["status", "running_at", "progress", "status_message", "updated_at"]
+        )
+        broadcast.sandbox_status(sandbox)
+    return True
+
+
+def sandbox_mark_failed(*, sandbox_id: int, message: str) -> bool:
+    """The start failed: nothing is held any more; the person sees why."""
+    with transaction.atomic():
+        sandbox = _locked(sandbox_id)
+        if sandbox is None or sandbox.status in (Status.STOPPED, Status.FAILED):
+            return False
+        _end(sandbox, Status.FAILED, message)
+        audit_record(actor=None, action="sandbox.failed", target=sandbox, data={"reason": message})
+    return True
+
+
+def sandbox_mark_stopped(*, sandbox_id: int, reason: str, actor=None) -> bool:
+    """The server is gone (stopped by the portal, culled, crashed, removed by hand): release its
+    GPUs and let the queue move. Idempotent."""
+    with transaction.atomic():
+        sandbox = _locked(sandbox_id)
+        if sandbox is None or sandbox.status in (Status.STOPPED, Status.FAILED):
+            return False
+        _end(sandbox, Status.STOPPED, reason)
+        audit_record(actor=actor, action="sandbox.stopped", target=sandbox, data={"reason": reason})
+    return True
+
+
+def _end(sandbox: Sandbox, status: str, message: str) -> None:
+    from . import tasks
+
+    had_gpus = bool(gpus.gpu_release(sandbox=sandbox))
+    sandbox.status = status
+    sandbox.stopped_at = timezone.now()
+    sandbox.status_message = message[:500]
+    sandbox.save(update_fields=["status", "stopped_at", "status_message", "updated_at"])
+    broadcast.sandbox_status(sandbox)
+    if had_gpus:
+        transaction.on_commit(lambda: tasks.queue_advance.delay())
+
+
+# --- What people ask for ---------------------------------------------------------------------
+
+
+def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | None = None):
+    """Stop a sandbox. A queued one simply leaves the queue; a starting or running one is
+    stopped in the hub (Celery); its home volume stays."""
+    from . import tasks
+
+    with transaction.atomic():
+        locked = _locked(sandbox.pk)
+        if locked.status == Status.QUEUED:
+            _end(locked, Status.STOPPED, reason or _("Left the queue."))
+        elif locked.status in (Status.STARTING, Status.RUNNING, Status.REQUESTED):
+            locked.status = Status.STOPPING
+            locked.status_message = reason or _("Stopping…")
+            locked.save(update_fields=["status", "status_message", "updated_at"])
+            broadcast.sandbox_status(locked)
+            transaction.on_commit(lambda: tasks.sandbox_stop.delay(locked.pk))
+        elif locked.status != Status.STOPPING:
+            raise ApplicationError(_("This sandbox is not running."), code="wrong_state")
+        audit_record(
+            actor=acting_user,
+            action="sandbox.stop_requested",
+            target=locked,
+            ip=ip,
+            data={"reason": reason},
+        )
+    return locked
+
+
+def sandbox_restart(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> Sandbox:
+    """Start a stopped (or failed) sandbox again: same name, same home, new GPUs."""
+    with transaction.atomic():
+        User.objects.select_for_update().filter(pk=acting_user.pk).first()
+        locked = _locked(sandbox.pk)
+        if locked.status not in (Status.STOPPED, Status.FAILED):
+            raise ApplicationError(
+                _("Only a stopped sandbox can be started again."), code="wrong_state"
+            )
+        holder = holder_for(user=locked.user, organisation=locked.organisation)
+        _check_launchable(
+            user=locked.user, holder=holder, image=locked.image, profile=locked.profile
+        )
+        locked.queued_at = None
+        locked.stopped_at = None
+        locked.running_at = None
+        try:
+            with transaction.atomic():
+                locked.status = Status.REQUESTED
+                locked.save(update_fields=["status", "queued_at", "stopped_at", "running_at"])
+        except IntegrityError as exc:
+            raise ApplicationError(
+                _("A sandbox of yours is already starting; wait until it is ready."),
+                code="wrong_state",
+            ) from exc
+        _allocate_or_queue(locked)
+        audit_record(actor=acting_user, action="sandbox.restarted", target=locked, ip=ip)
+    return locked
+
+
+def sandbox_delete(
+    *, sandbox: Sandbox, acting_user, delete_home: bool = False, ip: str | None = None
+) -> None:
+    """Forget a stopped sandbox. Its owner's home volume is deleted only when asked, and only
+    when none of their other sandboxes is live (they share it)."""
+    from . import tasks
+
+    with transaction.atomic():
+        locked = _locked(sandbox.pk)
+        if locked.status not in (Status.STOPPED, Status.FAILED):
+            raise ApplicationError(_("Stop the sandbox before deleting it."), code="wrong_state")
+        if delete_home and Sandbox.objects.for_user(locked.user).live().exists():
+            raise ApplicationError(
+                _("Your home folder is in use by another sandbox; stop it first."),
+                code="wrong_state",
+            )
+        locked.deleted_at = timezone.now()
+        locked.save(update_fields=["deleted_at", "updated_at"])
+        audit_record(
+            actor=acting_user,
+            action="sandbox.deleted",
+            target=locked,
+            ip=ip,
+            data={"home_deleted": delete_home},
+        )
+        if delete_home:
+            user_id = locked.user_id
+            transaction.on_commit(lambda: tasks.home_volume_delete.delay(user_id))
+
+
+# --- The spawner's question -------------------------------------------------------------------
+
+
+def home_volume(user: User) -> str:
+    return f"{settings.SANDBOX_HOME_VOLUME_PREFIX}{user.hub_username}"
+
+
+def spawn_spec(*, hub_username: str, server_name: str) -> dict:
+    """What the hub may start for this server, exactly; refused unless the portal itself asked
+    for this start (the sandbox is `starting`)."""
+    sandbox = (
+        Sandbox.objects.select_related("user", "image", "profile")
+        .filter(server_name=server_name, user__hub_username=hub_username)
+        .first()
+    )
+    if sandbox is None:
+        raise SpawnRefused(
+            _("This server was not launched from the portal. Launch sandboxes from the portal.")
+        )
+    if sandbox.status != Status.STARTING:
+        raise SpawnRefused(
+            _("The portal has not authorised a start of this sandbox (it is %(status)s).")
+            % {"status": sandbox.get_status_display().lower()}
+        )
+    if not sandbox.user.is_active:
+        raise SpawnRefused(_("This account is disabled."))
+    profile = sandbox.profile
+    uuids = uuids_held_by(sandbox=sandbox)
+    if len(uuids) != profile.gpu_count:
+        raise SpawnRefused(_("The GPUs for this sandbox are not allocated."))
+    mib = 1024 * 1024
+    # Simulated GPUs are bookkeeping only: the container gets no device (there is none), and
+    # learns which pretend GPUs it holds from the environment.
+    simulated = GpuDevice.objects.filter(uuid__in=uuids, simulated=True).exists()
+    environment = {"NAC_SANDBOX_ID": str(sandbox.public_id), "NAC_PROFILE": profile.slug}
+    if simulated:
+        environment["NAC_SIMULATED_GPUS"] = ",".join(uuids)
+    return {
+        "version": 1,
+        "sandbox": str(sandbox.public_id),
+        "image": sandbox.image.image,
+        "cpu_limit": float(profile.cpu_cores),
+        "mem_limit_bytes": profile.memory_mib * mib,
+        "shm_size_bytes": profile.shm_mib * mib,
+        "pids_limit": profile.pids_limit,
+        "gpu_uuids": [] if simulated else uuids,
+        "volume": home_volume(sandbox.user),
+        "egress": profile.egress,
+        "environment": environment,
+        "labels": {
+            "nac.sandbox": str(sandbox.public_id),
+            "nac.user": sandbox.user.hub_username,
+            "nac.profile": profile.slug,
+        },
+    }
+
+
+def sandbox_for_server(*, hub_username: str, server_name: str) -> Sandbox | None:
+    return Sandbox.objects.filter(server_name=server_name, user__hub_username=hub_username).first()
+
+
+def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> dict:
+    """A short-lived hub token that reaches only this sandbox's server."""
+    from .hub_client import hub_client
+
+    if sandbox.status != Status.RUNNING:
+        raise ApplicationError(_("The sandbox is not running."), code="wrong_state")
+    user = sandbox.user.hub_username
+    lifetime = settings.HUB_ACCESS_TOKEN_LIFETIME
+    with hub_client() as hub:
+        token = hub.token_create(
+            user,
+            scopes=[f"access:servers!server={user}/{sandbox.server_name}"],
+            expires_in=lifetime,
+            note=f"portal access token for {sandbox.server_name}",
+        )
+    audit_record(actor=acting_user, action="sandbox.access_token_issued", target=sandbox, ip=ip)
+    return {
+        "token": token,
+        "expires_at": timezone.now() + dt.timedelta(seconds=lifetime),
+        "server_url": f"{settings.HUB_PUBLIC_URL.rstrip('/')}/user/{user}/{sandbox.server_name}/",
+    }

@@ -1,0 +1,130 @@
+"""Celery tasks for sandboxes: everything that talks to the hub or Docker. Each task takes an
+id, re-reads the state, and is safe to run twice (acks_late: a worker killed mid-task means the
+task runs again)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from . import services
+from .hub_client import HubError, HubUnavailable, hub_client
+from .models import Sandbox
+
+logger = logging.getLogger(__name__)
+Status = Sandbox.Status
+
+
+@shared_task(name="launcher.sandbox_start", acks_late=True)
+def sandbox_start(sandbox_id: int) -> str:
+    """Ask the hub to start the server and relay its progress until it is ready or failed."""
+    sandbox = Sandbox.objects.select_related("user").filter(pk=sandbox_id).first()
+    if sandbox is None or sandbox.status != Status.STARTING:
+        return "skipped"
+    user, server = sandbox.user.hub_username, sandbox.server_name
+    try:
+        with hub_client() as hub:
+            hub.user_ensure(user)
+            try:
+                if hub.server_start(user, server, display_name=sandbox.display_name):
+                    services.sandbox_mark_running(sandbox_id=sandbox_id)
+                    return "running"
+            except HubError as exc:
+                # A retried task finds the start already under way (400 "pending" or "running").
+                if exc.status != 400 or hub.server_get(user, server) is None:
+                    raise
+            current = hub.server_get(user, server)
+            if current is not None and current.ready:
+                services.sandbox_mark_running(sandbox_id=sandbox_id)
+                return "running"
+            for event in hub.server_progress(user, server, timeout=settings.HUB_SPAWN_TIMEOUT):
+                if event.ready:
+                    services.sandbox_mark_running(sandbox_id=sandbox_id)
+                    return "running"
+                if event.failed:
+                    _fail(hub, sandbox, _spawn_message(event.message))
+                    return "failed"
+                services.sandbox_progress(
+                    sandbox_id=sandbox_id, progress=event.progress, message=event.message
+                )
+            # The stream ended without a verdict: ask once more.
+            current = hub.server_get(user, server)
+            if current is not None and current.ready:
+                services.sandbox_mark_running(sandbox_id=sandbox_id)
+                return "running"
+            _fail(hub, sandbox, _("The notebook server did not become ready."))
+            return "failed"
+    except HubUnavailable:
+        logger.exception("hub unavailable while starting %s", server)
+        services.sandbox_mark_failed(
+            sandbox_id=sandbox_id, message=_("The notebook service is unavailable; try again.")
+        )
+        return "failed"
+    except HubError as exc:
+        logger.warning("hub refused to start %s: %s", server, exc)
+        services.sandbox_mark_failed(
+            sandbox_id=sandbox_id, message=_("The notebook service refused: %(e)s") % {"e": exc}
+        )
+        return "failed"
+
+
+def _spawn_message(message: str) -> str:
+    # The hub prefixes the spawner's reason with "Spawn failed: ".
+    return message.removeprefix("Spawn failed:").strip() or _("The notebook server failed.")
+
+
+def _fail(hub, sandbox: Sandbox, message: str) -> None:
+    try:
+        hub.server_stop(sandbox.user.hub_username, sandbox.server_name, remove=True)
+    except HubError:
+        logger.warning("could not clean up failed server %s", sandbox.server_name)
+    services.sandbox_mark_failed(sandbox_id=sandbox.pk, message=message)
+
+
+@shared_task(name="launcher.sandbox_stop", acks_late=True)
+def sandbox_stop(sandbox_id: int, wait_seconds: float = 60) -> str:
+    """Stop the server in the hub, wait until it is gone, then release its GPUs."""
+    sandbox = Sandbox.objects.select_related("user").filter(pk=sandbox_id).first()
+    if sandbox is None or sandbox.status != Status.STOPPING:
+        return "skipped"
+    user, server = sandbox.user.hub_username, sandbox.server_name
+    with hub_client() as hub:
+        gone = hub.server_stop(user, server, remove=True)
+        deadline = time.monotonic() + wait_seconds
+        while not gone and time.monotonic() < deadline:
+            time.sleep(0.25)
+            gone = hub.server_get(user, server) is None
+    if not gone:
+        # Still stopping: reconciliation finishes the job when the hub lets go.
+        logger.warning("server %s still stopping after %ss", server, wait_seconds)
+        return "pending"
+    services.sandbox_mark_stopped(
+        sandbox_id=sandbox_id, reason=sandbox.status_message or _("Stopped.")
+    )
+    return "stopped"
+
+
+@shared_task(name="launcher.queue_advance", acks_late=True)
+def queue_advance() -> list[int]:
+    return services.queue_advance()
+
+
+@shared_task(name="launcher.home_volume_delete", acks_late=True)
+def home_volume_delete(user_id: int) -> bool:
+    from portal.users.models import User
+
+    from .docker_client import volume_remove
+
+    user = User.objects.filter(pk=user_id).first()
+    return user is not None and volume_remove(services.home_volume(user))
+
+
+@shared_task(name="launcher.sandboxes_reconcile", acks_late=True)
+def sandboxes_reconcile() -> dict:
+    from .reconcile import reconcile
+
+    return reconcile()
