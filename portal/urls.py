@@ -3,16 +3,31 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from oauth2_provider import urls as oauth2_urls
+from oauth2_provider import views as oauth2_views
 
 from portal.core import views as core_views
 from portal.core.api import urls as api_urls
 from portal.users import views as user_views
+from portal.users.oidc import PortalAuthorizationView
+
+# The OpenID Connect provider the hub signs in with: only the endpoints a relying party uses
+# (discovery, JWKS, authorize, token, userinfo, logout, revoke). No application-management,
+# device, introspection or dynamic-registration views: the hub's client is made by
+# `manage.py hub_configure`.
+oidc_provider_urls = [
+    path("authorize/", PortalAuthorizationView.as_view(), name="authorize"),
+    path("token/", oauth2_views.TokenView.as_view(), name="token"),
+    path("revoke_token/", oauth2_views.RevokeTokenView.as_view(), name="revoke-token"),
+    *oauth2_urls.oidc_urlpatterns,
+]
 
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("accounts/", include("allauth.urls")),
+    path("o/", include((oidc_provider_urls, "oauth2_provider"))),
     path("language/", user_views.language_set, name="language_set"),
     path("onboarding/", include("portal.onboarding.urls")),
     path("api/v1/", include((api_urls.v1, "v1"), namespace="api-v1")),

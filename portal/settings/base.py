@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_htmx",
+    "oauth2_provider",  # the portal is the OpenID Connect provider JupyterHub signs in with
     "portal.core",
     "portal.users",
     "portal.audit",
@@ -269,6 +270,55 @@ API_KEY_RATE_LIMIT = (
     env.int("API_KEY_RATE_LIMIT_REQUESTS", default=600),
     env.int("API_KEY_RATE_LIMIT_WINDOW_SECONDS", default=60),
 )
+
+# --- OpenID Connect provider: single sign-on into JupyterHub (django-oauth-toolkit) -------
+# The hub is the one client (`manage.py hub_configure` registers it): confidential,
+# authorization code with PKCE (S256), RS256-signed ID tokens, no consent screen. Every RFC 9700
+# gate is on, so `check --deploy` is clean and the server refuses what the BCP discourages.
+# local.py and test.py supply a key when OIDC_RSA_PRIVATE_KEY is empty; production requires it.
+OAUTH2_PROVIDER = {
+    "OIDC_ENABLED": True,
+    "OIDC_RSA_PRIVATE_KEY": env.str("OIDC_RSA_PRIVATE_KEY", default="", multiline=True),
+    "OAUTH2_VALIDATOR_CLASS": "portal.users.oidc.PortalOIDCValidator",
+    "SCOPES": {
+        "openid": _("Sign you in"),
+        "profile": _("Your name and hub username"),
+        "email": _("Your e-mail address"),
+    },
+    "DEFAULT_SCOPES": ["openid"],
+    "PKCE_REQUIRED": True,
+    "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": 10 * 60,
+    "ID_TOKEN_EXPIRE_SECONDS": 10 * 60,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": 12 * 60 * 60,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # https only; local.py (DEBUG) and test.py add http for the hub on 127.0.0.1.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,  # the hub's logout ends the portal session too
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+}
+OIDC_DEVELOPMENT_KEY_PATH = VAR_DIR / "oidc_rsa.pem"  # local.py only
+
+# --- JupyterHub (the names are shared with the hub side; `hub_configure` writes var/hub.env) --
+HUB_PUBLIC_URL = env.str("HUB_PUBLIC_URL", default="http://127.0.0.1:8001").rstrip("/")
+HUB_API_URL = env.str("HUB_API_URL", default="http://127.0.0.1:8001/hub/api").rstrip("/")
+HUB_API_TOKEN = env.str("HUB_API_TOKEN", default="")
+HUB_SPAWN_SECRET = env.str("HUB_SPAWN_SECRET", default="")
+HUB_OIDC_CLIENT_ID = env.str("HUB_OIDC_CLIENT_ID", default="")
+HUB_OIDC_CLIENT_SECRET = env.str("HUB_OIDC_CLIENT_SECRET", default="")
+HUB_ENV_FILE = VAR_DIR / "hub.env"
 
 # --- Portal ---------------------------------------------------------------------------------
 PROGRAMME_MANAGERS_GROUP = "programme_managers"

@@ -1,9 +1,20 @@
 """Development settings: `make run` on a laptop or a fresh Debian machine."""
 
+import os
 import secrets
+from pathlib import Path
 
-from .base import *  # noqa: F403
-from .base import VAR_DIR, env
+import environ
+
+# The hub's development secrets (`manage.py hub_configure` writes them), read before base.py so
+# every manage.py command and the web process see the same client id, tokens and URLs.
+# Variables already in the environment win.
+_HUB_ENV_FILE = Path(__file__).resolve().parent.parent.parent / "var" / "hub.env"
+if _HUB_ENV_FILE.exists():
+    environ.Env.read_env(_HUB_ENV_FILE, overwrite=False)
+
+from .base import *  # noqa: E402, F403
+from .base import OAUTH2_PROVIDER, OIDC_DEVELOPMENT_KEY_PATH, VAR_DIR, env  # noqa: E402
 
 DEBUG = env.bool("DEBUG", default=True)
 WHITENOISE_USE_FINDERS = True
@@ -21,3 +32,36 @@ def _development_secret_key() -> str:
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _development_secret_key()
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or f"dev-pepper:{SECRET_KEY}"
+
+
+def _development_oidc_key() -> str:
+    """An RSA key for signing ID tokens, made once into var/ (0600) like the secret key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = OIDC_DEVELOPMENT_KEY_PATH
+    if not path.exists():
+        pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        # Written aside, then linked into place: two processes starting at once both end up
+        # with the first key, and nobody ever reads a half-written file.
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
+    return path.read_text()
+
+
+if not OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"]:
+    OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"] = _development_oidc_key()
+if DEBUG:
+    OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = ["http", "https"]  # the hub on 127.0.0.1

@@ -3,8 +3,11 @@
 `manage.py check --deploy --settings=portal.settings.production` passes with zero warnings.
 """
 
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
-from .base import env
+from .base import OAUTH2_PROVIDER, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")  # required: no default on purpose
@@ -20,3 +23,13 @@ CSRF_COOKIE_SECURE = True
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https"
 DEMO_SEED_ALLOWED = False
 API_KEY_PEPPER = env.str("API_KEY_PEPPER")  # required: a secret apart from SECRET_KEY
+
+
+# Required: the RSA key that signs the hub's ID tokens (PEM, unencrypted; "\n" escapes allowed).
+# Checked here, so a wrong value stops the deployment rather than the first sign-in.
+OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"] = env.str("OIDC_RSA_PRIVATE_KEY", multiline=True)
+try:
+    load_pem_private_key(OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"].encode(), password=None)
+except (ValueError, TypeError) as error:  # not PEM, or encrypted
+    raise ImproperlyConfigured(f"OIDC_RSA_PRIVATE_KEY is not a PEM private key: {error}") from None
+OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = ["https"]
