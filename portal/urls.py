@@ -10,6 +10,7 @@ from portal.core import views as core_views
 from portal.core.api import urls as api_urls
 from portal.users import views as user_views
 from portal.users.oidc import PortalAuthorizationView
+from sandboxes.launcher import urls as launcher_urls
 
 # The OpenID Connect provider the hub signs in with: only the endpoints a relying party uses
 # (discovery, JWKS, authorize, token, userinfo, logout, revoke). No application-management,
@@ -36,6 +37,9 @@ urlpatterns = [
     path("organisations/", include("portal.organisations.urls")),
     path("api-keys/", include("portal.apikeys.urls")),
     path("programme/", include("portal.dashboard.urls")),
+    path("sandboxes/", include("sandboxes.launcher.urls")),
+    # The hub's spawner asks here before every start (a shared secret, not a session).
+    path("internal/hub/", include((launcher_urls.internal_urlpatterns, "internal"))),
     path(settings.ADMIN_URL, admin.site.urls),
 ]
 

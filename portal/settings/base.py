@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "portal.dashboard",
     "portal.credits",
     "portal.apikeys",
+    "sandboxes.gpus",
+    "sandboxes.launcher",
 ]
 
 MIDDLEWARE = [
@@ -358,3 +360,32 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Sandboxes: GPUs, launches, the hub -----------------------------------------------------
+# nvml (a GPU host), none (CPU only), or simulated:<COUNT>x<MODEL>[,...] (no driver; labelled
+# as simulated everywhere). local.py defaults to a simulated set so the demo has GPUs.
+SANDBOX_GPU_BACKEND = env.str("SANDBOX_GPU_BACKEND", default="nvml")
+SANDBOX_GPU_INVENTORY_INTERVAL = env.int("SANDBOX_GPU_INVENTORY_INTERVAL", default=60)
+SANDBOX_MIN_RUNWAY_MINUTES = env.int("SANDBOX_MIN_RUNWAY_MINUTES", default=30)
+SANDBOX_MAX_LIVE_PER_USER = env.int("SANDBOX_MAX_LIVE_PER_USER", default=3)
+# How many GPUs one organisation (or one student) may hold at once; 0 means no cap.
+SANDBOX_MAX_GPUS_PER_HOLDER = env.int("SANDBOX_MAX_GPUS_PER_HOLDER", default=4)
+SANDBOX_RECONCILE_INTERVAL = env.int("SANDBOX_RECONCILE_INTERVAL", default=60)
+SANDBOX_HOME_VOLUME_PREFIX = "nac-home-"
+HUB_CLIENT_TIMEOUT = env.float("HUB_CLIENT_TIMEOUT", default=10.0)
+HUB_CLIENT_RETRIES = env.int("HUB_CLIENT_RETRIES", default=3)
+HUB_SPAWN_TIMEOUT = env.int("HUB_SPAWN_TIMEOUT", default=180)
+HUB_ACCESS_TOKEN_LIFETIME = env.int("HUB_ACCESS_TOKEN_LIFETIME", default=3600)
+DOCKER_URL = env.str("DOCKER_URL", default="unix:///var/run/docker.sock")
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "gpus-inventory-sync": {
+            "task": "gpus.inventory_sync",
+            "schedule": SANDBOX_GPU_INVENTORY_INTERVAL,
+        },
+        "launcher-reconcile": {
+            "task": "launcher.sandboxes_reconcile",
+            "schedule": SANDBOX_RECONCILE_INTERVAL,
+        },
+    }
+)

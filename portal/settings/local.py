@@ -33,6 +33,9 @@ def _development_secret_key() -> str:
 SECRET_KEY = env.str("SECRET_KEY", default="") or _development_secret_key()
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or f"dev-pepper:{SECRET_KEY}"
 
+# No NVIDIA driver on a laptop or a CI machine: four pretend H100s, labelled as such everywhere.
+SANDBOX_GPU_BACKEND = env.str("SANDBOX_GPU_BACKEND", default="simulated:4xH100-80GB")
+
 
 def _development_oidc_key() -> str:
     """An RSA key for signing ID tokens, made once into var/ (0600) like the secret key."""

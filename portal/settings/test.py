@@ -26,6 +26,8 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 API_KEY_PEPPER = "test-pepper-not-for-production"  # noqa: S105
+SANDBOX_GPU_BACKEND = "simulated:2xH100-80GB"
+HUB_CLIENT_RETRIES = 0
 
 
 def _test_oidc_key() -> str:

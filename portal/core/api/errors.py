@@ -26,6 +26,7 @@ APPLICATION_STATUS = {
     "permission_denied": status.HTTP_403_FORBIDDEN,
     "wrong_state": status.HTTP_409_CONFLICT,
     "insufficient_credits": status.HTTP_409_CONFLICT,
+    "unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

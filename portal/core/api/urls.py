@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from portal.credits import apis as credits
 from portal.users import apis as users
+from sandboxes.launcher import apis as sandboxes
 
 from .errors import ApiNotFound
 
@@ -41,6 +42,24 @@ v1 = [
         "credit-applications/<uuid:public_id>/reject",
         credits.ApplicationRejectApi.as_view(),
         name="credit-application-reject",
+    ),
+    path("gpus", sandboxes.GpuInventoryApi.as_view(), name="gpus"),
+    path("images", sandboxes.ImageListApi.as_view(), name="images"),
+    path("profiles", sandboxes.ProfileListApi.as_view(), name="profiles"),
+    path("sandboxes", sandboxes.SandboxListCreateApi.as_view(), name="sandboxes"),
+    path("sandboxes/<uuid:public_id>", sandboxes.SandboxDetailApi.as_view(), name="sandbox"),
+    path(
+        "sandboxes/<uuid:public_id>/stop", sandboxes.SandboxStopApi.as_view(), name="sandbox-stop"
+    ),
+    path(
+        "sandboxes/<uuid:public_id>/start",
+        sandboxes.SandboxStartApi.as_view(),
+        name="sandbox-start",
+    ),
+    path(
+        "sandboxes/<uuid:public_id>/access-token",
+        sandboxes.SandboxAccessTokenApi.as_view(),
+        name="sandbox-access-token",
     ),
     re_path(r"^.*$", ApiNotFound.as_view(), name="not-found"),  # keep last
 ]
