@@ -8,13 +8,15 @@ STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
 MANAGE := $(PY) manage.py
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 PORTAL_PORT ?= 8000
+IMAGES ?= python-cpu
 
-.PHONY: help install system-deps messages run test test-sqlite lint format check lock vendor bench
+.PHONY: help install system-deps messages run test test-sqlite lint format check lock vendor bench images
 
 help:
 	@echo "make run    install what is missing, migrate, seed the demo, start the portal stack"
 	@echo "make test   the whole suite (lint, Django checks, PostgreSQL + Redis + Chromium tests)"
 	@echo "make lint   ruff and the Django checks"
+	@echo "make images the sandbox images (IMAGES=\"python-cpu pytorch-gpu\"); quick when nothing changed"
 
 $(STAMP): $(LOCK)
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -77,6 +79,10 @@ format: install
 lock: ## re-resolve the pinned dependencies from pyproject.toml (maintainers only)
 	python3 -m pip install --quiet uv
 	python3 -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o $(LOCK)
+
+images: ## the sandbox images nac/<image>:2026.11, built locally (no registry; see sandboxes/images/README.md)
+	@.ci/system-deps.sh run
+	sandboxes/images/build.sh $(IMAGES)
 
 vendor: ## refresh the vendored front-end assets under static/vendor (maintainers only)
 	.ci/vendor-assets.sh

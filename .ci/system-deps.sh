@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the portal needs from the operating system, only when it is missing.
-#   .ci/system-deps.sh run    Redis (when none answers), gettext, python3-venv
+#   .ci/system-deps.sh run    Redis (when none answers), gettext, python3-venv, the Docker engine
+#                             (started when none answers), configurable-http-proxy (npm)
 #   .ci/system-deps.sh test   the same, plus PostgreSQL (when none answers) and Chromium
 # Debian 12, as root (or with sudo). Idempotent: a second run installs nothing.
 set -euo pipefail
@@ -13,7 +14,20 @@ apt_updated=0
 
 say() { printf '\033[1;32m==>\033[0m %s\n' "$*"; }
 need() { missing+=("$@"); }
+apt_busy() { pgrep -x apt-get >/dev/null || pgrep -x dpkg >/dev/null; }
 apt_install() {
+  [ ${#missing[@]} -gt 0 ] || return 0
+  # Another apt-get (e.g. a background install of docker.io) may hold the lock: wait for it,
+  # then install only what it did not already bring.
+  if apt_busy; then
+    say "Waiting for another apt-get/dpkg to finish"
+    for _ in $(seq 600); do apt_busy || break; sleep 1; done
+  fi
+  local still=()
+  for pkg in "${missing[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || still+=("$pkg")
+  done
+  missing=("${still[@]}")
   [ ${#missing[@]} -gt 0 ] || return 0
   say "Installing Debian packages: ${missing[*]}"
   if [ $apt_updated -eq 0 ]; then $SUDO apt-get update -qq; apt_updated=1; fi
@@ -35,11 +49,16 @@ PY
 }
 
 postgres_answers() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+docker_answers() { $SUDO docker info >/dev/null 2>&1; }
 
 # Python's venv module (Debian splits ensurepip out of python3).
 python3 -c 'import ensurepip, venv' 2>/dev/null || need python3-venv
 command -v msgfmt >/dev/null || need gettext
 [ "$mode" = test ] && { [ -x /usr/bin/chromium ] || need chromium fonts-noto-core; }
+# The Docker engine runs the sandboxes; debootstrap makes the local base image (no registry).
+command -v dockerd >/dev/null || need docker.io
+command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || need iptables
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need debootstrap
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379/0}
 redis_answers "$redis_url" || command -v redis-server >/dev/null || need redis-server
 if [ "$mode" = test ]; then
@@ -54,6 +73,20 @@ if ! redis_answers "$redis_url"; then
     --dir /tmp --logfile /tmp/portal-redis.log
   for _ in $(seq 50); do redis_answers "$redis_url" && break; sleep 0.1; done
   redis_answers "$redis_url" || { echo "Redis did not start; see /tmp/portal-redis.log" >&2; exit 1; }
+fi
+
+if ! docker_answers; then
+  say "Starting dockerd (log: /tmp/portal-dockerd.log)"
+  # No systemd on these machines: run the engine in the background ourselves.
+  $SUDO setsid sh -c 'exec dockerd >/tmp/portal-dockerd.log 2>&1 </dev/null' &
+  for _ in $(seq 60); do docker_answers && break; sleep 0.5; done
+  docker_answers || { echo "dockerd did not start; see /tmp/portal-dockerd.log" >&2; exit 1; }
+fi
+
+# The hub's proxy.
+if ! command -v configurable-http-proxy >/dev/null; then
+  say "Installing configurable-http-proxy (npm)"
+  $SUDO npm install -g --silent --no-fund --no-audit configurable-http-proxy >/dev/null
 fi
 
 if [ "$mode" = test ] && ! postgres_answers; then

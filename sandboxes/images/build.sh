@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Build the sandbox images without a container registry and without PyPI inside the build.
+#   sandboxes/images/build.sh [IMAGE...]      IMAGE: a recipe folder here; default python-cpu
+# For each image: (1) a base image, (2) a wheelhouse downloaded on this machine for the image's
+# interpreter, (3) `docker build` with that wheelhouse in the context. An image whose recipe,
+# base and interpreter did not change is not rebuilt. See README.md next to this script.
+# Environment:
+#   BASE_IMAGE     build FROM this registry image (e.g. debian:bookworm-slim); default: the local
+#                  nac/base:bookworm, made with debootstrap when it is missing
+#   DEBIAN_MIRROR  mirror for debootstrap and the base's apt; default: the one apt here uses
+#   IMAGE_TAG      default 2026.11
+#   IMAGE_PYTHON   interpreter the wheels are for; default 3.11.2 (Debian bookworm's python3)
+#   IMAGE_GLIBC    newest manylinux glibc the wheels may need; default 2.36 (bookworm)
+#   FORCE=1        rebuild even when the image is up to date
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+var=$root/var
+tag=${IMAGE_TAG:-2026.11}
+py_version=${IMAGE_PYTHON:-3.11.2}
+glibc_minor=${IMAGE_GLIBC:-2.36}
+glibc_minor=${glibc_minor#2.}
+arch=$(uname -m)
+local_base=nac/base:bookworm
+base=${BASE_IMAGE:-$local_base}
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+say() { printf '\033[1;32m==>\033[0m %s\n' "$*"; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+
+# Wheels for the image's interpreter and libc, whatever this machine runs: every manylinux tag
+# from the image's glibc down to manylinux2014 (pip does not expand one --platform itself).
+platforms=()
+for minor in $(seq "$glibc_minor" -1 17); do platforms+=(--platform "manylinux_2_${minor}_${arch}"); done
+platforms+=(--platform "manylinux2014_${arch}" --platform "manylinux2010_${arch}" --platform "manylinux1_${arch}")
+
+# sha256 over the recipe folder: "<sha256>  ./<path>" per file, sorted bytewise, hashed again.
+# tests/sandboxes/images/test_images.py recomputes it from the same definition.
+recipe_hash() {
+  (cd "$here/$1" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) |
+    sha256sum | cut -c1-64
+}
+
+# The Debian mirror apt on this machine uses (one-line or deb822 sources).
+apt_mirror() {
+  python3 - <<'PY'
+import glob, re
+
+def one_line(path):
+    for line in open(path):
+        f = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
+        if len(f) >= 3 and f[0] == "deb" and f[2] == "bookworm":
+            return f[1]
+
+def deb822(path):
+    for stanza in re.split(r"\n\s*\n", open(path).read()):
+        fields = {}
+        for line in stanza.splitlines():
+            if ":" in line and not line.startswith(("#", " ")):
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.split()
+        if "deb" in fields.get("types", []) and "bookworm" in fields.get("suites", []):
+            if fields.get("enabled", ["yes"])[0] != "no" and fields.get("uris"):
+                return fields["uris"][0]
+
+found = None
+for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+    try:
+        found = found or one_line(path)
+    except OSError:
+        pass
+for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    found = found or deb822(path)
+print(found or "http://deb.debian.org/debian")
+PY
+}
+
+ensure_base() {
+  if [ -n "${BASE_IMAGE:-}" ]; then
+    docker image inspect "$base" >/dev/null 2>&1 || { say "Pulling $base"; docker pull "$base"; }
+    return
+  fi
+  if docker image inspect "$local_base" >/dev/null 2>&1; then
+    say "Base image $local_base present"
+    return
+  fi
+  command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] ||
+    die "debootstrap is missing: run .ci/system-deps.sh run"
+  local mirror started rootfs log=/tmp/nac-debootstrap.log
+  mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
+  started=$(now)
+  say "Base image $local_base: debootstrap --variant=minbase bookworm from $mirror (log: $log)"
+  rootfs=$(mktemp -d /var/tmp/nac-base.XXXXXX)
+  # shellcheck disable=SC2064  # expand now: the trap must remove this very folder
+  trap "$SUDO rm -rf '$rootfs'" EXIT
+  PATH=$PATH:/usr/sbin:/sbin $SUDO debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$log" 2>&1 ||
+    die "debootstrap failed; see $log"
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" |
+    $SUDO tee "$rootfs/etc/apt/sources.list" >/dev/null
+  if [ -n "${DEBIAN_SECURITY_MIRROR:-}" ]; then
+    printf 'deb %s bookworm-security main\n' "$DEBIAN_SECURITY_MIRROR" |
+      $SUDO tee -a "$rootfs/etc/apt/sources.list" >/dev/null
+  fi
+  $SUDO rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/tmp/*
+  $SUDO tar -C "$rootfs" --numeric-owner -c . |
+    docker import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' - "$local_base" >/dev/null
+  $SUDO rm -rf "$rootfs"
+  trap - EXIT
+  say "Base image $local_base made ($(since "$started"))"
+}
+
+pip_cmd=()
+pick_pip() {
+  [ ${#pip_cmd[@]} -eq 0 ] || return 0
+  if [ -x "$root/.venv/bin/python" ]; then
+    pip_cmd=("$root/.venv/bin/python" -m pip)
+  elif python3 -m pip --version >/dev/null 2>&1; then
+    pip_cmd=(python3 -m pip)
+  else
+    [ -x "$var/images-pip/bin/python" ] || python3 -m venv "$var/images-pip"
+    pip_cmd=("$var/images-pip/bin/python" -m pip)
+  fi
+}
+
+# var/wheelhouse/<image>/: every wheel requirements.txt names, for the image's interpreter.
+ensure_wheelhouse() {
+  local image=$1 req=$here/$1/requirements.txt dir=$var/wheelhouse/$1 key started
+  key=$({ sha256sum <"$req"; echo "$py_version ${platforms[*]}"; } | sha256sum | cut -c1-64)
+  if [ "$(cat "$dir/.complete" 2>/dev/null)" = "$key" ]; then
+    say "$image: wheelhouse up to date ($(find "$dir" -name '*.whl' | wc -l) wheels)"
+    return
+  fi
+  pick_pip
+  started=$(now)
+  say "$image: downloading the wheelhouse for CPython $py_version into ${dir#"$root"/}"
+  rm -rf "$dir.tmp"
+  mkdir -p "$dir.tmp"
+  local reuse=()
+  [ -d "$dir" ] && reuse=(--find-links "$dir")
+  "${pip_cmd[@]}" download -qq --disable-pip-version-check --dest "$dir.tmp" \
+    --only-binary=:all: --implementation cp --python-version "$py_version" "${platforms[@]}" \
+    "${reuse[@]}" -r "$req"
+  echo "$key" >"$dir.tmp/.complete"
+  rm -rf "$dir"
+  mv "$dir.tmp" "$dir"
+  say "$image: wheelhouse ready: $(find "$dir" -name '*.whl' | wc -l) wheels, $(du -sh "$dir" | cut -f1) ($(since "$started"))"
+}
+
+build_image() {
+  local image=$1 name="nac/$1:$tag" rhash base_id key existing started ctx
+  [ -f "$here/$image/Dockerfile" ] && [ -f "$here/$image/requirements.txt" ] ||
+    die "no recipe $here/$image (Dockerfile + requirements.txt)"
+  rhash=$(recipe_hash "$image")
+  base_id=$(docker image inspect -f '{{.Id}}' "$base")
+  key=$(printf '%s\n' "$rhash" "$base" "$base_id" "$py_version" "$arch" | sha256sum | cut -c1-64)
+  existing=$(docker image inspect -f '{{index .Config.Labels "nac.build-key"}}' "$name" 2>/dev/null || true)
+  if [ "$existing" = "$key" ] && [ -z "${FORCE:-}" ]; then
+    say "$image: $name is up to date (recipe ${rhash:0:12}), not rebuilt"
+    return
+  fi
+  ensure_wheelhouse "$image"
+  started=$(now)
+  say "$image: docker build $name (recipe ${rhash:0:12}, FROM $base)"
+  ctx=$var/build/$image
+  rm -rf "$ctx"
+  mkdir -p "$ctx"
+  cp -a "$here/$image/." "$ctx/"
+  # Hard links: the wheelhouse is not copied, only linked into the context.
+  cp -al "$var/wheelhouse/$image" "$ctx/wheelhouse" 2>/dev/null || cp -a "$var/wheelhouse/$image" "$ctx/wheelhouse"
+  docker build \
+    --build-arg BASE_IMAGE="$base" --build-arg RECIPE_HASH="$rhash" --build-arg IMAGE_VERSION="$tag" \
+    --label nac.build-key="$key" --label nac.base-image="$base@$base_id" \
+    --tag "$name" "$ctx"
+  rm -rf "$ctx"
+  # The image this one replaced (now untagged) goes; other images are left alone.
+  docker image prune --force --filter "label=nac.image=$image" >/dev/null
+  say "$image: built $name, $(docker image inspect -f '{{.Size}}' "$name" | awk '{ printf "%.0f MB", $1 / 1e6 }') ($(since "$started"))"
+}
+
+[ $# -gt 0 ] || set -- python-cpu
+total=$(now)
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer: run .ci/system-deps.sh run"
+ensure_base
+for image in "$@"; do build_image "$image"; done
+say "Images ready: $* ($(since "$total"))"
