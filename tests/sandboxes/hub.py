@@ -1,0 +1,168 @@
+"""A real JupyterHub for tests: sandboxes/spawner/jupyterhub_config.py, real
+configurable-http-proxy, real PortalSpawner and docker, on free ports with a throwaway HUB_DATA_DIR.
+
+    with running_hub(portal_internal_url=live_server.url, env={...}) as hub:
+        httpx.post(f"{hub.api_url}/users/alice", headers=hub.headers)
+
+The hub asks `portal_internal_url` for spawn specs, so the portal there must accept
+`hub.spawn_secret` (pass HUB_SPAWN_SECRET in `env` to choose it). Needs root (the sandbox
+firewall) and a running docker engine. On exit every server the hub knows is stopped, the hub and
+its proxy are ended, and the firewall rule for its throwaway port is withdrawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sandboxes.spawner import network
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "sandboxes" / "spawner" / "jupyterhub_config.py"
+JUPYTERHUB = Path(sys.executable).parent / "jupyterhub"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningHub:
+    public_url: str  # the proxy, as a browser sees it
+    api_url: str  # {public_url}/hub/api, what the portal's HUB_API_URL would be
+    api_token: str  # token of the service "portal"
+    spawn_secret: str  # what the spawner sends to the portal
+    hub_port: int
+    proxy_api_port: int
+    data_dir: Path
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+    started_seconds: float = 0.0  # process start to API answering through the proxy
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.api_token}"}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kwargs) -> httpx.Client:
+        """An httpx client on the hub API with the portal's service token."""
+        return httpx.Client(base_url=self.api_url, headers=self.headers, timeout=30, **kwargs)
+
+
+def _wait_up(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"jupyterhub exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"jupyterhub did not answer in {timeout}s:\n{log_path.read_text()[-4000:]}")
+
+
+def _stop_all_servers(hub: RunningHub) -> None:
+    with contextlib.suppress(httpx.HTTPError), hub.client() as api:
+        users = api.get("/users", params={"state": "active"})
+        if users.status_code != 200:
+            return
+        for user in users.json():
+            for name in user.get("servers") or {}:
+                path = f"/users/{user['name']}/servers/{name}"
+                api.request("DELETE", path, json={"remove": True})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            active = api.get("/users", params={"state": "active"}).json()
+            if not active:
+                return
+            time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def running_hub(
+    *, portal_internal_url: str, env: dict[str, str] | None = None, timeout: float = 90
+) -> Iterator[RunningHub]:
+    """Start the hub; yields a RunningHub. `env` overrides any hub variable (see the config)."""
+    network.ensure_networks()  # the hub listens on the open network's gateway
+    hub_port = free_port(network.hub_ip())
+    public_port = free_port()
+    proxy_api_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="nac-hub-") as tmp:
+        data_dir = Path(tmp)
+        hub_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "JUPYTERHUB_"))},
+            "PYTHONPATH": str(REPO),
+            "HUB_PUBLIC_URL": f"http://127.0.0.1:{public_port}",
+            "HUB_PROXY_API_PORT": str(proxy_api_port),
+            "HUB_INTERNAL_PORT": str(hub_port),
+            "HUB_DATA_DIR": str(data_dir),
+            "HUB_API_TOKEN": secrets.token_hex(32),
+            "HUB_SPAWN_SECRET": secrets.token_urlsafe(32),
+            "HUB_OIDC_CLIENT_ID": "test-hub",
+            "HUB_OIDC_CLIENT_SECRET": secrets.token_urlsafe(32),
+            "PORTAL_INTERNAL_URL": portal_internal_url,
+            "PORTAL_PUBLIC_URL": portal_internal_url,
+            "CONFIGPROXY_AUTH_TOKEN": "",
+            **(env or {}),
+        }
+        port = int(hub_env["HUB_INTERNAL_PORT"])
+        network.ensure(hub_port=port)
+        log_path = data_dir / "jupyterhub.log"
+        public_url = hub_env["HUB_PUBLIC_URL"].rstrip("/")
+        started = time.monotonic()
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(  # noqa: S603
+                [str(JUPYTERHUB), "-f", str(CONFIG)],
+                cwd=data_dir,
+                env=hub_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        hub = RunningHub(
+            public_url=public_url,
+            api_url=f"{public_url}/hub/api",
+            api_token=hub_env["HUB_API_TOKEN"],
+            spawn_secret=hub_env["HUB_SPAWN_SECRET"],
+            hub_port=port,
+            proxy_api_port=int(hub_env["HUB_PROXY_API_PORT"]),
+            data_dir=data_dir,
+            log_path=log_path,
+            env=hub_env,
+        )
+        try:
+            _wait_up(f"{hub.api_url}/", process, log_path, timeout)
+            hub.started_seconds = time.monotonic() - started
+            yield hub
+        finally:
+            if process.poll() is None:
+                _stop_all_servers(hub)
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+            # the proxy (and the culler) share the hub's session: end any leftover
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            if port != 8081:
+                network.remove_hub_port(port)
