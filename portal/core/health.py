@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
 from django.conf import settings
 from django.db import connection
 from redis import Redis
@@ -48,9 +49,17 @@ def _redis() -> None:
         client.close()
 
 
-PROBES: dict[str, Callable[[], None]] = {"database": _database, "redis": _redis}
+def _hub() -> None:
+    """The hub's API root answers without a token; anything but 200 means it is not ready."""
+    response = httpx.get(
+        settings.HUB_API_URL.rstrip("/") + "/", timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    )
+    response.raise_for_status()
+
+
+PROBES: dict[str, Callable[[], None]] = {"database": _database, "redis": _redis, "hub": _hub}
 
 
 def readiness() -> list[ProbeResult]:
-    """Run every probe; later issues add the hub here."""
+    """Run every probe: the database, Redis and JupyterHub."""
     return [_timed(name, probe) for name, probe in PROBES.items()]

@@ -28,6 +28,7 @@ STORAGES = {
 API_KEY_PEPPER = "test-pepper-not-for-production"  # noqa: S105
 SANDBOX_GPU_BACKEND = "simulated:2xH100-80GB"
 HUB_CLIENT_RETRIES = 0
+HUB_API_URL = "http://127.0.0.1:1/hub/api"  # nothing listens: tests that need a hub start one
 
 
 def _test_oidc_key() -> str:
@@ -45,3 +46,5 @@ def _test_oidc_key() -> str:
 
 OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"] = _test_oidc_key()
 OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = ["http", "https"]
+HUB_SPAWN_SECRET = "test-spawn-secret-0123456789abcdef"  # noqa: S105
+HUB_API_TOKEN = "0" * 64  # noqa: S105

@@ -558,19 +558,24 @@ def sandbox_for_server(*, hub_username: str, server_name: str) -> Sandbox | None
 
 def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> dict:
     """A short-lived hub token that reaches only this sandbox's server."""
-    from .hub_client import hub_client
+    from .hub_client import HubError, hub_client
 
     if sandbox.status != Status.RUNNING:
         raise ApplicationError(_("The sandbox is not running."), code="wrong_state")
     user = sandbox.user.hub_username
     lifetime = settings.HUB_ACCESS_TOKEN_LIFETIME
-    with hub_client() as hub:
-        token = hub.token_create(
-            user,
-            scopes=[f"access:servers!server={user}/{sandbox.server_name}"],
-            expires_in=lifetime,
-            note=f"portal access token for {sandbox.server_name}",
-        )
+    try:
+        with hub_client() as hub:
+            token = hub.token_create(
+                user,
+                scopes=[f"access:servers!server={user}/{sandbox.server_name}"],
+                expires_in=lifetime,
+                note=f"portal access token for {sandbox.server_name}",
+            )
+    except HubError as exc:
+        raise ApplicationError(
+            _("The notebook service is unavailable; try again shortly."), code="unavailable"
+        ) from exc
     audit_record(actor=acting_user, action="sandbox.access_token_issued", target=sandbox, ip=ip)
     return {
         "token": token,

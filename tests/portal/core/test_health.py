@@ -18,12 +18,15 @@ def test_healthz_answers_without_touching_dependencies(client, django_assert_num
 
 @pytest.mark.django_db
 def test_readyz_reports_each_dependency(client):
+    # given no hub where HUB_API_URL points (the end-to-end tests check it with a real one)
     response = client.get(reverse("readyz"))
-    assert response.status_code == 200
+    assert response.status_code == 503
     body = response.json()
-    assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "redis"}
-    assert all(check["ok"] for check in body["checks"].values())
+    assert set(body["checks"]) == {"database", "redis", "hub"}
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["redis"]["ok"] is True
+    assert body["checks"]["hub"]["ok"] is False
+    assert body["checks"]["hub"]["error"] == "ConnectError"
 
 
 @pytest.mark.django_db
