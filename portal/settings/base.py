@@ -6,6 +6,7 @@ Every variable read here is listed, with its default, in the README.
 
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.utils.translation import gettext_lazy as _
@@ -321,6 +322,13 @@ HUB_SPAWN_SECRET = env.str("HUB_SPAWN_SECRET", default="")
 HUB_OIDC_CLIENT_ID = env.str("HUB_OIDC_CLIENT_ID", default="")
 HUB_OIDC_CLIENT_SECRET = env.str("HUB_OIDC_CLIENT_SECRET", default="")
 HUB_ENV_FILE = VAR_DIR / "hub.env"
+# Chrome and Safari apply form-action to every redirect that follows a form: signing in on the
+# way to the hub (password, then two-factor) ends in a redirect to the hub's OAuth callback, so
+# the hub's origin, part of this deployment, is the one other place a form may lead.
+CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "form-action 'self'",
+    "form-action 'self' " + "{0.scheme}://{0.netloc}".format(urlsplit(HUB_PUBLIC_URL)),
+)
 
 # --- Portal ---------------------------------------------------------------------------------
 PROGRAMME_MANAGERS_GROUP = "programme_managers"

@@ -312,6 +312,15 @@ def test_anonymous_authorisation_goes_through_the_portal_sign_in_and_back(client
     assert Grant.objects.get(code=params["code"]).user == user
 
 
+def test_forms_may_lead_to_the_hub_so_sign_in_can_end_at_its_callback(client, settings):
+    # Chrome applies form-action to the redirects after a form: the sign-in form's POST ends
+    # in a redirect to the hub's callback, which must be allowed, and nothing else is added.
+    policy = client.get(reverse("account_login"))["Content-Security-Policy"]
+    form_action = next(d for d in policy.split("; ") if d.startswith("form-action "))
+    hub = urlparse(settings.HUB_PUBLIC_URL)
+    assert form_action == f"form-action 'self' {hub.scheme}://{hub.netloc}"
+
+
 def test_the_hub_logout_ends_the_portal_session_after_confirmation(client, hub_client):
     user = UserFactory()
     code, verifier = _code_for(client, user)
