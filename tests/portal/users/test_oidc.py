@@ -240,6 +240,13 @@ def test_a_person_with_an_unverified_address_is_sent_back_with_access_denied(cli
     assert not Grant.objects.exists()
 
 
+def test_the_refusal_the_hub_shows_is_in_the_persons_language(client, hub_client):
+    client.force_login(UserFactory(verified=False))
+    response = client.get(_authorize_url(_pkce()[1]), headers={"accept-language": "ur"})
+    description = _callback_params(response)["error_description"]
+    assert description == "نوٹ بک کھولنے سے پہلے پورٹل میں اپنے ای میل پتے کی تصدیق کریں۔"
+
+
 def test_a_suspended_person_is_not_signed_in_and_gets_no_code(client, hub_client):
     user = UserFactory()
     client.force_login(user)
