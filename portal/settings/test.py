@@ -28,7 +28,9 @@ STORAGES = {
 API_KEY_PEPPER = "test-pepper-not-for-production"  # noqa: S105
 SANDBOX_GPU_BACKEND = "simulated:2xH100-80GB"
 HUB_CLIENT_RETRIES = 0
-HUB_API_URL = "http://127.0.0.1:1/hub/api"  # nothing listens: tests that need a hub start one
+# Nothing listens there: the tests that need a hub start a real one, and pass its address to
+# the Celery worker they start through these variables.
+HUB_API_URL = env.str("HUB_API_URL", default="http://127.0.0.1:1/hub/api")
 
 
 def _test_oidc_key() -> str:
@@ -46,5 +48,6 @@ def _test_oidc_key() -> str:
 
 OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"] = _test_oidc_key()
 OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = ["http", "https"]
-HUB_SPAWN_SECRET = "test-spawn-secret-0123456789abcdef"  # noqa: S105
-HUB_API_TOKEN = "0" * 64  # noqa: S105
+HUB_SPAWN_SECRET = env.str("HUB_SPAWN_SECRET", default="test-spawn-secret-0123456789abcdef")
+HUB_API_TOKEN = env.str("HUB_API_TOKEN", default="0" * 64)
+HUB_PUBLIC_URL = env.str("HUB_PUBLIC_URL", default="http://127.0.0.1:1")

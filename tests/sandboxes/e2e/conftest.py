@@ -1,0 +1,96 @@
+"""End to end: the real portal (live server), a real Celery worker, a real JupyterHub with the
+real spawner, real Docker containers of the real image, real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from portal.celery import app as celery_app
+from tests.sandboxes.hub import running_hub
+from tests.sandboxes.spawner.conftest import docker_client, sandbox_image  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[3]
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the worker shares the test database: PostgreSQL"
+)
+
+
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], log_path: Path):
+    """A real worker process on the test database and the test Redis."""
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    worker_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings.test",
+        "DATABASE_URL": url,
+        **env,
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "portal",
+                "worker",
+                "--pool=threads",
+                "--concurrency=4",
+                "--loglevel=INFO",
+                f"--hostname=e2e-{secrets.token_hex(3)}@%h",
+            ],
+            cwd=REPO,
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready." not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("celery worker did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.2)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def stack(live_server, settings, tmp_path, docker_client, sandbox_image):  # noqa: F811
+    """The whole stack, wired together; yields the running hub."""
+    secret = secrets.token_urlsafe(32)
+    settings.HUB_SPAWN_SECRET = secret
+    with running_hub(portal_internal_url=live_server.url, env={"HUB_SPAWN_SECRET": secret}) as hub:
+        settings.HUB_API_URL = hub.api_url
+        settings.HUB_API_TOKEN = hub.api_token
+        settings.HUB_PUBLIC_URL = hub.public_url
+        env = {
+            "HUB_API_URL": hub.api_url,
+            "HUB_API_TOKEN": hub.api_token,
+            "HUB_PUBLIC_URL": hub.public_url,
+            "HUB_SPAWN_SECRET": secret,
+        }
+        eager = celery_app.conf.task_always_eager
+        celery_app.conf.task_always_eager = False
+        try:
+            with celery_worker(env, tmp_path / "worker.log"):
+                hub.worker_log = tmp_path / "worker.log"
+                yield hub
+        finally:
+            celery_app.conf.task_always_eager = eager
