@@ -65,7 +65,12 @@ def test_default_command_is_the_single_user_server(image):
 
 def test_singleuser_server_is_the_hubs_jupyterhub_version(client, image):
     assert run(client, "jupyterhub-singleuser", "--version", user="1000") == jupyterhub.__version__
-    assert jupyterhub.__version__ == "6.1.1"
+
+
+@pytest.mark.parametrize("recipe", ["python-cpu", "pytorch-gpu"])
+def test_every_recipe_pins_the_hubs_jupyterhub_version(recipe):
+    requirements = (RECIPE.parent / recipe / "requirements.txt").read_text().splitlines()
+    assert f"jupyterhub=={jupyterhub.__version__}" in requirements
 
 
 def test_scientific_stack_imports(client, image):
