@@ -35,6 +35,7 @@ run: system-deps install
 	$(MANAGE) migrate --no-input
 	$(MANAGE) collectstatic --no-input -v 0
 	$(MANAGE) seed_demo
+	$(MANAGE) gpus_sync
 	@echo ""
 	@echo "  Portal       http://127.0.0.1:$(PORTAL_PORT)/"
 	@echo "  Admin        http://127.0.0.1:$(PORTAL_PORT)/admin/"
@@ -49,6 +50,7 @@ test: export DATABASE_URL = $(TEST_DATABASE_URL)
 test:
 	@.ci/system-deps.sh test
 	@$(MAKE) --no-print-directory install
+	@$(MAKE) --no-print-directory images
 	@$(MAKE) --no-print-directory lint
 	$(MANAGE) makemigrations --check --dry-run --settings=portal.settings.test
 	SECRET_KEY="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(64))')" \
