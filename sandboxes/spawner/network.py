@@ -16,8 +16,10 @@
   talking to a sandbox) pass.
 - Open egress also cannot reach link-local addresses (cloud metadata services).
 
-Idempotent: every rule is checked (`iptables -C`) before it is inserted. Needs root and a
-running docker engine. IPv4 only (the networks have no IPv6).
+Idempotent: every rule is checked (`iptables -C`, and the chain's verdict for being last)
+before anything changes; a chain that is not exactly right is rewritten in one
+iptables-restore transaction. Needs root and a running docker engine. IPv4 only (the networks
+have no IPv6). Rules do not survive a reboot: `make run` (run-hub.sh) ensures them each start.
 """
 
 from __future__ import annotations
@@ -160,6 +162,35 @@ def _ensure_rule(chain: str, rule: list[str], *, position: int | None = None) ->
     return True
 
 
+def _chain_lines(chain: str) -> list[str] | None:
+    """The chain's rules as `iptables -S` prints them; None when the chain does not exist."""
+    listed = _iptables("-S", chain, check=False)
+    if listed.returncode != 0:
+        return None
+    return [line for line in listed.stdout.splitlines() if line.startswith("-A ")]
+
+
+def _chain_is(chain: str, rules: list[list[str]]) -> bool:
+    """Every rule is there (iptables -C) and the last one, the verdict, is last and only once."""
+    lines = _chain_lines(chain)
+    if not lines or not all(_has_rule(chain, rule) for rule in rules):
+        return False
+    verdict = f"-A {chain} {' '.join(rules[-1])}"
+    return lines[-1] == verdict and lines.count(verdict) == 1
+
+
+def _write_chain(chain: str, lines: list[str]) -> None:
+    """Replace the chain's rules in one transaction (iptables-restore --noflush flushes only the
+    chains it declares), so there is no moment with the verdict missing or misplaced."""
+    binary = shutil.which("iptables-restore")
+    if binary is None:
+        raise NetworkError("iptables-restore is not installed")
+    script = "\n".join(["*filter", f":{chain} - [0:0]", *lines, "COMMIT", ""])
+    subprocess.run(  # noqa: S603 (fixed binary)
+        [binary, "-w", "10", "--noflush"], input=script, text=True, capture_output=True, check=True
+    )
+
+
 def hub_port_rule(port: int) -> list[str]:
     return ["-p", "tcp", "-d", hub_ip(), "--dport", str(port), "-j", "ACCEPT"]
 
@@ -185,32 +216,46 @@ def forward_rules() -> list[list[str]]:
 
 
 def ensure_firewall(hub_port: int) -> list[str]:
-    """Install the rules that are missing; returns what it added (empty on a re-run)."""
-    added: list[str] = []
+    """Install what is missing; returns what it changed (empty on a re-run).
 
-    def note(did: bool, chain: str, rule: list[str]) -> None:
-        if did:
-            added.append(f"{chain} {' '.join(rule)}")
+    Each chain is checked rule by rule (`iptables -C`) and for its verdict (DROP/RETURN) being
+    last. A chain that is not exactly right is rewritten atomically; accept rules for other hub
+    ports already in NAC-SBX-INPUT (a second hub, a test's hub) are kept."""
+    changed: list[str] = []
 
-    _ensure_chain(INPUT_CHAIN)
-    # Fill the chain before anything jumps to it; the final DROP stays last because the
-    # accept rules are inserted at fixed positions and a hub port goes in front of the DROP.
-    established, port_rule, drop = input_rules(hub_port)
-    note(_ensure_rule(INPUT_CHAIN, established, position=1), INPUT_CHAIN, established)
-    note(_ensure_rule(INPUT_CHAIN, port_rule, position=2), INPUT_CHAIN, port_rule)
-    note(_ensure_rule(INPUT_CHAIN, drop), INPUT_CHAIN, drop)
+    wanted = input_rules(hub_port)
+    if not _chain_is(INPUT_CHAIN, wanted):
+        established, port_rule, drop = wanted
+        lines = _chain_lines(INPUT_CHAIN) or []
+        other_ports = [
+            line
+            for line in lines
+            if "--dport" in line and line.endswith("-j ACCEPT") and "--ctstate" not in line
+        ]
+        if not _has_rule(INPUT_CHAIN, port_rule):
+            other_ports.append(f"-A {INPUT_CHAIN} {' '.join(port_rule)}")
+        head, tail = (
+            f"-A {INPUT_CHAIN} {' '.join(established)}",
+            f"-A {INPUT_CHAIN} {' '.join(drop)}",
+        )
+        _write_chain(INPUT_CHAIN, [head, *other_ports, tail])
+        changed.append(f"{INPUT_CHAIN} written (hub port {hub_port})")
 
-    _ensure_chain(FORWARD_CHAIN)
-    for rule in forward_rules():
-        note(_ensure_rule(FORWARD_CHAIN, rule), FORWARD_CHAIN, rule)
+    wanted = forward_rules()
+    if not _chain_is(FORWARD_CHAIN, wanted):
+        _write_chain(FORWARD_CHAIN, [f"-A {FORWARD_CHAIN} {' '.join(rule)}" for rule in wanted])
+        changed.append(f"{FORWARD_CHAIN} written")
 
+    # The jumps come last: the chains they lead to are complete by now.
     for net in networks():
         jump = ["-i", net.bridge, "-j", INPUT_CHAIN]
-        note(_ensure_rule("INPUT", jump, position=1), "INPUT", jump)
+        if _ensure_rule("INPUT", jump, position=1):
+            changed.append(f"INPUT {' '.join(jump)}")
     _ensure_chain("DOCKER-USER")  # dockerd creates it; exists before the first network anyway
     jump = ["-j", FORWARD_CHAIN]
-    note(_ensure_rule("DOCKER-USER", jump, position=1), "DOCKER-USER", jump)
-    return added
+    if _ensure_rule("DOCKER-USER", jump, position=1):
+        changed.append(f"DOCKER-USER {' '.join(jump)}")
+    return changed
 
 
 def remove_hub_port(port: int) -> bool:

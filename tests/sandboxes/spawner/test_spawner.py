@@ -1,0 +1,187 @@
+"""PortalSpawner in-process: what reaches docker for a GPU spec, spec validation, portal retries."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub.objects import Hub
+from jupyterhub.spawner import SpawnException
+
+from sandboxes.spawner.spawner import PortalSpawner, SpawnSpec
+from tests.sandboxes.spawner.conftest import remove_user_containers
+from tests.sandboxes.spawner.stub_portal import StubPortal, spec
+
+GPU_A = "GPU-5d0f8a3e-1c2b-5e6f-8a9b-0c1d2e3f4a5b"
+GPU_B = "GPU-9a8b7c6d-5e4f-5a3b-9c1d-0e1f2a3b4c5d"
+
+
+class CreateOnlySpawner(PortalSpawner):
+    """Runs all of start() but `docker start`: a GPU container cannot start without the NVIDIA
+    runtime, and docker removes an auto-remove container whose start failed."""
+
+    async def start_object(self):
+        pass
+
+
+def make_spawner(
+    portal: StubPortal, *, user: str, server: str, cls: type[PortalSpawner] = PortalSpawner
+) -> PortalSpawner:
+    """A PortalSpawner as the hub builds one, minus the database."""
+    return cls(
+        user=SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/"),
+        orm_spawner=SimpleNamespace(name=server, server=None, display_name=server, state=None),
+        hub=Hub(ip="172.30.0.1", port=8081),
+        api_token="not-a-real-token",
+        oauth_client_id=f"jupyterhub-user-{user}-{server}",
+        portal_internal_url=portal.url,
+        spawn_secret=portal.secret,
+    )
+
+
+@pytest.fixture
+def portal():
+    with StubPortal() as stub:
+        yield stub
+
+
+@pytest.fixture
+def user_name(docker_client):
+    name = "tgpu-user"
+    remove_user_containers(docker_client, name)
+    yield name
+    remove_user_containers(docker_client, name)
+
+
+def test_a_gpu_spec_creates_exactly_the_specified_container(
+    portal, docker_client, sandbox_image, user_name
+):
+    # given the portal allocated two GPUs for a python-cpu sandbox with open egress
+    server = "sb-gpuspec0001"
+    answer = spec(
+        user=user_name,
+        image=sandbox_image,
+        gpu_uuids=[GPU_A, GPU_B],
+        cpu_limit=2.5,
+        mem_limit_bytes=3 << 30,
+        shm_size_bytes=1 << 30,
+        pids_limit=777,
+    )
+    portal.answer(server, (200, answer))
+    spawner = make_spawner(portal, user=user_name, server=server, cls=CreateOnlySpawner)
+    # and whatever the browser posted, including another image and "all" GPUs
+    spawner.user_options = {"image": "nac/base:bookworm", "gpu_ids": ["all"], "cpu_limit": 64}
+
+    # when the hub starts it (as user.spawn does: apply the user options, then start)
+    async def start():
+        await spawner._run_apply_user_options(spawner.user_options)
+        await spawner.start()
+
+    asyncio.run(start())
+
+    # then the container is exactly the spec
+    [container] = docker_client.containers.list(
+        all=True, filters={"label": f"nac.sandbox={answer['sandbox']}"}
+    )
+    attrs = container.attrs
+    host, config = attrs["HostConfig"], attrs["Config"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert config["Image"] == sandbox_image
+    assert host["DeviceRequests"] == [
+        {
+            "Driver": "nvidia",
+            "Count": 0,
+            "DeviceIDs": [GPU_A, GPU_B],
+            "Capabilities": [["gpu"]],
+            "Options": {},
+        }
+    ]
+    assert env["NVIDIA_VISIBLE_DEVICES"] == f"{GPU_A},{GPU_B}"
+    assert "all" not in env["NVIDIA_VISIBLE_DEVICES"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["CapAdd"] in (None, [])
+    assert host["Privileged"] is False
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["PidsLimit"] == 777
+    assert host["Memory"] == 3 << 30
+    assert host["MemorySwap"] == 3 << 30
+    assert host["ShmSize"] == 1 << 30
+    assert host["CpuPeriod"] == 100_000
+    assert host["CpuQuota"] == 250_000
+    assert host["AutoRemove"] is True
+    assert host["NetworkMode"] == "nac-sandboxes"
+    assert host["Binds"] in (None, [])
+    assert host["PortBindings"] in (None, {})  # nothing published on the host
+    assert config["User"] == "1000:100"
+    [mount] = attrs["Mounts"]
+    assert (mount["Type"], mount["Name"], mount["Destination"]) == (
+        "volume",
+        f"nac-home-{user_name}",
+        "/home/jovyan",
+    )
+    assert config["Labels"]["nac.gpus"] == f"{GPU_A},{GPU_B}"
+    assert config["Labels"]["nac.server"] == server
+    assert env["JUPYTERHUB_API_URL"].startswith("http://172.30.0.1:8081/")
+    # and the browser's options were dropped before anything used them
+    assert spawner.user_options == {}
+
+
+def test_the_portal_is_retried_on_5xx_and_then_believed(portal):
+    server = "sb-flaky000001"
+    answer = spec(user="alice", image="nac/python-cpu:2026.11")
+    portal.answer(server, (502, {}), (503, {}), (200, answer))
+    spawner = make_spawner(portal, user="alice", server=server)
+
+    result = asyncio.run(spawner.fetch_spawn_spec())
+
+    assert result.sandbox == answer["sandbox"]
+    assert len(portal.calls_for(StubPortal.SPAWN_SPEC, server)) == 3
+
+
+def test_a_wrong_secret_is_a_refusal_not_a_retry(portal):
+    server = "sb-secret00001"
+    portal.answer(server, (200, spec(user="alice", image="nac/python-cpu:2026.11")))
+    spawner = make_spawner(portal, user="alice", server=server)
+    spawner.spawn_secret = "wrong"
+
+    with pytest.raises(SpawnException) as refused:
+        asyncio.run(spawner.fetch_spawn_spec())
+
+    assert refused.value.jupyterhub_message.startswith("The hub is not authorised at the portal")
+    assert len(portal.calls_for(StubPortal.SPAWN_SPEC, server)) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"version": 2}, "version"),
+        ({"volume": "/etc"}, "volume"),
+        ({"volume": "../x"}, "volume"),
+        ({"gpu_uuids": ["all"]}, "gpu_uuids"),
+        ({"gpu_uuids": ["0"]}, "gpu_uuids"),
+        ({"gpu_uuids": [GPU_A, GPU_A]}, "duplicates"),
+        ({"egress": "host"}, "egress"),
+        ({"cpu_limit": 0}, "cpu_limit"),
+        ({"mem_limit_bytes": True}, "mem_limit_bytes"),
+        ({"pids_limit": 1.5}, "pids_limit"),
+        ({"environment": {"NVIDIA_VISIBLE_DEVICES": "all"}}, "NVIDIA_VISIBLE_DEVICES"),
+        ({"environment": {"JUPYTERHUB_API_TOKEN": "x"}}, "JUPYTERHUB_API_TOKEN"),
+        ({"environment": {"CUDA_VISIBLE_DEVICES": "0"}}, "CUDA_VISIBLE_DEVICES"),
+        ({"labels": {"nac.user": "{username}"}}, "labels"),
+        ({"image": ""}, "image"),
+    ],
+)
+def test_a_malformed_spec_is_rejected(change, error):
+    data = {**spec(user="alice", image="nac/python-cpu:2026.11"), **change}
+    with pytest.raises(ValueError, match=error):
+        SpawnSpec.from_json(data)
+
+
+def test_a_spec_from_the_contract_is_accepted():
+    parsed = SpawnSpec.from_json(
+        spec(user="alice", image="nac/python-cpu:2026.11", egress="internal")
+    )
+    assert parsed.egress == "internal"
+    assert parsed.gpu_uuids == ()
+    assert parsed.volume == "nac-home-alice"
