@@ -36,15 +36,17 @@ run: system-deps install
 	$(MANAGE) collectstatic --no-input -v 0
 	$(MANAGE) seed_demo
 	$(MANAGE) gpus_sync
+	$(MANAGE) hub_configure
 	@echo ""
 	@echo "  Portal       http://127.0.0.1:$(PORTAL_PORT)/"
 	@echo "  Admin        http://127.0.0.1:$(PORTAL_PORT)/admin/"
 	@echo "  Programme    http://127.0.0.1:$(PORTAL_PORT)/programme/"
 	@echo "  Health       http://127.0.0.1:$(PORTAL_PORT)/readyz"
+	@echo "  JupyterHub   http://127.0.0.1:8001/ (sandboxes; settings in var/hub.env)"
 	@echo "  E-mails (verification links) are printed below by the web process."
 	@echo "  Ctrl-C stops everything."
 	@echo ""
-	PORTAL_PORT=$(PORTAL_PORT) $(VENV)/bin/honcho -f .procfile start
+	PORTAL_PORT=$(PORTAL_PORT) $(VENV)/bin/honcho -f .procfile -e var/hub.env start
 
 test: export DATABASE_URL = $(TEST_DATABASE_URL)
 test:

@@ -158,7 +158,7 @@ cull_command = [
     # check often enough that the timeout is honoured to within ~1/6 (at most every 5 minutes)
     f"--cull-every={max(30, min(300, idle_timeout // 6))}",
     "--concurrency=5",
-    "--remove-named-servers",
+    "--remove-named-servers=True",
 ]
 if max_age > 0:
     cull_command.append(f"--max-age={max_age}")

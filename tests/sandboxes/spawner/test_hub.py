@@ -205,3 +205,17 @@ def test_a_cpu_sandbox_starts_as_specified_and_an_access_token_reaches_only_it(
     while _containers(docker_client, hub_user):
         assert time.monotonic() < deadline, "the container was not removed"
         time.sleep(0.3)
+
+
+def test_the_idle_culler_runs_with_its_own_least_privilege_role(hub):
+    # the hub starts the culler as a managed service; it lists users at once, with its token
+    deadline = time.monotonic() + 30
+    while "GET /hub/api/users?state=[secret] (idle-culler@" not in hub.log():
+        assert time.monotonic() < deadline, hub.log()[-3000:]
+        time.sleep(0.3)
+    log = hub.log()
+    assert "Service idle-culler exited" not in log
+    assert "error: argument" not in log
+    with hub.client() as api:
+        culler = api.get("/services/idle-culler")
+    assert culler.status_code == 403  # the portal may not even look at it
