@@ -16,6 +16,7 @@
 #   SANDBOX_NETWORK, SANDBOX_NETWORK_INTERNAL    docker networks (see network.py)
 #   HUB_IDLE_TIMEOUT          idle culler timeout in seconds (default 3600)
 #   HUB_MAX_AGE               culler's hard cap on a server's age in seconds (default 0: off)
+#   SANDBOX_MAX_LIVE_PER_USER named servers a hub user may have (default 3, as the portal)
 #
 # Start it with sandboxes/spawner/run-hub.sh (networks, db upgrade, cwd = HUB_DATA_DIR).
 # ruff: noqa: F821  (`c` is provided by traitlets when it loads this file)
@@ -95,7 +96,9 @@ c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
 # Restarting the hub must not stop running sandboxes (GPU jobs, paid by the second).
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.allow_named_servers = True
-c.JupyterHub.named_server_limit_per_user = 3
+# The portal's own cap on live sandboxes (same variable); a second wall. Stopped named servers
+# count too until deleted, so the portal removes a server when it stops or fails.
+c.JupyterHub.named_server_limit_per_user = int(env("SANDBOX_MAX_LIVE_PER_USER", "3"))
 # POST .../servers/<name> answers 202 at once; the portal follows the progress stream.
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 # Only named servers (sb-...) exist: land on the hub's home page, which lists them, and never

@@ -25,12 +25,15 @@ have no IPv6). Rules do not survive a reboot: `make run` (run-hub.sh) ensures th
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 
+LOCK_FILE = "/run/lock/nac-sandbox-firewall.lock"
 INPUT_CHAIN = "NAC-SBX-INPUT"
 FORWARD_CHAIN = "NAC-SBX-FORWARD"
 MANAGED_LABEL = "nac.managed-by"
@@ -215,7 +218,24 @@ def forward_rules() -> list[list[str]]:
     ]
 
 
+@contextlib.contextmanager
+def _firewall_lock():
+    """One read-check-rewrite at a time across processes (two hubs, parallel test runs)."""
+    os.makedirs(os.path.dirname(LOCK_FILE), exist_ok=True)
+    with open(LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_firewall(hub_port: int) -> list[str]:
+    with _firewall_lock():
+        return _ensure_firewall(hub_port)
+
+
+def _ensure_firewall(hub_port: int) -> list[str]:
     """Install what is missing; returns what it changed (empty on a re-run).
 
     Each chain is checked rule by rule (`iptables -C`) and for its verdict (DROP/RETURN) being
@@ -261,9 +281,10 @@ def ensure_firewall(hub_port: int) -> list[str]:
 def remove_hub_port(port: int) -> bool:
     """Withdraw the accept rule for one hub port (tests run hubs on throwaway ports)."""
     rule = hub_port_rule(port)
-    if not _has_rule(INPUT_CHAIN, rule):
-        return False
-    _iptables("-D", INPUT_CHAIN, *rule)
+    with _firewall_lock():
+        if not _has_rule(INPUT_CHAIN, rule):
+            return False
+        _iptables("-D", INPUT_CHAIN, *rule)
     return True
 
 
