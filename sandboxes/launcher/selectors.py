@@ -60,14 +60,16 @@ def launch_choices(*, user, organisation=None) -> LaunchChoices:
 
 
 def open_url(sandbox: Sandbox) -> str:
-    """Through the hub's user-redirect, so the link works whoever is signed in to the hub."""
+    """The named server's own address. (JupyterHub's /hub/user-redirect/ resolves to the
+    person's default server, which the portal never starts; the browser test caught it.) A
+    browser not yet signed in to the hub goes through the portal's OIDC and comes back here."""
     hub = settings.HUB_PUBLIC_URL.rstrip("/")
-    return f"{hub}/hub/user-redirect/{sandbox.server_name}/lab"
+    return f"{hub}/user/{sandbox.user.hub_username}/{sandbox.server_name}/lab"
 
 
 def sandboxes_for_user(*, user):
     return (
         Sandbox.objects.for_user(user)
-        .select_related("image", "profile", "organisation")
+        .select_related("user", "image", "profile", "organisation")
         .prefetch_related("gpu_allocations__device")
     )

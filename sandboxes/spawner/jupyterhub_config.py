@@ -180,6 +180,9 @@ c.JupyterHub.load_roles = [
             "read:users!user",
             "read:servers!user",
             "delete:servers!user",
+            # A server's own token is bounded by its owner's scopes: without this the running
+            # notebook cannot report activity, and the idle culler would see it as idle.
+            "users:activity!user",
         ],
     },
     {

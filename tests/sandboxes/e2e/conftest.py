@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,12 +72,52 @@ def celery_worker(env: dict[str, str], log_path: Path):
             os.killpg(process.pid, signal.SIGKILL)
 
 
+class AsgiServer:
+    """The portal's ASGI application (HTTP and WebSockets) under uvicorn, in a thread of the test
+    process, as `make run` serves it: pytest-django's live server speaks WSGI only, and the
+    browser needs the live sandbox WebSocket."""
+
+    def __init__(self):
+        import uvicorn
+
+        from portal.asgi import application
+        from tests.sandboxes.hub import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            application, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 @pytest.fixture
-def stack(live_server, settings, tmp_path, docker_client, sandbox_image):  # noqa: F811
+def portal_server(transactional_db):
+    with AsgiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def stack(portal_server, settings, tmp_path, docker_client, sandbox_image):  # noqa: F811
     """The whole stack, wired together; yields the running hub."""
     secret = secrets.token_urlsafe(32)
     settings.HUB_SPAWN_SECRET = secret
-    with running_hub(portal_internal_url=live_server.url, env={"HUB_SPAWN_SECRET": secret}) as hub:
+    portal = portal_server.url
+    with running_hub(portal_internal_url=portal, env={"HUB_SPAWN_SECRET": secret}) as hub:
         settings.HUB_API_URL = hub.api_url
         settings.HUB_API_TOKEN = hub.api_token
         settings.HUB_PUBLIC_URL = hub.public_url

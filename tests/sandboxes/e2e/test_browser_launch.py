@@ -1,0 +1,71 @@
+"""A student presses Launch, watches the progress bar, and lands in JupyterLab without a second
+login: Chromium against the real portal (ASGI, WebSockets), worker, hub, proxy and Docker."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import expect
+
+from portal.users.oidc import hub_client_ensure
+from sandboxes.launcher.models import Sandbox
+from tests.browser.conftest import (  # noqa: F401
+    CHROMIUM_ARGS,
+    _orm_beside_playwright,
+    browser,
+)
+from tests.factories import PASSWORD
+from tests.sandboxes.launcher.helpers import funded_student
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+
+def test_a_student_launches_and_lands_in_jupyterlab(stack, portal_server, browser, settings):  # noqa: F811
+    hub_client_ensure(
+        client_id=stack.env["HUB_OIDC_CLIENT_ID"],
+        client_secret=stack.env["HUB_OIDC_CLIENT_SECRET"],
+        hub_public_url=stack.public_url,
+    )
+    # The portal's form-action policy names the hub's origin (here a throwaway port).
+    configured = "{0.scheme}://{0.netloc}".format(urlsplit(settings.HUB_PUBLIC_URL))
+    settings.CONTENT_SECURITY_POLICY = settings.CONTENT_SECURITY_POLICY.replace(
+        f"form-action 'self' {configured}", f"form-action 'self' {stack.public_url}"
+    )
+    student = funded_student()
+    context = browser.new_context(base_url=portal_server.url, locale="en-GB")
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto("/accounts/login/")
+    page.get_by_label("Email").fill(student.email)
+    page.get_by_label(re.compile(r"^Password:?$")).fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+
+    page.goto("/sandboxes/")
+    page.get_by_label("Python (data science)").check()
+    page.get_by_label("CPU small").check()
+    page.get_by_role("button", name="Launch").click()
+
+    # The progress bar shows while it starts, then the row turns to Running with Open.
+    row = page.locator("tr[data-sandbox]")
+    expect(row.locator('[data-field="status_label"]')).to_have_text(
+        re.compile("Starting|Running"), timeout=10_000
+    )
+    expect(row.get_by_role("link", name="Open")).to_be_visible(timeout=120_000)
+    assert Sandbox.objects.get().status == "running"
+    progress_seen = page.evaluate("() => document.querySelector('progress') !== null")
+    assert progress_seen
+
+    with context.expect_page() as opened:
+        row.get_by_role("link", name="Open").click()
+    lab = opened.value
+    try:
+        lab.wait_for_url(re.compile(rf"^{re.escape(stack.public_url)}/user/.+/lab"), timeout=60_000)
+    except Exception as exc:
+        hub_log = [line for line in stack.log().splitlines() if "activity" not in line]
+        raise AssertionError(f"stuck at {lab.url}:\n" + "\n".join(hub_log[-60:])) from exc
+    expect(lab).to_have_title(re.compile("JupyterLab"), timeout=60_000)
+    # No second login: no page on the way asked for a password.
+    assert "login" not in urlsplit(lab.url).path
+    context.close()
