@@ -36,7 +36,8 @@ def _rows(user):
 @login_required
 def sandbox_list(request: HttpRequest) -> HttpResponse:
     choices = launch_choices(user=request.user)
-    form = LaunchForm(request.POST or None, user=request.user, profiles=choices.profiles)
+    data = request.POST if request.method == "POST" else None
+    form = LaunchForm(data, user=request.user, profiles=choices.profiles)
     status = 200
     if request.method == "POST":
         if form.is_valid():
@@ -76,38 +77,35 @@ def _own(request, public_id):
     return sandbox
 
 
-@login_required
-@require_POST
-def sandbox_stop(request: HttpRequest, public_id) -> HttpResponse:
+def _act(request: HttpRequest, public_id, service, done: str) -> HttpResponse:
+    """Run a stop or start service on one of the person's sandboxes; say how it went."""
     try:
-        services.sandbox_stop(
-            sandbox=_own(request, public_id), acting_user=request.user, ip=client_ip(request)
-        )
+        service(sandbox=_own(request, public_id), acting_user=request.user, ip=client_ip(request))
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, _("Stopping your sandbox. Your files are kept."))
+        messages.success(request, done)
     return redirect("launcher:list")
+
+
+@login_required
+@require_POST
+def sandbox_stop(request: HttpRequest, public_id) -> HttpResponse:
+    return _act(
+        request, public_id, services.sandbox_stop, _("Stopping your sandbox. Your files are kept.")
+    )
 
 
 @login_required
 @require_POST
 def sandbox_start(request: HttpRequest, public_id) -> HttpResponse:
-    try:
-        services.sandbox_restart(
-            sandbox=_own(request, public_id), acting_user=request.user, ip=client_ip(request)
-        )
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, _("Starting your sandbox again."))
-    return redirect("launcher:list")
+    return _act(request, public_id, services.sandbox_restart, _("Starting your sandbox again."))
 
 
 @login_required
 def sandbox_delete(request: HttpRequest, public_id) -> HttpResponse:
     sandbox = _own(request, public_id)
-    form = DeleteForm(request.POST or None)
+    form = DeleteForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             services.sandbox_delete(
