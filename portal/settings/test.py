@@ -50,4 +50,3 @@ OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"] = _test_oidc_key()
 OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = ["http", "https"]
 HUB_SPAWN_SECRET = env.str("HUB_SPAWN_SECRET", default="test-spawn-secret-0123456789abcdef")
 HUB_API_TOKEN = env.str("HUB_API_TOKEN", default="0" * 64)
-HUB_PUBLIC_URL = env.str("HUB_PUBLIC_URL", default="http://127.0.0.1:1")

@@ -114,6 +114,9 @@ def portal_server(transactional_db):
 @pytest.fixture
 def stack(portal_server, settings, tmp_path, docker_client, sandbox_image):  # noqa: F811
     """The whole stack, wired together; yields the running hub."""
+    from tests.sandboxes.launcher.helpers import catalogue
+
+    catalogue()  # seeded by a migration, but a committing test before this one flushed it
     secret = secrets.token_urlsafe(32)
     settings.HUB_SPAWN_SECRET = secret
     portal = portal_server.url
