@@ -16,6 +16,11 @@ class GpuDeviceQuerySet(models.QuerySet):
         """Healthy devices a sandbox can be given: whole GPUs without MIG, and MIG instances."""
         return self.filter(health=GpuDevice.Health.HEALTHY, mig_enabled=False)
 
+    def of_kind(self, *, model: str = "", mig_profile: str = "") -> "GpuDeviceQuerySet":
+        """Devices a profile asks for: its MIG profile (or whole GPUs), and its model if named."""
+        devices = self.filter(mig_profile=mig_profile)
+        return devices.filter(model=model) if model else devices
+
     def free(self) -> "GpuDeviceQuerySet":
         held = GpuAllocation.objects.filter(device=models.OuterRef("pk"), released_at__isnull=True)
         return self.allocatable().filter(~models.Exists(held))

@@ -42,10 +42,7 @@ def availability() -> list[ModelAvailability]:
 
 
 def free_count(*, model: str = "", mig_profile: str = "") -> int:
-    devices = GpuDevice.objects.free().filter(mig_profile=mig_profile)
-    if model:
-        devices = devices.filter(model=model)
-    return devices.count()
+    return GpuDevice.objects.free().of_kind(model=model, mig_profile=mig_profile).count()
 
 
 def inventory_is_simulated() -> bool:

@@ -87,10 +87,7 @@ def gpu_allocate(*, sandbox, count: int, model: str = "", mig_profile: str = "")
     """
     if count <= 0:
         return []
-    candidates = GpuDevice.objects.free()
-    if model:
-        candidates = candidates.filter(model=model)
-    candidates = candidates.filter(mig_profile=mig_profile)
+    candidates = GpuDevice.objects.free().of_kind(model=model, mig_profile=mig_profile)
     devices = list(candidates.order_by("index", "uuid").select_for_update(skip_locked=True)[:count])
     if len(devices) < count:
         return []

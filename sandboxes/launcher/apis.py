@@ -162,7 +162,7 @@ class SandboxSerializer(serializers.Serializer):
     stopped_at = serializers.DateTimeField(allow_null=True)
 
     def _open(self, sandbox) -> list[GpuDevice]:
-        return [a.device for a in sandbox.gpu_allocations.all() if a.released_at is None]
+        return sandbox.held_devices()
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_queue_position(self, sandbox) -> int | None:

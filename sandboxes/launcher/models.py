@@ -202,6 +202,10 @@ class Sandbox(PublicIdModel):
     def is_live(self) -> bool:
         return self.status in self.LIVE
 
+    def held_devices(self) -> list:
+        """Devices of the open allocations (uses `gpu_allocations__device` when prefetched)."""
+        return [a.device for a in self.gpu_allocations.all() if a.released_at is None]
+
     @property
     def display_name(self) -> str:
         return self.name or f"{self.image.name} · {self.profile.name}"

@@ -26,13 +26,14 @@ Status = Sandbox.Status
 
 
 def reconcile(*, hub: HubClient | None = None, containers: dict[str, str] | None = None) -> dict:
-    own_hub = hub is None
-    hub = hub or hub_client()
-    try:
-        servers = hub.servers_running()
-    finally:
-        if own_hub:
-            hub.close()
+    if hub is not None:
+        return _reconcile(hub, containers)
+    with hub_client() as own:
+        return _reconcile(own, containers)
+
+
+def _reconcile(hub: HubClient, containers: dict[str, str] | None) -> dict:
+    servers = hub.servers_running()
     if containers is None:
         try:
             containers = sandbox_containers()
@@ -55,7 +56,7 @@ def reconcile(*, hub: HubClient | None = None, containers: dict[str, str] | None
                 _repair(sandbox, "stopped", _("The notebook server stopped outside the portal."))
                 repairs["stopped"] += 1
             elif containers is not None and container in (None, "exited", "dead"):
-                _stop_in_hub(hub_username=key[0], server=key[1])
+                _stop_in_hub(hub, hub_username=key[0], server=key[1])
                 _repair(sandbox, "stopped", _("The sandbox's container is gone."))
                 repairs["stopped"] += 1
         elif sandbox.status == Status.STOPPING and server is None:
@@ -71,7 +72,7 @@ def reconcile(*, hub: HubClient | None = None, containers: dict[str, str] | None
             repairs["failed"] += 1
     for key in servers.keys() - known:
         # A server the portal does not consider live: it must not run (and burn GPUs unpaid).
-        _stop_in_hub(hub_username=key[0], server=key[1])
+        _stop_in_hub(hub, hub_username=key[0], server=key[1])
         audit_record(
             actor=None,
             action="sandbox.reconciled_orphan",
@@ -96,9 +97,8 @@ def _repair(sandbox: Sandbox, outcome: str, reason: str) -> None:
     )
 
 
-def _stop_in_hub(*, hub_username: str, server: str) -> None:
+def _stop_in_hub(hub: HubClient, *, hub_username: str, server: str) -> None:
     try:
-        with hub_client() as hub:
-            hub.server_stop(hub_username, server, remove=True)
+        hub.server_stop(hub_username, server, remove=True)
     except Exception:
         logger.exception("reconcile: could not stop %s/%s", hub_username, server)

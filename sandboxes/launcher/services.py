@@ -108,6 +108,12 @@ def _server_name() -> str:
     return "sb-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
 
 
+def _already_starting() -> ApplicationError:
+    return ApplicationError(
+        _("A sandbox of yours is already starting; wait until it is ready."), code="wrong_state"
+    )
+
+
 def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: ResourceProfile):
     if not image.is_active:
         raise ApplicationError(_("That image is not offered."), field="image")
@@ -146,10 +152,7 @@ def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: Res
         )
     live = Sandbox.objects.filter(user=user, status__in=Sandbox.LIVE)
     if live.filter(status__in=[Status.REQUESTED, Status.STARTING]).exists():
-        raise ApplicationError(
-            _("A sandbox of yours is already starting; wait until it is ready."),
-            code="wrong_state",
-        )
+        raise _already_starting()
     if live.count() >= settings.SANDBOX_MAX_LIVE_PER_USER:
         raise ApplicationError(
             _("You have %(n)s sandboxes running or waiting; stop one first.") % {"n": live.count()},
@@ -187,10 +190,7 @@ def sandbox_launch(
                     name=name.strip()[:80],
                 )
         except IntegrityError as exc:
-            raise ApplicationError(
-                _("A sandbox of yours is already starting; wait until it is ready."),
-                code="wrong_state",
-            ) from exc
+            raise _already_starting() from exc
         _allocate_or_queue(sandbox)
         audit_record(
             actor=user,
@@ -202,31 +202,36 @@ def sandbox_launch(
     return sandbox
 
 
-def _holder_gpus_held(sandbox: Sandbox) -> int:
-    return GpuAllocation.objects.filter(
+def _over_gpu_cap(sandbox: Sandbox) -> bool:
+    """Would this sandbox take its holder (organisation or student) past the GPU cap?"""
+    cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
+    if not cap:
+        return False
+    held = GpuAllocation.objects.filter(
         released_at__isnull=True, sandbox__account=sandbox.account
     ).count()
+    return held + sandbox.profile.gpu_count > cap
+
+
+def _allocate(sandbox: Sandbox) -> list[str]:
+    profile = sandbox.profile
+    return gpus.gpu_allocate(
+        sandbox=sandbox,
+        count=profile.gpu_count,
+        model=profile.gpu_model,
+        mig_profile=profile.mig_profile,
+    )
 
 
 def _allocate_or_queue(sandbox: Sandbox) -> None:
     """Starting if the GPUs it needs are given now (or it needs none); queued otherwise."""
-    profile = sandbox.profile
-    now = timezone.now()
-    if profile.gpu_count:
-        cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
-        over_cap = cap and _holder_gpus_held(sandbox) + profile.gpu_count > cap
+    if sandbox.profile.gpu_count:
+        over_cap = _over_gpu_cap(sandbox)
         first_in_line = not _queued_ahead(sandbox).exists()
-        uuids = []
-        if first_in_line and not over_cap:
-            uuids = gpus.gpu_allocate(
-                sandbox=sandbox,
-                count=profile.gpu_count,
-                model=profile.gpu_model,
-                mig_profile=profile.mig_profile,
-            )
-        if not uuids:
+        if over_cap or not first_in_line or not _allocate(sandbox):
             sandbox.status = Status.QUEUED
-            sandbox.queued_at = sandbox.queued_at or now
+            sandbox.queued_at = sandbox.queued_at or timezone.now()
+            cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
             sandbox.status_message = (
                 _("Waiting: %(who)s already holds its maximum of %(cap)s GPUs.")
                 % {"who": sandbox.organisation or _("you"), "cap": cap}
@@ -236,17 +241,7 @@ def _allocate_or_queue(sandbox: Sandbox) -> None:
             sandbox.save(update_fields=["status", "queued_at", "status_message", "updated_at"])
             broadcast.sandbox_status(sandbox)
             return
-    sandbox.status = Status.STARTING
-    sandbox.starting_at = now
-    sandbox.progress = 0
-    sandbox.status_message = _("Starting…")
-    sandbox.save(
-        update_fields=["status", "starting_at", "progress", "status_message", "updated_at"]
-    )
-    broadcast.sandbox_status(sandbox)
-    from . import tasks
-
-    transaction.on_commit(lambda: tasks.sandbox_start.delay(sandbox.pk))
+    _to_starting(sandbox, message=_("Starting…"))
 
 
 def _queue_key(profile: ResourceProfile) -> tuple[str, str]:
@@ -300,16 +295,9 @@ def queue_advance() -> list[int]:
             key = _queue_key(sandbox.profile)
             if key in blocked:
                 continue
-            cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
-            if cap and _holder_gpus_held(sandbox) + sandbox.profile.gpu_count > cap:
+            if _over_gpu_cap(sandbox):
                 continue
-            uuids = gpus.gpu_allocate(
-                sandbox=sandbox,
-                count=sandbox.profile.gpu_count,
-                model=sandbox.profile.gpu_model,
-                mig_profile=sandbox.profile.mig_profile,
-            )
-            if not uuids:
+            if not _allocate(sandbox):
                 blocked.add(key)
                 continue
             _to_starting(sandbox, message=_("A GPU is free: starting…"))
@@ -456,10 +444,7 @@ def sandbox_restart(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> 
                 locked.status = Status.REQUESTED
                 locked.save(update_fields=["status", "queued_at", "stopped_at", "running_at"])
         except IntegrityError as exc:
-            raise ApplicationError(
-                _("A sandbox of yours is already starting; wait until it is ready."),
-                code="wrong_state",
-            ) from exc
+            raise _already_starting() from exc
         _allocate_or_queue(locked)
         audit_record(actor=acting_user, action="sandbox.restarted", target=locked, ip=ip)
     return locked

@@ -26,7 +26,7 @@ def _rows(user):
             {
                 "sandbox": sandbox,
                 "queue_position": services.queue_position(sandbox),
-                "gpus": [a.device for a in sandbox.gpu_allocations.all() if a.released_at is None],
+                "gpus": sandbox.held_devices(),
                 "open_url": open_url(sandbox),
             }
         )
