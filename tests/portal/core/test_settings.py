@@ -6,10 +6,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from jwcrypto.jwk import JWK
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -46,6 +48,9 @@ def test_production_passes_the_deploy_checklist_with_zero_warnings():
         "SECRET_KEY": "k" * 20 + "-unique-Value-0123456789-abcdefghijklmnop",
         "ALLOWED_HOSTS": "a.pk",
         "API_KEY_PEPPER": "another-long-random-secret",
+        "OIDC_RSA_PRIVATE_KEY": JWK.generate(kty="RSA", size=2048)
+        .export_to_pem(private_key=True, password=None)
+        .decode(),
     }
     result = _django(
         "portal.settings.production", env, "check", "--deploy", "--fail-level", "WARNING"
@@ -86,7 +91,12 @@ def test_pages_carry_a_same_origin_content_security_policy(client):
     policy = response.headers["Content-Security-Policy"]
     assert "default-src 'self'" in policy
     assert "script-src 'self'" in policy
-    assert "http" not in policy  # no other host is ever allowed
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";") if d.strip())
+    # The one other origin ever named is the deployment's own hub, and only as a place forms
+    # (the sign-in that continues to the hub) may lead: no code, style, font or image elsewhere.
+    hub = "{0.scheme}://{0.netloc}".format(urlsplit(settings.HUB_PUBLIC_URL))
+    assert directives.pop("form-action") == f"'self' {hub}"
+    assert not [d for d in directives.values() if "http" in d]  # no other host is ever allowed
 
 
 def _asset_references(text: str) -> list[str]:
