@@ -3,26 +3,37 @@ login: Chromium against the real portal (ASGI, WebSockets), worker, hub, proxy a
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 from portal.users.oidc import hub_client_ensure
 from sandboxes.launcher.models import Sandbox
-from tests.browser.conftest import (  # noqa: F401
-    CHROMIUM_ARGS,
-    _orm_beside_playwright,
-    browser,
-)
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.factories import PASSWORD
 from tests.sandboxes.launcher.helpers import funded_student
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 
-def test_a_student_launches_and_lands_in_jupyterlab(stack, portal_server, browser, settings):  # noqa: F811
+@pytest.fixture
+def browser(monkeypatch):
+    """Chromium for this one test only. Playwright's sync API keeps an event loop running in
+    the test thread while it lives; held any longer (the browser package's package-scoped
+    fixture, kept alive by pytest-django's reordering) it breaks the async tests that follow."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls beside that loop
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_a_student_launches_and_lands_in_jupyterlab(stack, portal_server, browser, settings):
     hub_client_ensure(
         client_id=stack.env["HUB_OIDC_CLIENT_ID"],
         client_secret=stack.env["HUB_OIDC_CLIENT_SECRET"],
