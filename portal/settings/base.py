@@ -123,10 +123,19 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
     }
 }
+# redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels-redis blocks in
+# BZPOPMIN for: an idle consumer's read then times out and the WebSocket dies (seen in the
+# browser test). Reads must be allowed to outlast the blocking pop.
+CHANNEL_LAYER_SOCKET_TIMEOUT_SECONDS = 30
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="asgi")},
+        "CONFIG": {
+            "hosts": [
+                {"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_SECONDS}
+            ],
+            "prefix": env.str("CHANNELS_PREFIX", default="asgi"),
+        },
     }
 }
 

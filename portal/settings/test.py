@@ -19,7 +19,7 @@ CACHES["default"]["LOCATION"] = REDIS_URL
 # A prefix per test process: concurrent runs on one machine (xdist, two checkouts) never share
 # rate-limit counters, and each clears only its own keys.
 CACHES["default"]["KEY_PREFIX"] = f"portal-test-{os.getpid()}"
-CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [REDIS_URL]
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = REDIS_URL
 CELERY_BROKER_URL = REDIS_URL
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},

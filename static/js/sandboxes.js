@@ -46,7 +46,12 @@
   function connect() {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     var socket = new WebSocket(scheme + window.location.host + box.dataset.wsPath);
-    socket.onopen = function () { delay = 1000; };
+    var missedSome = Boolean(connect.dropped);
+    socket.onopen = function () {
+      delay = 1000;
+      // Messages sent while the socket was down are gone: read the current state once.
+      if (missedSome) refresh();
+    };
     socket.onmessage = function (event) {
       var msg;
       try { msg = JSON.parse(event.data); } catch (e) { return; }
@@ -54,6 +59,7 @@
     };
     socket.onclose = function (event) {
       if (event.code === 4401) return; // signed out: nothing to reconnect to
+      connect.dropped = true;
       setTimeout(connect, delay + Math.random() * 500);
       delay = Math.min(delay * 2, 30000);
     };
