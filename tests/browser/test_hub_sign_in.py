@@ -35,8 +35,11 @@ class StandInHub:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                hub.callbacks.append(parse_qs(urlsplit(self.path).query))
-                hub.received.set()
+                url = urlsplit(self.path)
+                # Only the callback counts: Chromium also asks this origin for /favicon.ico.
+                if url.path == "/hub/oauth_callback":
+                    hub.callbacks.append(parse_qs(url.query))
+                    hub.received.set()
                 body = b"<!DOCTYPE html><title>hub</title><p>callback received</p>"
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
