@@ -1,7 +1,9 @@
 import pytest
 from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from portal.credits.models import CreditGrant
 from portal.onboarding.models import StudentProfile
 from portal.organisations.models import Membership, Organisation, Role
 from portal.users.models import User
@@ -21,6 +23,10 @@ def test_seed_demo_is_idempotent_and_prints_working_passwords(capsys, client):
     assert user_is_programme_manager(user=User.objects.get(email="pm@demo.local"))
     student = StudentProfile.objects.get(user__email="student@demo.local")
     assert student.university is not None
+    # the demo student has this month's allowance once, however often the seed runs
+    allowance = CreditGrant.objects.filter(account__user=student.user)
+    assert allowance.count() == 1
+    assert allowance.get().amount == settings.STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS * 3600
     assert EmailAddress.objects.filter(email__endswith="@demo.local", verified=True).count() == 3
     # the printed password signs the founder in
     password = next(line.split()[-1] for line in out.splitlines() if "founder@demo.local" in line)

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from portal.credits.services import student_allowance_grant
 from portal.onboarding.models import StudentProfile, University, UniversityDomain
 from portal.organisations.models import Organisation
 from portal.organisations.services import organisation_create
@@ -60,6 +61,9 @@ class Command(BaseCommand):
                     "expected_graduation_year": 2028,
                 },
             )
+            # What onboarding does for a real student (there through Celery): this month's
+            # allowance, so the demo student can launch a sandbox at once. Idempotent by key.
+            student_allowance_grant(user=student)
         self.stdout.write(self.style.SUCCESS("Demo accounts (e-mail / password):"))
         for key, (email, _name, password) in DEMO_ACCOUNTS.items():
             self.stdout.write(f"  {key:<8} {email:<22} {password}")
