@@ -41,6 +41,9 @@ class LaunchForm(forms.Form):
             self.fields["profile"].queryset = ResourceProfile.objects.filter(
                 pk__in=[choice.profile.pk for choice in profiles]
             )
+        # A newcomer can press Launch at once: the first image and the first (smallest) profile.
+        self.fields["image"].initial = self.fields["image"].queryset.first()
+        self.fields["profile"].initial = self.fields["profile"].queryset.first()
 
 
 class DeleteForm(forms.Form):

@@ -410,7 +410,7 @@ def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | N
             locked.status_message = reason or _("Stopping…")
             locked.save(update_fields=["status", "status_message", "updated_at"])
             broadcast.sandbox_status(locked)
-            transaction.on_commit(lambda: tasks.sandbox_stop.delay(locked.pk))
+            transaction.on_commit(lambda: tasks.sandbox_stop.delay(locked.pk, reason=reason))
         elif locked.status != Status.STOPPING:
             raise ApplicationError(_("This sandbox is not running."), code="wrong_state")
         audit_record(

@@ -86,7 +86,7 @@ def _fail(hub, sandbox: Sandbox, message: str) -> None:
 
 
 @shared_task(name="launcher.sandbox_stop", acks_late=True)
-def sandbox_stop(sandbox_id: int, wait_seconds: float = 60) -> str:
+def sandbox_stop(sandbox_id: int, wait_seconds: float = 60, reason: str = "") -> str:
     """Stop the server in the hub, wait until it is gone, then release its GPUs."""
     sandbox = Sandbox.objects.select_related("user").filter(pk=sandbox_id).first()
     if sandbox is None or sandbox.status != Status.STOPPING:
@@ -102,9 +102,7 @@ def sandbox_stop(sandbox_id: int, wait_seconds: float = 60) -> str:
         # Still stopping: reconciliation finishes the job when the hub lets go.
         logger.warning("server %s still stopping after %ss", server, wait_seconds)
         return "pending"
-    services.sandbox_mark_stopped(
-        sandbox_id=sandbox_id, reason=sandbox.status_message or _("Stopped.")
-    )
+    services.sandbox_mark_stopped(sandbox_id=sandbox_id, reason=reason or _("Stopped."))
     return "stopped"
 
 

@@ -97,6 +97,8 @@ def test_launch_run_code_and_stop(stack, docker_client):
     assert stopping.status_code == 202
     stopped = wait_for(client, sandbox_id, {"stopped"}, stack, timeout=60)
     assert stopped["status"] == "stopped"
+    # whoever reported it first (the stop task or the spawner's post-stop hook), it says so
+    assert stopped["message"] in {"Stopped.", "The notebook server stopped."}
     assert (
         docker_client.containers.list(all=True, filters={"label": f"nac.sandbox={sandbox_id}"})
         == []

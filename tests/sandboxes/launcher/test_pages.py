@@ -1,5 +1,7 @@
 """The sandboxes page: the picker, launch refusals shown in the form, stop/start/delete."""
 
+import re
+
 import pytest
 from django.test import TestCase
 from django.urls import reverse
@@ -18,6 +20,9 @@ def test_the_page_shows_runway_and_says_gpus_are_simulated(client):
     assert 'id="simulated-notice"' in page
     assert "10 h 0 min" in page  # one GPU for 10 GPU-hours
     assert "2 free" in page
+    # a newcomer can press Launch at once: the first image and the smallest profile are chosen
+    assert re.search(r'<input[^>]*value="python-cpu"[^>]*checked', page)
+    assert re.search(r'<input[^>]*value="cpu-small"[^>]*checked', page)
 
 
 def test_a_refused_launch_is_shown_in_the_form_and_leaves_nothing(client, enqueued):
