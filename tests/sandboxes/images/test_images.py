@@ -104,3 +104,20 @@ def test_labels_name_the_recipe_it_was_built_from(image):
     assert labels["nac.recipe-hash"] == recipe_hash(RECIPE), "image is stale: run `make images`"
     assert labels["nac.image"] == "python-cpu"
     assert labels["org.opencontainers.image.version"] == "2026.11"
+
+
+def test_jupyterlab_fetches_no_news_and_checks_for_no_updates(client, image):
+    """Sovereignty inside the sandbox: JupyterLab's news feed (jupyterlab.github.io) and update
+    check (PyPI) are off in the running server, as its page config and update API report."""
+    script = (
+        "jupyter lab --no-browser --ip=127.0.0.1 --port=8899 --IdentityProvider.token='' "
+        ">/tmp/lab.log 2>&1 & "
+        "for i in $(seq 60); do "
+        "python -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8899/lab')"
+        '.read().decode())" 2>/dev/null | grep -o \'"news": {[^}]*}\' && break; sleep 0.5; done; '
+        'python -c "import urllib.request as u; print(u.urlopen('
+        "'http://127.0.0.1:8899/lab/api/update').read().decode())\""
+    )
+    news, update = run(client, "bash", "-c", script).splitlines()[-2:]
+    assert news == '"news": {"disabled": true}'
+    assert update == '{"notification": null}'
