@@ -62,11 +62,13 @@ test:
 	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production
 	$(VENV)/bin/pytest
 
-bench: ## ledger and API throughput on PostgreSQL (own databases portal_bench, portal_bench_api; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS)
+bench: ## ledger and API throughput, sandbox launch latency against a bare hub (own databases portal_bench, portal_bench_api, portal_bench_sandboxes; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS)
 	@.ci/system-deps.sh test
 	@$(MAKE) --no-print-directory install
 	$(PY) tests/benchmarks/bench_ledger.py
 	$(PY) tests/benchmarks/bench_api.py
+	@$(MAKE) --no-print-directory images
+	$(PY) tests/benchmarks/bench_sandboxes.py
 
 test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest

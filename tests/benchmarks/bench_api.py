@@ -19,8 +19,6 @@ settings module of both (default portal.settings.local), to try a change to them
 import asyncio
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -108,54 +106,6 @@ def seed() -> tuple[str, str]:
 
 
 # --- The server -----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def server_start(port: int, log) -> subprocess.Popen:
-    uvicorn = Path(sys.executable).parent / "uvicorn"
-    command = [str(uvicorn)] if uvicorn.exists() else [sys.executable, "-m", "uvicorn"]
-    command += [
-        "portal.asgi:application",
-        f"--host={HOST}",
-        f"--port={port}",
-        f"--workers={WORKERS}",
-        "--no-access-log",
-        "--log-level=warning",
-    ]
-    return subprocess.Popen(  # noqa: S603 - our own interpreter's uvicorn, fixed arguments
-        command, cwd=ROOT, env={**os.environ, **SERVER_ENV}, stdout=log, stderr=log
-    )
-
-
-def server_wait(base: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"BENCH server: uvicorn exited with status {process.returncode}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"BENCH server: no answer from {base}/healthz in {timeout:g} s")
-
-
-def server_stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 class ConnectionWatch:
@@ -281,10 +231,10 @@ def main() -> int:
         full_key, session_cookie = seed()
         connections.close_all()  # the server is the database's only client from here on
 
-        port = _free_port()
+        port = common.free_port(HOST)
         base = f"http://{HOST}:{port}"
-        process = server_start(port, log)
-        server_wait(base, process)
+        process = common.uvicorn_start(port, {**os.environ, **SERVER_ENV}, log, workers=WORKERS)
+        common.server_wait(base, process)
         with ConnectionWatch() as watch:
             result = asyncio.run(measure(base, full_key, session_cookie))
 
@@ -329,7 +279,7 @@ def main() -> int:
         raise
     finally:
         if process is not None:
-            server_stop(process)
+            common.server_stop(process)
         from django.db import connections
 
         connections.close_all()

@@ -1,6 +1,12 @@
 """What the benchmark scripts share: printing, and a PostgreSQL database of their own."""
 
+import socket
+import subprocess
 import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def say(line: str = "") -> None:
@@ -29,3 +35,55 @@ def database_drop(server_url: str, name: str) -> None:
     _maintenance(
         server_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     )
+
+
+# --- A portal server under uvicorn --------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def uvicorn_start(port: int, env: dict, log, *, workers: int = 1) -> subprocess.Popen:
+    """portal.asgi:application on 127.0.0.1:`port`, with `env` as its whole environment."""
+    uvicorn = Path(sys.executable).parent / "uvicorn"
+    command = [str(uvicorn)] if uvicorn.exists() else [sys.executable, "-m", "uvicorn"]
+    command += [
+        "portal.asgi:application",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--workers={workers}",
+        "--no-access-log",
+        "--log-level=warning",
+    ]
+    return subprocess.Popen(  # noqa: S603 - our own interpreter's uvicorn, fixed arguments
+        command, cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+
+
+def server_wait(base: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"BENCH server: exited with status {process.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"BENCH server: no answer from {base}/healthz in {timeout:g} s")
+
+
+def server_stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)

@@ -98,9 +98,14 @@ def _stop_all_servers(hub: RunningHub) -> None:
 
 @contextlib.contextmanager
 def running_hub(
-    *, portal_internal_url: str, env: dict[str, str] | None = None, timeout: float = 90
+    *,
+    portal_internal_url: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+    config: Path = CONFIG,
 ) -> Iterator[RunningHub]:
-    """Start the hub; yields a RunningHub. `env` overrides any hub variable (see the config)."""
+    """Start the hub; yields a RunningHub. `env` overrides any hub variable (see the config);
+    `config` another configuration read with the same variables (the benchmark's bare hub)."""
     network.ensure_networks()  # the hub listens on the open network's gateway
     hub_port = free_port(network.hub_ip())
     public_port = free_port()
@@ -130,7 +135,7 @@ def running_hub(
         started = time.monotonic()
         with open(log_path, "wb") as log:
             process = subprocess.Popen(  # noqa: S603
-                [str(JUPYTERHUB), "-f", str(CONFIG)],
+                [str(JUPYTERHUB), "-f", str(config)],
                 cwd=data_dir,
                 env=hub_env,
                 stdout=log,
