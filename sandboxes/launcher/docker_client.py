@@ -4,6 +4,7 @@ which sandbox containers exist, and removing a home volume when its owner asks."
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 
 import docker
 from django.conf import settings
@@ -17,13 +18,13 @@ def client() -> docker.DockerClient:
 
 def sandbox_containers() -> dict[str, str]:
     """Sandbox public id → container status, for every container the spawner labelled."""
-    with client() as engine:
+    with closing(client()) as engine:
         containers = engine.containers.list(all=True, filters={"label": "nac.sandbox"})
         return {c.labels["nac.sandbox"]: c.status for c in containers}
 
 
 def volume_remove(name: str) -> bool:
-    with client() as engine:
+    with closing(client()) as engine:
         try:
             engine.volumes.get(name).remove()
         except docker.errors.NotFound:

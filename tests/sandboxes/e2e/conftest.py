@@ -137,4 +137,12 @@ def stack(portal_server, settings, tmp_path, docker_client, sandbox_image):  # n
                 hub.worker_log = tmp_path / "worker.log"
                 yield hub
         finally:
+            # Whatever still waits in the queue must not start while the hub stops the running
+            # servers on its way out (each stop frees a GPU and would advance the queue, and
+            # the hub keeps servers across its restart): that leaked containers, two a run.
+            from sandboxes.launcher.models import Sandbox
+
+            Sandbox.objects.filter(status=Sandbox.Status.QUEUED).update(
+                status=Sandbox.Status.STOPPED
+            )
             celery_app.conf.task_always_eager = eager
