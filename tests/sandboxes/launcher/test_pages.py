@@ -71,3 +71,26 @@ def test_someone_elses_sandbox_is_a_404(client, enqueued):
     client.force_login(funded_student())
     assert client.post(reverse("launcher:stop", args=[sandbox.public_id])).status_code == 404
     assert client.get(reverse("launcher:delete", args=[sandbox.public_id])).status_code == 404
+
+
+def test_deleting_with_the_home_folder_removes_the_docker_volume(client, enqueued):
+    import docker
+
+    from sandboxes.launcher.services import home_volume
+
+    student = funded_student()
+    engine = docker.from_env()
+    engine.volumes.create(home_volume(student))
+    client.force_login(student)
+    client.post(reverse("launcher:list"), {"image": "python-cpu", "profile": "cpu-small"})
+    sandbox = Sandbox.objects.get()
+    Sandbox.objects.update(status="stopped")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = client.post(
+            reverse("launcher:delete", args=[sandbox.public_id]),
+            {"delete_home": "on", "confirm": "DELETE"},
+        )
+    assert response.status_code == 302
+    names = [volume.name for volume in engine.volumes.list()]
+    engine.close()
+    assert home_volume(student) not in names
