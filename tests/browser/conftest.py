@@ -8,6 +8,7 @@ Django's async-safety check, and subprocesses it starts (`manage.py check --depl
 variable) do not inherit it.
 """
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
@@ -40,14 +41,21 @@ def _orm_beside_playwright() -> Iterator[None]:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="package")
-def browser(_orm_beside_playwright) -> Iterator[Browser]:
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium under Playwright, closed on the way out."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="package")
+def browser(_orm_beside_playwright) -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
 
 
 class RequestLog:

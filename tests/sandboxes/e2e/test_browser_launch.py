@@ -3,16 +3,15 @@ login: Chromium against the real portal (ASGI, WebSockets), worker, hub, proxy a
 
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from portal.users.oidc import hub_client_ensure
 from sandboxes.launcher.models import Sandbox
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import chromium
 from tests.factories import PASSWORD
 from tests.sandboxes.launcher.helpers import funded_student
 
@@ -25,12 +24,8 @@ def browser(monkeypatch):
     the test thread while it lives; held any longer (the browser package's package-scoped
     fixture, kept alive by pytest-django's reordering) it breaks the async tests that follow."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls beside that loop
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def test_a_student_launches_and_lands_in_jupyterlab(stack, portal_server, browser, settings):
