@@ -109,6 +109,38 @@ def post_in_one_statement(txn: LedgerTransaction, postings: Sequence) -> list[Dr
     return _drawn(row[1:] for row in rows[1:])
 
 
+def post_usage_batch(
+    *, usage_account_id: int, description: str, at, items: Sequence
+) -> list[tuple[int, int | None, int, list[DrawnLot]]]:
+    """PostgreSQL, outside any transaction: every usage charge of a metering tick in one
+    statement (`credits_post_usage`, migration 0007). `items` are (public_id, key, metadata,
+    account_id, amount), sorted by account. Returns, per item in order: (item index,
+    transaction id or None, credit-seconds charged, lots drawn)."""
+    from psycopg.types.json import Jsonb
+
+    rows = _call(
+        "SELECT item, transaction_id, charged, grant_id, remaining, amount "
+        "FROM credits_post_usage(%s, %s, %s, %s::uuid[], %s::varchar[], %s::jsonb[], "
+        "%s::bigint[], %s::bigint[])",
+        [
+            usage_account_id,
+            description,
+            at,
+            [item[0] for item in items],
+            [item[1] for item in items],
+            [Jsonb(item[2]) for item in items],
+            [item[3] for item in items],
+            [item[4] for item in items],
+        ],
+    )
+    results: dict[int, list] = {}
+    for item, transaction_id, charged, grant_id, remaining, amount in rows:
+        result = results.setdefault(item - 1, [item - 1, transaction_id, charged, []])
+        if grant_id is not None:
+            result[3].append((grant_id, remaining, amount))
+    return [(i, t, c, _drawn(lots)) for i, t, c, lots in (results[k] for k in sorted(results))]
+
+
 def _posting_arrays(postings: Sequence) -> list[str]:
     """The postings as four PostgreSQL array literals ('{1,2}'), cast in the SQL.
 

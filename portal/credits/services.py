@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -451,6 +451,122 @@ def usage_charge(
     )
     _warnings_record([lot.grant_id for lot in txn.drawn if _below_a_threshold(lot)])
     return txn
+
+
+@dataclass(frozen=True)
+class UsageDue:
+    """One interval of one sandbox, to be charged to the account that pays for it."""
+
+    account_id: int
+    credit_seconds: int
+    idempotency_key: str
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class UsageCharged:
+    idempotency_key: str
+    charged: int  # what the ledger took; less than due when the account ran dry
+    transaction_id: int | None
+
+
+def usage_charge_batch(dues: Sequence[UsageDue]) -> tuple[list[UsageCharged], list]:
+    """Charge many intervals at once (a metering tick): each is its own usage transaction, keyed
+    by its idempotency key, so a retried or doubled tick charges nothing twice.
+
+    Unlike `usage_charge`, a shortfall is not an error: time already used is charged as far as
+    the account's open lots go, the unpaid rest is recorded in the transaction's metadata, and
+    an empty account is charged nothing (the caller stops the sandbox). On PostgreSQL outside a
+    transaction this is one statement whatever the number of intervals; elsewhere it posts one
+    by one through `ledger_post`. Returns the results in the order given, and the warnings the
+    charges crossed.
+    """
+    for due in dues:
+        amount = due.credit_seconds
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_AMOUNT:
+            raise LedgerError(_("Every entry needs a non-zero amount within range."))
+        if not isinstance(due.idempotency_key, str) or not 0 < len(due.idempotency_key) <= 200:
+            raise LedgerError(_("An idempotency key of 1 to 200 characters is required."))
+    if not dues:
+        return [], []
+    usage = system_account(CreditAccount.System.USAGE)
+    order = sorted(range(len(dues)), key=lambda i: (dues[i].account_id, i))
+    if backend.one_statement_possible():
+        rows = backend.post_usage_batch(
+            usage_account_id=usage.pk,
+            description=_("GPU usage"),
+            at=timezone.now(),
+            items=[
+                (
+                    uuid.uuid4(),
+                    dues[i].idempotency_key,
+                    dues[i].metadata,
+                    dues[i].account_id,
+                    dues[i].credit_seconds,
+                )
+                for i in order
+            ],
+        )
+        results: list[UsageCharged | None] = [None] * len(dues)
+        low = []
+        for position, transaction_id, charged, drawn in rows:
+            i = order[position]
+            results[i] = UsageCharged(dues[i].idempotency_key, charged, transaction_id)
+            low.extend(lot.grant_id for lot in drawn if _below_a_threshold(lot))
+        return results, _warnings_record(low)
+    return _usage_charge_one_by_one(dues, order, usage)
+
+
+def _usage_charge_one_by_one(dues, order, usage) -> tuple[list[UsageCharged], list]:
+    posted = {
+        txn.idempotency_key: txn
+        for txn in LedgerTransaction.objects.filter(
+            idempotency_key__in=[due.idempotency_key for due in dues]
+        )
+    }
+    results: list[UsageCharged | None] = [None] * len(dues)
+    low = []
+    for i in order:
+        due = dues[i]
+        existing = posted.get(due.idempotency_key)
+        if existing is not None:
+            charged = -sum(
+                e.amount for e in existing.entries.all() if e.account_id == due.account_id
+            )
+            results[i] = UsageCharged(due.idempotency_key, charged, existing.pk)
+            continue
+        account = CreditAccount.objects.get(pk=due.account_id)
+        take, metadata = due.credit_seconds, due.metadata
+        for _attempt in range(3):
+            try:
+                txn = ledger_post(
+                    idempotency_key=due.idempotency_key,
+                    kind=LedgerTransaction.Kind.USAGE,
+                    postings=[Posting(account, -take), Posting(usage, take)],
+                    description=_("GPU usage"),
+                    metadata=metadata,
+                )
+            except InsufficientCredits:
+                take = min(_open_lots_hold(account), due.credit_seconds - 1)
+                metadata = {**due.metadata, "unpaid": due.credit_seconds - take}
+                if take <= 0:
+                    break
+                continue
+            results[i] = UsageCharged(due.idempotency_key, take, txn.pk)
+            low.extend(lot.grant_id for lot in txn.drawn if _below_a_threshold(lot))
+            break
+        if results[i] is None:
+            results[i] = UsageCharged(due.idempotency_key, 0, None)
+    return results, _warnings_record(low)
+
+
+def _open_lots_hold(account: CreditAccount) -> int:
+    return (
+        CreditGrant.objects.filter(
+            account=account, remaining__gt=0, expires_at__gt=timezone.now()
+        ).aggregate(total=models.Sum("remaining"))["total"]
+        or 0
+    )
 
 
 def _below_a_threshold(lot) -> bool:

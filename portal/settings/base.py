@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "portal.apikeys",
     "sandboxes.gpus",
     "sandboxes.launcher",
+    "sandboxes.metering",
 ]
 
 MIDDLEWARE = [
@@ -403,6 +404,31 @@ CELERY_BEAT_SCHEDULE.update(
         "launcher-reconcile": {
             "task": "launcher.sandboxes_reconcile",
             "schedule": SANDBOX_RECONCILE_INTERVAL,
+        },
+    }
+)
+
+# --- Metering: samples, charges, the stop countdown ------------------------------------------
+# Every interval of every running sandbox is charged rate × allocated seconds (not utilisation);
+# at an empty account the sandbox stops after the grace period (its home volume stays).
+METERING_INTERVAL = env.int("METERING_INTERVAL", default=10)
+METERING_GRACE_SECONDS = env.int("METERING_GRACE_SECONDS", default=120)
+METERING_RAW_RETENTION_HOURS = env.int("METERING_RAW_RETENTION_HOURS", default=48)
+METERING_MINUTE_ROLLUP_RETENTION_DAYS = env.int("METERING_MINUTE_ROLLUP_RETENTION_DAYS", default=30)
+METERING_RECONCILE_INTERVAL = env.int("METERING_RECONCILE_INTERVAL", default=15 * 60)
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # A tick that could not run in its own interval is dropped, not queued: the next one
+        # charges every interval since the last (a stopped worker leaves no pile of ticks).
+        "metering-tick": {
+            "task": "metering.tick",
+            "schedule": METERING_INTERVAL,
+            "options": {"expires": METERING_INTERVAL},
+        },
+        "metering-samples-prune": {"task": "metering.samples_prune", "schedule": 60 * 60},
+        "metering-reconcile": {
+            "task": "metering.reconcile",
+            "schedule": METERING_RECONCILE_INTERVAL,
         },
     }
 )

@@ -1,0 +1,158 @@
+"""What pages and the API read about usage. Charts read roll-ups (raw samples only for the
+last hour at full resolution); live values come from the latest sample and the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from portal.credits.models import CreditAccount
+from portal.credits.units import display_gpu_hours
+
+from .models import SandboxRun, Step, UsageRollup, UsageSample
+
+SERIES = ["gpu_util_pct", "gpu_memory_used_mib", "gpu_power_w", "cpu_pct", "memory_used_mib"]
+STEPS = {"raw": None, "minute": Step.MINUTE, "hour": Step.HOUR}
+MAX_POINTS = 5000
+
+
+def step_for(start: dt.datetime, end: dt.datetime) -> str:
+    """The finest step that keeps a chart under MAX_POINTS points."""
+    span = (end - start).total_seconds()
+    if span <= 3600:
+        return "raw"
+    if span / 60 <= MAX_POINTS:
+        return "minute"
+    return "hour"
+
+
+def usage_series(*, sandbox, start: dt.datetime, end: dt.datetime, step: str) -> dict:
+    """Column-oriented series for a chart: {"step", "t": [epoch seconds], and one list per
+    metric}. `step` is raw, minute or hour."""
+    if step == "raw":
+        rows = UsageSample.objects.filter(
+            sandbox=sandbox, taken_at__gte=start, taken_at__lt=end
+        ).order_by("taken_at")
+        time_field = "taken_at"
+    else:
+        rows = UsageRollup.objects.filter(
+            sandbox=sandbox, step=STEPS[step], bucket__gte=start, bucket__lt=end
+        ).order_by("bucket")
+        time_field = "bucket"
+    series: dict = {"step": step, "t": []}
+    for name in SERIES:
+        series[name] = []
+    for row in rows.values(time_field, *SERIES)[:MAX_POINTS]:
+        series["t"].append(int(row[time_field].timestamp()))
+        for name in SERIES:
+            value = row[name]
+            series[name].append(None if value is None else round(value, 1))
+    return series
+
+
+def sandbox_latest(*, sandbox) -> UsageSample | None:
+    return UsageSample.objects.filter(sandbox=sandbox).order_by("-taken_at").first()
+
+
+def run_current(*, sandbox) -> SandboxRun | None:
+    """The open run of a sandbox, or its latest."""
+    return SandboxRun.objects.filter(sandbox=sandbox).order_by("ended_at", "-started_at").first()
+
+
+def sandbox_charged(*, sandbox) -> int:
+    """Credit-seconds charged for a sandbox over all its runs."""
+    return sum(
+        SandboxRun.objects.filter(sandbox=sandbox).values_list("charged_credit_seconds", flat=True)
+    )
+
+
+def account_snapshot(*, account: CreditAccount) -> dict:
+    """The `credits.balance` message's fields, read now (for a page's first paint)."""
+    runs = SandboxRun.objects.filter(account=account, ended_at__isnull=True)
+    burn = sum(runs.values_list("rate_millicredits", flat=True))
+    balance = account.balance or 0
+    stop_at = (
+        runs.filter(stop_at__isnull=False).order_by("stop_at").values_list("stop_at", flat=True)
+    ).first()
+    return {
+        "account": str(account.public_id),
+        "balance_credit_seconds": balance,
+        "balance_gpu_hours": str(display_gpu_hours(balance)),
+        "burn_credit_seconds_per_hour": burn * 3600 // 1000,
+        "runway_seconds": balance * 1000 // burn if burn else None,
+        "stop_at": stop_at.isoformat() if stop_at else None,
+        "at": timezone.now().isoformat(),
+    }
+
+
+def organisation_running(*, organisation):
+    """The organisation's members' live sandboxes, for its live page."""
+    from sandboxes.launcher.models import Sandbox
+
+    return (
+        Sandbox.objects.filter(organisation=organisation, deleted_at__isnull=True)
+        .filter(Q(status__in=Sandbox.LIVE))
+        .select_related("user", "profile", "image")
+        .order_by("-running_at", "-created_at")
+    )
+
+
+def metering_interval() -> int:
+    return settings.METERING_INTERVAL
+
+
+def cluster_snapshot() -> dict:
+    """The `cluster.gpus` message's fields from the latest stored samples (a page's first paint;
+    the tick's broadcasts take over from there)."""
+    from django.db.models import OuterRef, Subquery
+
+    from sandboxes.gpus.models import GpuAllocation, GpuDevice
+
+    from .models import DeviceSample
+
+    latest = DeviceSample.objects.filter(device=OuterRef("pk")).order_by("-taken_at")
+    devices = (
+        GpuDevice.objects.filter(mig_enabled=False)
+        .annotate(
+            **{
+                f"last_{name}": Subquery(latest.values(name)[:1])
+                for name in ("util_pct", "memory_used_mib", "power_w", "temperature_c")
+            }
+        )
+        .order_by("index", "mig_profile")
+    )
+    holders = {
+        a.device_id: a.sandbox
+        for a in GpuAllocation.objects.filter(released_at__isnull=True).select_related(
+            "sandbox__user", "sandbox__organisation"
+        )
+    }
+    tiles = []
+    for device in devices:
+        sandbox = holders.get(device.pk)
+        tiles.append(
+            {
+                "uuid": device.uuid,
+                "index": device.index,
+                "model": device.model,
+                "mig_profile": device.mig_profile,
+                "simulated": device.simulated,
+                "health": device.health,
+                "holder": None
+                if sandbox is None
+                else {
+                    "sandbox": str(sandbox.public_id),
+                    "user": sandbox.user.get_full_name() or sandbox.user.email,
+                    "organisation": str(sandbox.organisation) if sandbox.organisation_id else None,
+                },
+                "util_pct": device.last_util_pct if sandbox else None,
+                "memory_used_mib": device.last_memory_used_mib if sandbox else None,
+                "memory_total_mib": device.memory_mib,
+                "power_w": device.last_power_w,
+                "temperature_c": device.last_temperature_c,
+            }
+        )
+    return {"at": timezone.now().isoformat(), "gpus": tiles}
