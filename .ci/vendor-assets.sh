@@ -11,6 +11,9 @@ ASSETS=(
   # Urdu in Nastaliq, the script Urdu readers expect; only downloaded by pages shown in Urdu.
   "@fontsource/noto-nastaliq-urdu@5.3.0 files/noto-nastaliq-urdu-arabic-400-normal.woff2 static/vendor/noto-nastaliq-urdu/noto-nastaliq-urdu-400.woff2"
   "@fontsource/noto-nastaliq-urdu@5.3.0 files/noto-nastaliq-urdu-arabic-700-normal.woff2 static/vendor/noto-nastaliq-urdu/noto-nastaliq-urdu-700.woff2"
+  # Charts of a sandbox's usage (MIT): canvas, small, no dependencies; its stylesheet beside it.
+  "uplot@1.6.32 dist/uPlot.iife.min.js static/vendor/uplot/uPlot.iife.min.js"
+  "uplot@1.6.32 dist/uPlot.min.css static/vendor/uplot/uPlot.min.css"
 )
 
 work=$(mktemp -d)
