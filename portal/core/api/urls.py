@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from portal.credits import apis as credits
 from portal.users import apis as users
 from sandboxes.launcher import apis as sandboxes
+from sandboxes.metering import apis as metering
 
 from .errors import ApiNotFound
 
@@ -61,6 +62,7 @@ v1 = [
         sandboxes.SandboxAccessTokenApi.as_view(),
         name="sandbox-access-token",
     ),
+    path("usage", metering.UsageApi.as_view(), name="usage"),
     re_path(r"^.*$", ApiNotFound.as_view(), name="not-found"),  # keep last
 ]
 
