@@ -1,7 +1,9 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels.
 
-Django is set up (get_asgi_application) before anything that imports models. WebSockets:
-sandbox status and spawn progress (sandboxes.launcher.consumers).
+Django is set up (get_asgi_application) before anything that imports models. WebSockets: the
+live streams (sandboxes.live: sandbox status, spawn progress, usage, credits, the cluster),
+behind the live Origin check (browsers: ALLOWED_HOSTS; API clients: a key, no Origin) and the
+session.
 """
 
 import os
@@ -14,20 +16,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.urls import path  # noqa: E402
 
-from sandboxes.launcher.consumers import SandboxConsumer  # noqa: E402
-
-websocket_urlpatterns = [
-    path("ws/sandboxes/", SandboxConsumer.as_asgi()),
-]
+from sandboxes.live.origins import LiveOriginValidator  # noqa: E402
+from sandboxes.live.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": LiveOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -154,11 +154,12 @@ def apikey_revoke(*, key: ApiKey, acting_user, ip: str | None = None) -> ApiKey:
     return key
 
 
-def apikey_authenticate(*, raw: str, ip: str | None) -> ApiKey:
+def apikey_authenticate(*, raw: str, ip: str | None, record_use: bool = True) -> ApiKey:
     """The live key a request presents, with its owner loaded; KeyRejected otherwise.
 
     One indexed query. The secret is compared in constant time against its HMAC; a malformed
-    key or a bad checksum is refused before the database is asked.
+    key or a bad checksum is refused before the database is asked. `record_use=False` only
+    reads: the live WebSocket streams check keys too, and never write to the database.
     """
     parsed = key_parse(raw)
     if parsed is None:
@@ -173,7 +174,7 @@ def apikey_authenticate(*, raw: str, ip: str | None) -> ApiKey:
         raise KeyRejected
     if key.organisation_id and not key.organisation.is_active:
         raise KeyRejected
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+    if record_use and (key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION):
         # At most one write a minute per key, whichever process gets there first.
         ApiKey.objects.filter(pk=key.pk).filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)

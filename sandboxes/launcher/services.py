@@ -26,8 +26,8 @@ from portal.users.models import User
 from sandboxes.gpus import services as gpus
 from sandboxes.gpus.models import GpuAllocation, GpuDevice
 from sandboxes.gpus.selectors import inventory_is_simulated, uuids_held_by
+from sandboxes.live import broadcast
 
-from . import broadcast
 from .models import Audience, ResourceProfile, Sandbox, SandboxImage
 
 Status = Sandbox.Status

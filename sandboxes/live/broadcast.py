@@ -1,0 +1,131 @@
+"""The one broadcast module of the portal: every live message goes out through here.
+
+Messages are small versioned JSON objects, documented in MESSAGES.md beside this file. They are
+sent after the surrounding transaction commits, so nobody sees a state the database then rolls
+back, and all the messages of one call go out in ONE `async_to_sync` call: in a sync worker each
+such call runs a fresh event loop, and channels-redis opens (and closes) a connection pool per
+loop, so a metering tick that sent message by message would reconnect to Redis for each one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+CLUSTER_GROUP = "live.cluster"
+# What the consumer's handler is called: LiveConsumer.portal_message.
+EVENT_TYPE = "portal.message"
+# The channel layer's rule for group names (channels/layers.py); checked here, before the send,
+# so that one bad name cannot stop the rest of a batch.
+_GROUP_NAME = re.compile(r"[a-zA-Z\d\-_.]{1,99}")
+
+
+def user_group(user_id: int) -> str:
+    """A person's own stream: their sandboxes, their samples, a student's balance."""
+    return f"live.user.{user_id}"
+
+
+def organisation_group(organisation_id: int) -> str:
+    """Every member of an organisation (and its service keys): all its members' sandboxes and
+    the organisation's balance."""
+    return f"live.org.{organisation_id}"
+
+
+def _prepared(message: dict) -> dict:
+    """The message as it travels: `type` first, `v` set, and plain JSON values only (datetimes
+    become ISO 8601 with Z, Decimals and UUIDs strings), which the Redis layer can carry."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError("a live message is a dict with a 'type'")
+    body = {key: value for key, value in message.items() if key not in ("type", "v")}
+    return {
+        "type": message["type"],
+        "v": VERSION,
+        **json.loads(json.dumps(body, cls=DjangoJSONEncoder)),
+    }
+
+
+def send_after_commit(messages: Iterable[tuple[str, dict]]) -> int:
+    """Queue `(group, message)` pairs to be sent when the current transaction commits (at once
+    when none is open); a rollback sends nothing. Returns how many were queued.
+
+    Never raises: a lost live update must not fail a launch, a stop or a metering tick. A
+    malformed message (no `type`, a value JSON cannot carry) is logged and left out; a failure
+    to send is logged.
+    """
+    batch = []
+    for item in messages:
+        try:
+            group, message = item
+            if not isinstance(group, str) or not _GROUP_NAME.fullmatch(group):
+                raise ValueError(f"not a group name: {group!r}")
+            batch.append((group, _prepared(message)))
+        except (TypeError, ValueError):
+            logger.exception("live message left out: %r", item)
+    if batch:
+        transaction.on_commit(lambda: _send_now(batch))
+    return len(batch)
+
+
+def _send_now(batch: list[tuple[str, dict]]) -> None:
+    try:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+
+        async def send_all() -> None:
+            for group, message in batch:
+                await layer.group_send(group, {"type": EVENT_TYPE, "message": message})
+
+        async_to_sync(send_all)()
+    except Exception:  # Redis away, or called from an event loop: log, never fail the caller
+        logger.exception("could not broadcast %d live message(s)", len(batch))
+
+
+# --- sandbox events -----------------------------------------------------------------------
+
+
+def _sandbox_payload(sandbox) -> dict:
+    from sandboxes.launcher.services import queue_position
+
+    return {
+        "sandbox": str(sandbox.public_id),
+        "status": sandbox.status,
+        "status_label": str(sandbox.get_status_display()),
+        "message": sandbox.status_message,
+        "progress": sandbox.progress,
+        "queue_position": queue_position(sandbox),
+    }
+
+
+def sandbox_groups(sandbox) -> list[str]:
+    """Who watches a sandbox: its owner and, when an organisation pays for it, that
+    organisation's members."""
+    groups = [user_group(sandbox.user_id)]
+    if sandbox.organisation_id:
+        groups.append(organisation_group(sandbox.organisation_id))
+    return groups
+
+
+def _sandbox_event(sandbox, message_type: str) -> int:
+    message = {"type": message_type, **_sandbox_payload(sandbox)}
+    return send_after_commit((group, message) for group in sandbox_groups(sandbox))
+
+
+def sandbox_status(sandbox) -> int:
+    """`sandbox.status`: the sandbox changed state."""
+    return _sandbox_event(sandbox, "sandbox.status")
+
+
+def spawn_progress(sandbox) -> int:
+    """`spawn.progress`: a starting sandbox moved on (progress, message, queue position)."""
+    return _sandbox_event(sandbox, "spawn.progress")
