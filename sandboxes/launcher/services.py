@@ -27,6 +27,7 @@ from sandboxes.gpus import services as gpus
 from sandboxes.gpus.models import GpuAllocation, GpuDevice
 from sandboxes.gpus.selectors import inventory_is_simulated, uuids_held_by
 from sandboxes.live import broadcast
+from sandboxes.metering import services as metering
 
 from .models import Audience, ResourceProfile, Sandbox, SandboxImage
 
@@ -353,6 +354,7 @@ def sandbox_mark_running(*, sandbox_id: int) -> bool:
         sandbox.save(
             update_fields=["status", "running_at", "progress", "status_message", "updated_at"]
         )
+        metering.run_open(sandbox=sandbox, at=sandbox.running_at)
         broadcast.sandbox_status(sandbox)
     return True
 
@@ -388,6 +390,7 @@ def _end(sandbox: Sandbox, status: str, message: str) -> None:
     sandbox.stopped_at = timezone.now()
     sandbox.status_message = message[:500]
     sandbox.save(update_fields=["status", "stopped_at", "status_message", "updated_at"])
+    metering.run_close(sandbox=sandbox, at=sandbox.stopped_at)
     broadcast.sandbox_status(sandbox)
     if had_gpus:
         transaction.on_commit(lambda: tasks.queue_advance.delay())
