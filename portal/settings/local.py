@@ -14,7 +14,13 @@ if _HUB_ENV_FILE.exists():
     environ.Env.read_env(_HUB_ENV_FILE, overwrite=False)
 
 from .base import *  # noqa: E402, F403
-from .base import OAUTH2_PROVIDER, OIDC_DEVELOPMENT_KEY_PATH, VAR_DIR, env  # noqa: E402
+from .base import (  # noqa: E402
+    CELERY_BEAT_SCHEDULE,
+    OAUTH2_PROVIDER,
+    OIDC_DEVELOPMENT_KEY_PATH,
+    VAR_DIR,
+    env,
+)
 
 DEBUG = env.bool("DEBUG", default=True)
 WHITENOISE_USE_FINDERS = True
@@ -35,6 +41,12 @@ API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or f"dev-pepper:{SECRET_K
 
 # No NVIDIA driver on a laptop or a CI machine: four pretend H100s, labelled as such everywhere.
 SANDBOX_GPU_BACKEND = env.str("SANDBOX_GPU_BACKEND", default="simulated:4xH100-80GB")
+
+# The demo meters every 5 s, so the charts and the balance visibly move.
+METERING_INTERVAL = env.int("METERING_INTERVAL", default=5)
+CELERY_BEAT_SCHEDULE["metering-tick"].update(
+    schedule=METERING_INTERVAL, options={"expires": METERING_INTERVAL}
+)
 
 
 def _development_oidc_key() -> str:

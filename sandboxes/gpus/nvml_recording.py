@@ -132,7 +132,32 @@ class RecordedNvml:
         data = self._data(handle)
         if data.get("lost"):
             raise self.NVMLError("GPU is lost")
+        if handle[0] == "mig":  # NVML: not supported on a MIG device handle
+            raise self.NVMLError_NotSupported("Not Supported")
         return SimpleNamespace(**data["utilization"])
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):  # noqa: N802
+        for index, device in enumerate(self.recording["devices"]):
+            if device["uuid"] == uuid:
+                return ("gpu", index)
+            for mig in device.get("mig_devices", []):
+                if mig["uuid"] == uuid:
+                    return ("mig", index, mig["slot"])
+        raise self.NVMLError_NotFound("Not Found")
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle):  # noqa: N802
+        return ("gpu", handle[1])
+
+    def _whole_gpu_only(self, handle, key):
+        if handle[0] == "mig":
+            raise self.NVMLError_NotSupported("Not Supported")
+        return self._data(handle)[key]
+
+    def nvmlDeviceGetPowerUsage(self, handle):  # noqa: N802
+        return self._whole_gpu_only(handle, "power_mw")
+
+    def nvmlDeviceGetTemperature(self, handle, sensor):  # noqa: N802
+        return self._whole_gpu_only(handle, "temperature_c")
 
     def nvmlDeviceGetMigMode(self, handle):  # noqa: N802
         mode = self._data(handle).get("mig_mode")

@@ -133,7 +133,8 @@ def _memory_limit_mib(data: dict) -> int | None:
 
 def nvml_read(backend: NvmlBackend, uuids: list[str]) -> dict[str, GpuReading]:
     """Each device by UUID (never by index). A MIG instance has no utilisation, power or
-    temperature of its own in NVML: those are its parent's, which is what it heats."""
+    temperature of its own in NVML: utilisation stays unknown (its parent's would be the other
+    instances' work too), power and temperature are its parent GPU's, which is what it heats."""
     n = backend.nvml
     if not uuids:
         return {}
@@ -150,6 +151,11 @@ def nvml_read(backend: NvmlBackend, uuids: list[str]) -> dict[str, GpuReading]:
             except n.NVMLError:
                 logger.warning("GPU %s not found by NVML", gpu_uuid)
                 continue
+            whole = handle
+            if gpu_uuid.startswith("MIG-"):
+                whole = _optional(
+                    n, lambda h=handle: n.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(h)
+                )
             readings[gpu_uuid] = GpuReading(
                 util_pct=_optional(
                     n, lambda h=handle: float(n.nvmlDeviceGetUtilizationRates(h).gpu)
@@ -157,11 +163,9 @@ def nvml_read(backend: NvmlBackend, uuids: list[str]) -> dict[str, GpuReading]:
                 memory_used_mib=_optional(
                     n, lambda h=handle: n.nvmlDeviceGetMemoryInfo(h).used // _MIB
                 ),
-                power_w=_optional(
-                    n, lambda h=handle: round(n.nvmlDeviceGetPowerUsage(h) / 1000, 1)
-                ),
+                power_w=_optional(n, lambda h=whole: round(n.nvmlDeviceGetPowerUsage(h) / 1000, 1)),
                 temperature_c=_optional(
-                    n, lambda h=handle: int(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU))
+                    n, lambda h=whole: int(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU))
                 ),
             )
     finally:
@@ -170,9 +174,11 @@ def nvml_read(backend: NvmlBackend, uuids: list[str]) -> dict[str, GpuReading]:
 
 
 def _optional(n, read):
+    """A reading, or None where the device does not support it (a MIG instance), a transient
+    NVML error, or no parent handle to read from (TypeError)."""
     try:
         return read()
-    except n.NVMLError:  # not supported on this device (a MIG instance) or a transient error
+    except (n.NVMLError, TypeError):
         return None
 
 

@@ -27,17 +27,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _worker_environment() -> dict[str, str]:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings.test", "DATABASE_URL": url}
+
+
 @contextlib.contextmanager
 def celery_worker(env: dict[str, str], log_path: Path):
     """A real worker process on the test database and the test Redis."""
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    worker_env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings.test",
-        "DATABASE_URL": url,
-        **env,
-    }
+    worker_env = {**_worker_environment(), **env}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603
             [
@@ -62,6 +61,37 @@ def celery_worker(env: dict[str, str], log_path: Path):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("celery worker did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.2)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def celery_beat(env: dict[str, str], log_path: Path):
+    """A real beat scheduler on the test database (its own schedule file: two can run)."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "portal",
+                "beat",
+                "--loglevel=INFO",
+                "--scheduler=celery.beat:PersistentScheduler",
+                f"--schedule={log_path.with_suffix('.schedule')}",
+            ],
+            cwd=REPO,
+            env={**_worker_environment(), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
         yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -112,7 +142,13 @@ def portal_server(transactional_db):
 
 
 @pytest.fixture
-def stack(portal_server, settings, tmp_path, docker_client, sandbox_image):  # noqa: F811
+def stack_env() -> dict[str, str]:
+    """More environment for the stack's worker: a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def stack(portal_server, settings, tmp_path, docker_client, sandbox_image, stack_env):  # noqa: F811
     """The whole stack, wired together; yields the running hub."""
     from tests.sandboxes.launcher.helpers import catalogue
 
@@ -129,7 +165,9 @@ def stack(portal_server, settings, tmp_path, docker_client, sandbox_image):  # n
             "HUB_API_TOKEN": hub.api_token,
             "HUB_PUBLIC_URL": hub.public_url,
             "HUB_SPAWN_SECRET": secret,
+            **stack_env,
         }
+        hub.worker_env = env
         eager = celery_app.conf.task_always_eager
         celery_app.conf.task_always_eager = False
         try:

@@ -4,14 +4,10 @@ Every interval must be charged exactly once."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -27,7 +23,7 @@ from sandboxes.metering.charging import owed
 from sandboxes.metering.models import SandboxRun, UsageCharge
 from tests.factories import StudentProfileFactory
 from tests.portal.credits.helpers import lot
-from tests.sandboxes.e2e.conftest import REPO, celery_worker
+from tests.sandboxes.e2e.conftest import celery_beat, celery_worker
 from tests.sandboxes.launcher.helpers import image, profile
 
 pytestmark = [
@@ -167,48 +163,13 @@ def test_a_worker_away_for_five_minutes_charges_the_missed_intervals_once(real_c
     assert_each_interval_charged_once(runs)
 
 
-@contextlib.contextmanager
-def beat(env: dict[str, str], tmp_path: Path, name: str):
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(  # noqa: S603
-        [
-            str(Path(sys.executable).parent / "celery"),
-            "-A",
-            "portal",
-            "beat",
-            "--loglevel=INFO",
-            "--scheduler=celery.beat:PersistentScheduler",
-            f"--schedule={tmp_path / name}.db",
-        ],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "portal.settings.test",
-            "DATABASE_URL": url,
-            **env,
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-        log.close()
-
-
 def test_two_beat_schedulers_never_charge_an_interval_twice(real_celery, tmp_path, settings):
     env = {**QUIET, "METERING_INTERVAL": "1"}
     runs = runs_backdated(10, 5, interval=1)
     with (
         celery_worker(env, tmp_path / "worker.log"),
-        beat(env, tmp_path, "beat-a"),
-        beat(env, tmp_path, "beat-b"),
+        celery_beat(env, tmp_path / "beat-a.log"),
+        celery_beat(env, tmp_path / "beat-b.log"),
     ):
 
         def ticks_sent(name):
