@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Avg, Count, F, Max, Q, Sum, Value
+from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, Sum, Value
 from django.db.models.functions import Greatest, TruncHour, TruncMinute
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -99,9 +99,10 @@ def run_close(*, sandbox: Sandbox, at: dt.datetime) -> SandboxRun | None:
 def _runs_open_missing(now: dt.datetime) -> None:
     """A running sandbox without an open run (it was running before metering existed, or its
     run was never opened): count it from when it became ready."""
+    open_run = SandboxRun.objects.filter(sandbox=OuterRef("pk"), ended_at__isnull=True)
     missing = list(
         Sandbox.objects.filter(status=Sandbox.Status.RUNNING)
-        .exclude(runs__ended_at__isnull=True, runs__isnull=False)
+        .filter(~Exists(open_run))
         .select_related("profile")
     )
     if missing:
