@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("audit/", views.audit_log, name="audit"),
     path("cohorts/", views.cohorts, name="cohorts"),
+    path("cluster/", views.cluster, name="cluster"),
     path("applications/", views.applications_queue, name="applications"),
     path("applications/<uuid:public_id>/", views.application_review, name="application_review"),
     path(

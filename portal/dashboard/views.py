@@ -44,6 +44,8 @@ from portal.credits.selectors import (
 from portal.credits.units import display_gpu_hours, gpu_hours_to_credit_seconds
 from portal.onboarding.models import Cohort
 from portal.onboarding.services import cohort_create
+from sandboxes.gpus.models import GpuDevice
+from sandboxes.metering.selectors import cluster_snapshot
 
 from .access import programme_manager_required
 from .forms import AuditFilterForm, CohortForm
@@ -308,3 +310,15 @@ def account_detail(request: HttpRequest, public_id) -> HttpResponse:
         "adjust_form": AdjustmentForm(),
     }
     return render(request, "dashboard/account.html", context)
+
+
+@programme_manager_required
+def cluster(request: HttpRequest) -> HttpResponse:
+    """Every GPU as a tile, first painted from the latest samples, then live over
+    /ws/live/cluster/ (static/js/cluster.js)."""
+    snapshot = cluster_snapshot()
+    health = {value: str(label) for value, label in GpuDevice.Health.choices}
+    for tile in snapshot["gpus"]:
+        tile["health_label"] = health.get(tile["health"], tile["health"])
+    live = {"ws_path": "/ws/live/cluster/", "text": {"free": _("Free"), "health": health}}
+    return render(request, "dashboard/cluster.html", {"snapshot": snapshot, "live": live})

@@ -156,3 +156,26 @@ def cluster_snapshot() -> dict:
             }
         )
     return {"at": timezone.now().isoformat(), "gpus": tiles}
+
+
+def latest_samples(*, sandboxes) -> dict[int, UsageSample]:
+    """The latest UsageSample of each of `sandboxes`, by sandbox id, in one query whatever
+    their number (a live page's first paint; `sandbox_latest` reads one)."""
+    from django.db.models import OuterRef, Subquery
+
+    from sandboxes.launcher.models import Sandbox
+
+    newest = UsageSample.objects.filter(sandbox=OuterRef("pk")).order_by("-taken_at")
+    sample_ids = (
+        Sandbox.objects.filter(pk__in=[sandbox.pk for sandbox in sandboxes])
+        .annotate(latest=Subquery(newest.values("pk")[:1]))
+        .exclude(latest=None)
+        .values_list("latest", flat=True)
+    )
+    return {s.sandbox_id: s for s in UsageSample.objects.filter(pk__in=sample_ids)}
+
+
+def run_open(*, sandbox) -> SandboxRun | None:
+    """The sandbox's open run (allocated now), or None. (`run_current` falls back to an ended
+    run; the live pages need to know whether the one usage.sample speaks of is open.)"""
+    return SandboxRun.objects.filter(sandbox=sandbox, ended_at__isnull=True).first()

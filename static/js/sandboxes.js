@@ -1,11 +1,10 @@
-// Live sandbox states over the portal's WebSocket: progress bar while starting, queue position
-// while waiting, and a fresh table when a sandbox's state changes (the actions differ).
-// Reconnects with exponential back-off (1 s doubling to 30 s, with jitter).
+// Live sandbox states on the sandboxes page (through live.js): progress bar while starting,
+// queue position while waiting, and a fresh table when a sandbox's state changes (the actions
+// differ) or after the stream was down (what was sent meanwhile is gone).
 (function () {
   "use strict";
   var box = document.getElementById("sandboxes");
-  if (!box || !window.WebSocket) return;
-  var delay = 1000;
+  if (!box || !window.PortalLive) return;
 
   function row(id) {
     return box.querySelector('tr[data-sandbox="' + id + '"]');
@@ -22,7 +21,8 @@
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("sandboxes");
         if (fresh) box.innerHTML = fresh.innerHTML;
-      });
+      })
+      .catch(function () {}); // offline for a moment: the next message or reconnect tries again
   }
 
   function apply(msg) {
@@ -43,27 +43,8 @@
     }
   }
 
-  function connect() {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + box.dataset.wsPath);
-    var missedSome = Boolean(connect.dropped);
-    socket.onopen = function () {
-      delay = 1000;
-      // Messages sent while the socket was down are gone: read the current state once.
-      if (missedSome) refresh();
-    };
-    socket.onmessage = function (event) {
-      var msg;
-      try { msg = JSON.parse(event.data); } catch (e) { return; }
-      if (msg.v === 1 && (msg.type === "sandbox.status" || msg.type === "spawn.progress")) apply(msg);
-    };
-    socket.onclose = function (event) {
-      if (event.code === 4401) return; // signed out: nothing to reconnect to
-      connect.dropped = true;
-      setTimeout(connect, delay + Math.random() * 500);
-      delay = Math.min(delay * 2, 30000);
-    };
-  }
-
-  connect();
+  window.PortalLive.connect(box.dataset.wsPath, {
+    handlers: { "sandbox.status": apply, "spawn.progress": apply },
+    onResync: refresh,
+  });
 })();
