@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from portal.credits.models import CreditAccount
@@ -59,7 +59,11 @@ def sandbox_latest(*, sandbox) -> UsageSample | None:
 
 def run_current(*, sandbox) -> SandboxRun | None:
     """The open run of a sandbox, or its latest."""
-    return SandboxRun.objects.filter(sandbox=sandbox).order_by("ended_at", "-started_at").first()
+    return (
+        SandboxRun.objects.filter(sandbox=sandbox)
+        .order_by(F("ended_at").desc(nulls_first=True), "-started_at")
+        .first()
+    )
 
 
 def sandbox_charged(*, sandbox) -> int:
