@@ -6,6 +6,7 @@ comes from the metering selectors, then static/js/sandbox-usage.js and organisat
 follow the live stream (sandboxes/live/MESSAGES.md)."""
 
 import datetime as dt
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
@@ -235,6 +236,8 @@ def sandbox_detail(request: HttpRequest, public_id) -> HttpResponse:
         "snapshot": snapshot,
         "burn_gpu_hours_per_hour": display_gpu_hours(snapshot["burn_credit_seconds_per_hour"]),
         "charged_gpu_hours": display_gpu_hours(charged),
+        # Four places (a third of a second of one GPU): the balance visibly burns.
+        "balance_gpu_hours_fine": f"{Decimal(snapshot['balance_credit_seconds']) / 3600:.4f}",
         "stop_at": stop_at,
         "clock": _clock(stop_at, now),
         "range_key": range_key,

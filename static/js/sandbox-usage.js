@@ -144,7 +144,8 @@
   function onBalance(msg) {
     if (msg.account !== cfg.account) return;
     if (msg.at) skewMs = Date.parse(msg.at) - Date.now();
-    setText($('[data-stat="balance"]'), msg.balance_gpu_hours);
+    // Four places (a third of a second of one GPU), so the balance visibly burns.
+    setText($('[data-stat="balance"]'), (msg.balance_credit_seconds / 3600).toFixed(4));
     setText($('[data-stat="burn"]'), fmt.gpuHours(msg.burn_credit_seconds_per_hour));
     setText($('[data-stat="runway"]'), fmt.runway(msg.runway_seconds, text));
   }

@@ -111,7 +111,7 @@ def test_usage_and_the_stop_countdown_arrive_live_on_the_sandbox_page(portal_ser
     expect(page.locator(".chart canvas")).to_have_count(5)
     expect(chart).to_have_attribute("data-points", "1")
     expect(page.locator('[data-reading="gpu_util_pct"]')).to_have_text("12.0")
-    expect(page.locator('[data-stat="balance"]')).to_have_text("10.00")
+    expect(page.locator('[data-stat="balance"]')).to_have_text("10.0000")
     page.evaluate("() => { window.notReloaded = true; }")
 
     # Then a usage sample pushed through the channel layer shows at once
@@ -155,7 +155,7 @@ def test_usage_and_the_stop_countdown_arrive_live_on_the_sandbox_page(portal_ser
         "at": now.isoformat(),
     }
     push([(group, balance)])
-    expect(page.locator('[data-stat="balance"]')).to_have_text("2.50")
+    expect(page.locator('[data-stat="balance"]')).to_have_text("2.5000")
     expect(page.locator('[data-stat="burn"]')).to_have_text("1.00")
     expect(page.locator('[data-stat="runway"]')).to_have_text("2 h 30 min")
 

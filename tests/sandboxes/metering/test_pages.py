@@ -126,7 +126,7 @@ def test_the_sandbox_page_paints_the_last_hour_the_credits_and_the_gpus(client, 
         assert re.search(rf'data-reading="{name}">{text}<', page), name
     assert 'aria-live="polite"' in page
     # the credits: 10 GPU-hours, one GPU burning, 30 minutes charged
-    assert re.search(r'data-stat="balance">10\.00<', page)
+    assert re.search(r'data-stat="balance">10\.0000<', page)
     assert re.search(r'data-stat="burn">1\.00<', page)
     assert re.search(r'data-stat="runway">10 h 0 min<', page)
     assert re.search(r'data-stat="charged">0\.50<', page)
