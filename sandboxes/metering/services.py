@@ -229,9 +229,9 @@ def _sample(runs, held, now, result) -> list[tuple[str, dict]]:
         load = None
         if run is not None:
             reading = containers.get(str(run.sandbox.public_id))
-            cores = float(run.sandbox.profile.cpu_cores or 1)
             cpu = reading.cpu_pct if reading is not None else None
-            load = 0.0 if cpu is None else cpu / (100 * cores)
+            # One busy core keeps a (pretend) GPU busy: a notebook drives its GPU from one.
+            load = 0.0 if cpu is None else cpu / 100
         loads[device.uuid] = (device.memory_mib, load)
     backend = backend_from_setting()
     gpus = telemetry.gpus_read(backend, loads, tick=int(taken_at.timestamp()) // interval)

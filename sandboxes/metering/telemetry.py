@@ -190,8 +190,8 @@ SIMULATED_IDLE_W, SIMULATED_MAX_W = 70.0, 700.0
 def simulated_read(
     devices: dict[str, tuple[int, float | None]], *, tick: int
 ) -> dict[str, GpuReading]:
-    """`devices`: uuid → (total memory in MiB, the holder's CPU load as a fraction of its cores,
-    or None for a free device or an unknown load). `tick` seeds a small, repeatable wobble."""
+    """`devices`: uuid → (total memory in MiB, the holder's CPU load as a fraction of one core,
+    or None for a free device). `tick` seeds a small, repeatable wobble."""
     readings = {}
     for gpu_uuid, (memory_mib, load) in devices.items():
         wobble = _wobble(gpu_uuid, tick)
