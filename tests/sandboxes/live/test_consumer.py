@@ -379,3 +379,28 @@ async def test_over_the_outbound_rate_messages_are_dropped_and_the_drop_is_told(
     assert await ws.receive_json() == {"type": "live.dropped", "v": 1, "dropped": 2}
     assert (await ws.receive_json())["progress"] == 9
     await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [("removed from the organisation", 4403), ("signed out elsewhere", 4401)],
+)
+async def test_a_member_who_loses_access_stops_receiving(monkeypatch, change, code):
+    from django.contrib.sessions.models import Session
+
+    monkeypatch.setattr(LiveConsumer, "ACCESS_RECHECK_SECONDS", 0)
+    membership = await make_member()
+    organisation = membership.organisation
+    ws = live_socket(
+        f"/ws/live/organisation/{organisation.public_id}/",
+        cookie=await session_cookie(membership.user),
+    )
+    assert (await ws.open())[0]
+    if change == "signed out elsewhere":
+        await sync_to_async(Session.objects.all().delete)()
+    else:
+        await sync_to_async(membership.delete)()
+
+    await send_after_commit([(organisation_group(organisation.pk), {"type": "credits.balance"})])
+
+    assert await ws.receive_close() == code
