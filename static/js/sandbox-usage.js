@@ -36,9 +36,13 @@
 
   function windowSeconds() { return cfg.ranges[range].seconds; }
 
-  function xRange() {
+  // The window ends now. A sandbox younger than its window is drawn from its first reading
+  // (at least five minutes wide), not as a dot at the right edge of an empty hour.
+  function xRange(u, dataMin) {
     var now = (Date.now() + skewMs) / 1000;
-    return [now - windowSeconds(), now];
+    var start = now - windowSeconds();
+    if (dataMin !== null && isFinite(dataMin)) start = Math.max(start, Math.min(dataMin, now - 300));
+    return [start, now];
   }
 
   function yRange(metric) {
@@ -48,8 +52,8 @@
 
   // Time labels in the page's language: hours and minutes, with the day for the week view.
   var lang = document.documentElement.lang || undefined;
-  var clockFormat = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
-  var dayFormat = new Intl.DateTimeFormat(lang, { day: "numeric", month: "short", hour: "2-digit" });
+  var clockFormat = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  var dayFormat = new Intl.DateTimeFormat(lang, { day: "numeric", month: "short", hour: "2-digit", hourCycle: "h23" });
 
   function timeLabels(u, splits) {
     var format = windowSeconds() > 2 * 86400 ? dayFormat : clockFormat;
@@ -64,7 +68,10 @@
       legend: { show: false },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true, range: xRange }, y: { range: yRange(metric) } },
-      axes: [Object.assign({ values: timeLabels }, axis), Object.assign({ size: 56 }, axis)],
+      axes: [
+        Object.assign({ values: timeLabels, space: 60 }, axis),
+        Object.assign({ size: 56 }, axis),
+      ],
       series: [
         {},
         { stroke: "#0b6b35", fill: "rgba(11, 107, 53, 0.12)", width: 2, spanGaps: false },
