@@ -540,7 +540,8 @@ def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
                     data={"stop_at": _iso(run.stop_at), "account": str(run.account.public_id)},
                 )
     for run in open_runs:
-        if run.stop_at is not None and run.stop_at <= now and run.sandbox.is_live:
+        stoppable = run.sandbox.status in (Sandbox.Status.STARTING, Sandbox.Status.RUNNING)
+        if run.stop_at is not None and run.stop_at <= now and stoppable:
             try:
                 launcher.sandbox_stop(
                     sandbox=run.sandbox, acting_user=None, reason=_("The GPU credits ran out.")

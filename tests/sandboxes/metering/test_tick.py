@@ -168,6 +168,9 @@ def test_an_empty_account_starts_the_countdown_then_the_sandbox_stops(settings, 
     assert result.stopped == [str(sandbox.public_id)]
     assert sandbox.status == Sandbox.Status.STOPPING
     assert ("sandbox_stop", (sandbox.pk,), {"reason": "The GPU credits ran out."}) in enqueued
+    # While it stops, later ticks do not ask again.
+    assert committed(services.tick, now=now + dt.timedelta(seconds=131)).stopped == []
+    assert AuditEvent.objects.filter(action="sandbox.stop_requested").count() == 1
     committed(launcher.sandbox_mark_stopped, sandbox_id=sandbox.pk, reason="credits")
     assert not GpuAllocation.objects.filter(sandbox=sandbox, released_at__isnull=True).exists()
 
