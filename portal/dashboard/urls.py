@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import directory_urls, reports_urls, views
 
 app_name = "dashboard"
 
@@ -19,4 +19,6 @@ urlpatterns = [
     path("grants/<uuid:public_id>/revoke/", views.grant_revoke, name="grant_revoke"),
     path("accounts/<uuid:public_id>/", views.account_detail, name="account"),
     path("accounts/<uuid:public_id>/adjust/", views.account_adjust, name="account_adjust"),
+    *directory_urls.urlpatterns,
+    *reports_urls.urlpatterns,
 ]

@@ -1,0 +1,3 @@
+"""Programme pages: directory (included by portal/dashboard/urls.py)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Programme pages: reports (included by portal/dashboard/urls.py)."""
+
+urlpatterns: list = []
