@@ -62,13 +62,15 @@ test:
 	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production
 	$(VENV)/bin/pytest
 
-bench: ## ledger and API throughput, sandbox launch latency against a bare hub (own databases portal_bench, portal_bench_api, portal_bench_sandboxes; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS)
+bench: ## ledger and API throughput, sandbox launch latency against a bare hub, the metering tick over 10/100/1,000 sandboxes, live-message latency and 1,000 WebSocket clients (own databases portal_bench, portal_bench_api, portal_bench_sandboxes, portal_bench_metering, portal_bench_live; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS, BENCH_METERING_SIZES, BENCH_LIVE_MANY)
 	@.ci/system-deps.sh test
 	@$(MAKE) --no-print-directory install
 	$(PY) tests/benchmarks/bench_ledger.py
 	$(PY) tests/benchmarks/bench_api.py
 	@$(MAKE) --no-print-directory images
 	$(PY) tests/benchmarks/bench_sandboxes.py
+	$(PY) tests/benchmarks/bench_metering.py
+	$(PY) tests/benchmarks/bench_live.py
 
 test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest
