@@ -1,0 +1,160 @@
+"""Programme reports: the page, its CSV and XLSX exports, and the printable monthly report.
+
+Thin: the form validates, `reports` reads, these render. The exports carry the same rows and
+totals as the page, with exact credit-seconds beside the rounded GPU-hours and PKR.
+"""
+
+import csv
+import io
+
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+
+from portal.credits.units import display_gpu_hours, display_pkr, month_parse
+
+from .access import programme_manager_required
+from .report_forms import ReportForm
+from .reports import FIGURES, MEASURE_LABELS, Report, ReportRow, monthly_report, report_build
+
+REPORT_PAGE_SIZE = 200  # rows on screen; the totals and the exports always cover every row
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# A spreadsheet runs text that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _report_or_errors(request: HttpRequest, template: str = "dashboard/reports/index.html"):
+    """(form, report), or (form, the 400 page with the form's errors) when the input is bad."""
+    form = ReportForm.from_query(request.GET)
+    if not form.is_valid():
+        return form, render(request, template, {"form": form}, status=400)
+    data = form.cleaned_data
+    return form, report_build(
+        dimension=data["dimension"], month_from=data["month_from"], month_to=data["month_to"]
+    )
+
+
+@programme_manager_required
+def reports(request: HttpRequest) -> HttpResponse:
+    form, report = _report_or_errors(request)
+    if isinstance(report, HttpResponse):
+        return report
+    return render(
+        request,
+        "dashboard/reports/index.html",
+        {
+            "form": form,
+            "report": report,
+            "page": Paginator(report.rows, REPORT_PAGE_SIZE).get_page(request.GET.get("page")),
+            "query": form.query(),
+            "figure_labels": [MEASURE_LABELS[name] for name in FIGURES],
+            "this_month": timezone.localdate().replace(day=1),
+        },
+    )
+
+
+def _filename(report: Report, extension: str) -> str:
+    return (
+        f"programme-report-{report.dimension}-"
+        f"{report.month_from:%Y-%m}-to-{report.month_to:%Y-%m}.{extension}"
+    )
+
+
+def _export_header() -> list[str]:
+    header = ["dimension", "key", "name"]
+    for name in FIGURES:
+        header += [f"{name}_credit_seconds", f"{name}_gpu_hours", f"{name}_pkr"]
+    return header
+
+
+def _export_rows(report: Report):
+    """Every row, then the totals row: (dimension, key, name, then per figure its exact
+    credit-seconds, its GPU-hours and its PKR, both rounded to two places)."""
+    row: ReportRow
+    for row in [*report.rows, report.total]:
+        values = [report.dimension, row.key, row.label]
+        for _name, amount in row.figures():
+            values += [
+                amount.credit_seconds,
+                display_gpu_hours(amount.credit_seconds),
+                display_pkr(amount.pkr),
+            ]
+        yield values
+
+
+def _text_safe(value):
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class _Line:
+    """A file-like that hands back what csv.writer writes, for streaming."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@programme_manager_required
+def reports_export(request: HttpRequest, extension: str) -> HttpResponse:
+    """The report as a file: `export.csv` or `export.xlsx`, with the same query as the page."""
+    _form, report = _report_or_errors(request)
+    if isinstance(report, HttpResponse):
+        return report
+    if extension == "xlsx":
+        return _xlsx(report)
+    return _csv(report)
+
+
+def _csv(report: Report) -> HttpResponse:
+    writer = csv.writer(_Line())
+    lines = (
+        writer.writerow([_text_safe(v) for v in values])
+        for values in [_export_header(), *_export_rows(report)]
+    )
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_filename(report, "csv")}"'
+    return response
+
+
+def _xlsx(report: Report) -> HttpResponse:
+    workbook = Workbook(write_only=True)
+    workbook.properties.title = _filename(report, "xlsx")
+    sheet = workbook.create_sheet(title=f"{report.month_from:%Y-%m} {report.month_to:%Y-%m}")
+    sheet.append(_export_header())
+    for values in _export_rows(report):
+        cells = []
+        for index, value in enumerate(values):
+            cell = WriteOnlyCell(sheet, value=value)
+            if isinstance(value, str):
+                cell.data_type = "s"  # never a formula, whatever a name starts with
+            elif index >= 3:
+                figure_column = (index - 3) % 3
+                cell.number_format = "0" if figure_column == 0 else "#,##0.00"
+            cells.append(cell)
+        sheet.append(cells)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    buffer.seek(0)
+    return FileResponse(
+        buffer, as_attachment=True, filename=_filename(report, "xlsx"), content_type=XLSX_TYPE
+    )
+
+
+@programme_manager_required
+def report_monthly(request: HttpRequest, month: str) -> HttpResponse:
+    first_day = month_parse(month)
+    if first_day is None:
+        raise Http404(_("No such month."))
+    return render(
+        request,
+        "dashboard/reports/monthly.html",
+        {
+            "report": monthly_report(month=first_day),
+            "generated_at": timezone.now(),
+        },
+    )
