@@ -243,6 +243,14 @@ def grant_issue(
     existing = _grant_of(idempotency_key)
     if existing is not None:
         return _same_grant_or_conflict(existing, account, credit_seconds)
+    # A suspended organisation or student gets nothing new, whatever the route (approval,
+    # adjustment, allowance); a replay of a grant made before the suspension is answered above.
+    if CreditAccount.objects.filter(
+        models.Q(organisation__is_active=False) | models.Q(user__is_active=False), pk=account.pk
+    ).exists():
+        raise ApplicationError(
+            _("This account's holder is suspended: it cannot receive credits."), code="wrong_state"
+        )
     try:
         with transaction.atomic():
             grant = CreditGrant.objects.create(

@@ -1,15 +1,22 @@
-"""Writes about people: e-mail normalisation, hub usernames, the programme-manager role."""
+"""Writes about people: e-mail normalisation, hub usernames, the programme-manager role,
+ending someone's sessions."""
 
 import re
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from portal.audit.services import audit_record
+from portal.core.exceptions import ApplicationError, PermissionDenied
 
 from .models import User
+from .selectors import user_is_programme_manager
 
 _SUFFIX_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o or 1/l/i: read aloud on support calls
 _SUFFIX_LENGTH = 5
@@ -65,3 +72,53 @@ def programme_manager_revoke(
         user.save(update_fields=["is_staff"])
     audit_record(actor=acting_user, action="programme_manager.revoked", target=user, ip=ip, data={})
     return user
+
+
+def user_sessions_end(*, user_ids: Iterable[int]) -> int:
+    """Sign these people out everywhere: delete their sessions. Returns how many ended.
+
+    allauth's usersessions records each session, indexed by person: at sign-in through allauth,
+    and any other (a Django admin sign-in) at its first request, in its middleware. So no scan
+    of the whole session table is needed. The next request with a deleted session is anonymous,
+    and the live WebSocket streams notice at their next access check (they ask whether the
+    session still exists). Sessions are rows in the database (SESSION_ENGINE), so inside a
+    transaction they end when it commits, with the rest of it.
+    """
+    from allauth.usersessions.models import UserSession
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    ended = 0
+    for session in UserSession.objects.filter(user_id__in=list(user_ids)).order_by("pk"):
+        store.delete(session.session_key)
+        session.delete()
+        ended += 1
+    return ended
+
+
+@dataclass
+class SuspensionOutcome:
+    """What a suspension or reactivation did: `changed` is False when there was nothing to do
+    (already suspended, already active)."""
+
+    changed: bool
+    sandboxes_stopped: list[str] = field(default_factory=list)  # public ids
+    sessions_ended: int = 0
+
+
+SUSPENSION_REASON_MAX_LENGTH = 500
+
+
+def suspension_check(*, acting_user, reason: str) -> str:
+    """The checks every suspension and reactivation shares: a programme manager acts, with a
+    reason. Returns the reason, trimmed."""
+    if not user_is_programme_manager(user=acting_user):
+        raise PermissionDenied(_("Only programme managers can suspend or reactivate."))
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError(_("Give a reason."), field="reason")
+    if len(reason) > SUSPENSION_REASON_MAX_LENGTH:
+        raise ApplicationError(
+            _("Keep the reason under %(n)s characters.") % {"n": SUSPENSION_REASON_MAX_LENGTH},
+            field="reason",
+        )
+    return reason

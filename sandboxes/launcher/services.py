@@ -116,6 +116,16 @@ def _already_starting() -> ApplicationError:
 
 
 def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: ResourceProfile):
+    # Read again under the person's row lock (the callers hold it): a suspension that committed
+    # meanwhile wins, and one in progress waits for this launch and then stops what it made
+    # (suspensions lock the same rows before they look for live sandboxes).
+    if not User.objects.filter(pk=user.pk, is_active=True).exists():
+        raise PermissionDenied(_("This account is suspended; sandboxes cannot be launched."))
+    if (
+        holder.organisation is not None
+        and not Organisation.objects.filter(pk=holder.organisation.pk, is_active=True).exists()
+    ):
+        raise PermissionDenied(_("This organisation is suspended; sandboxes cannot be launched."))
     if not image.is_active:
         raise ApplicationError(_("That image is not offered."), field="image")
     if not profile.is_active:
@@ -424,6 +434,23 @@ def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | N
             data={"reason": reason},
         )
     return locked
+
+
+def sandboxes_stop_live(*, sandboxes, acting_user, reason: str, ip: str | None = None) -> list:
+    """Stop every live sandbox of `sandboxes` (a queryset) through `sandbox_stop`, oldest first;
+    one already stopping is left as it is, one that ended meanwhile is skipped. Returns those
+    asked to stop."""
+    stopped = []
+    live = sandboxes.filter(status__in=Sandbox.LIVE).exclude(status=Status.STOPPING)
+    for sandbox in live.order_by("pk"):
+        try:
+            with transaction.atomic():
+                stopped.append(
+                    sandbox_stop(sandbox=sandbox, acting_user=acting_user, reason=reason, ip=ip)
+                )
+        except ApplicationError:  # it stopped or failed on its own in the meantime
+            continue
+    return stopped
 
 
 def sandbox_restart(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> Sandbox:
