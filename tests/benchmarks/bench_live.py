@@ -565,9 +565,18 @@ def main() -> int:
             many = phase(f"clients_{MANY}", "ws", users[:MANY], SECONDS, 1.0, *args)
             results += [few, many]
         server_alive = process.poll() is None
+        time.sleep(2)  # the server's disconnect handlers, for the clients that closed last
+        left = memberships_left()
 
         for r in results:
             say(detail(r))
+        log.seek(0)
+        pool_errors = log.read().count("MaxConnectionsError: Too many connections")
+        say(
+            f"BENCH live: {left} group memberships left in Redis after every client closed "
+            "(each consumer's disconnect should have removed its own); the server logged "
+            f"{pool_errors} errors of its Redis connection pool (Too many connections)"
+        )
         if "latency" in PHASES:
             for q in ("p50", "p95"):
                 say(
@@ -620,6 +629,29 @@ def main() -> int:
             connections.close_all()
         if os.environ.get("BENCH_KEEP_DATABASE") != "1":
             common.database_drop(SERVER_URL, DATABASE)
+        with contextlib.suppress(Exception):
+            redis_forget()
+
+
+def memberships_left() -> int:
+    """Channels still in a group of this run (the Redis layer keeps a group as a sorted set of
+    channel names; the Pub/Sub layer keeps none in Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(SERVER_ENV["REDIS_URL"])
+    pattern = f"{SERVER_ENV['CHANNELS_PREFIX']}:group:*"
+    return sum(client.zcard(key) for key in client.scan_iter(match=pattern, count=1000))
+
+
+def redis_forget() -> None:
+    """This run's keys: the channel layer's and the cache's (both prefixed with its pid)."""
+    import redis
+
+    client = redis.Redis.from_url(SERVER_ENV["REDIS_URL"])
+    for prefix in {SERVER_ENV["CHANNELS_PREFIX"], SERVER_ENV["CACHE_KEY_PREFIX"]}:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
 
 
 def _server_log_tail(log, chars: int = 6000) -> None:
