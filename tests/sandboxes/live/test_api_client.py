@@ -36,8 +36,14 @@ def portal_ws():
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     yield f"ws://127.0.0.1:{port}"
+    # A socket's consumer can take some seconds to stop (channels-redis finishes its blocking
+    # read of the channel first): wait for it, so no server thread outlives its test.
     server.should_exit = True
-    thread.join(timeout=10)
+    thread.join(timeout=20)
+    if thread.is_alive():
+        server.force_exit = True
+        thread.join(timeout=20)
+    assert not thread.is_alive(), "uvicorn did not stop"
 
 
 def key_for(user, scopes) -> dict:
