@@ -430,26 +430,18 @@ def _charge(runs: list[SandboxRun], now: dt.datetime, result: TickResult) -> dic
     result.charged = sum(v[0] for v in by_run.values())
     result.unpaid = sum(v[1] for v in by_run.values())
 
-    changed = []
+    updates = []
     for run in runs:
-        if run.pk in advanced:
-            run.charged_until = Greatest(F("charged_until"), Value(advanced[run.pk]))
-            run.settled = run.ended_at is not None and advanced[run.pk] >= run.ended_at
         paid, unpaid = by_run.pop(run.pk, (0, 0))
-        run.charged_credit_seconds = F("charged_credit_seconds") + paid
-        run.unpaid_credit_seconds = F("unpaid_credit_seconds") + unpaid
-        if run.pk in advanced or paid or unpaid:
-            changed.append(run)
+        until = advanced.get(run.pk)
+        if until is not None or paid or unpaid:
+            settled = run.ended_at is not None and until is not None and until >= run.ended_at
+            updates.append((run.pk, until, settled, paid, unpaid))
+    # Rows a killed tick left for runs outside this tick's list.
+    updates += [(run_id, None, False, paid, unpaid) for run_id, (paid, unpaid) in by_run.items()]
     with transaction.atomic():
-        UsageCharge.objects.bulk_update(pending, ["charged", "transaction"], batch_size=1000)
-        fields = ["charged_until", "settled", "charged_credit_seconds", "unpaid_credit_seconds"]
-        SandboxRun.objects.bulk_update(changed, fields, batch_size=1000)
-        # Rows a killed tick left for runs outside this tick's list.
-        for run_id, (paid, unpaid) in by_run.items():
-            SandboxRun.objects.filter(pk=run_id).update(
-                charged_credit_seconds=F("charged_credit_seconds") + paid,
-                unpaid_credit_seconds=F("unpaid_credit_seconds") + unpaid,
-            )
+        _charges_record(pending)
+        _runs_advance(updates)
     stored = {
         pk: rest
         for pk, *rest in SandboxRun.objects.filter(pk__in=[r.pk for r in runs]).values_list(
@@ -478,6 +470,55 @@ def _charge_metadata(charge: UsageCharge) -> dict:
         "milliseconds": charge.milliseconds,
         "due": charge.due,
     }
+
+
+def _charges_record(rows: list[UsageCharge]) -> None:
+    """What the ledger took for each interval: one statement on PostgreSQL (a bulk_update's CASE
+    of a thousand branches cost seconds there)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        UsageCharge.objects.bulk_update(rows, ["charged", "transaction"], batch_size=500)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE metering_usagecharge AS c SET charged = v.charged, transaction_id = v.txn "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, charged, txn) "
+            "WHERE c.id = v.id",
+            [[r.pk for r in rows], [r.charged for r in rows], [r.transaction_id for r in rows]],
+        )
+
+
+def _runs_advance(updates: list[tuple]) -> None:
+    """Move each run's cursor forward (never back: a slower, concurrent settle cannot undo a
+    tick) and add what was paid and left unpaid. `updates`: (run id, charged until or None,
+    settled, paid, unpaid)."""
+    if not updates:
+        return
+    if connection.vendor != "postgresql":
+        for run_id, until, settled, paid, unpaid in updates:
+            changes = {
+                "charged_credit_seconds": F("charged_credit_seconds") + paid,
+                "unpaid_credit_seconds": F("unpaid_credit_seconds") + unpaid,
+            }
+            if until is not None:
+                changes["charged_until"] = Greatest(F("charged_until"), Value(until))
+            if settled:
+                changes["settled"] = True
+            SandboxRun.objects.filter(pk=run_id).update(**changes)
+        return
+    columns = list(zip(*updates, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE metering_sandboxrun AS r SET "
+            "charged_until = greatest(r.charged_until, coalesce(v.until, r.charged_until)), "
+            "settled = r.settled OR v.settled, "
+            "charged_credit_seconds = r.charged_credit_seconds + v.paid, "
+            "unpaid_credit_seconds = r.unpaid_credit_seconds + v.unpaid "
+            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::boolean[], %s::bigint[], "
+            "%s::bigint[]) AS v(id, until, settled, paid, unpaid) WHERE r.id = v.id",
+            [list(column) for column in columns],
+        )
 
 
 # --- Enforcement ----------------------------------------------------------------------------
