@@ -13,9 +13,8 @@ Limits per connection (constants below, documented in MESSAGES.md):
 - outbound: a burst of 200 messages, then 100 a second on average (a token bucket). Beyond
   that messages are dropped, and the next one that goes out is preceded by a `live.dropped`
   message with the count, so a client knows to read the current state again; nothing is
-  dropped silently. The channel layer bounds the rest: each connection's channel holds at
-  most `capacity` (100 by default) waiting messages, so a client that reads slowly cannot
-  make the server hoard messages for it.
+  dropped silently. (The channel layer is Redis Pub/Sub: the server process queues what it
+  receives for its sockets; see MESSAGES.md for why not the list-based layer.)
 - access is checked again every 60 seconds while messages flow: a revoked key, a removed
   member or a deactivated person stops receiving (closed with 4401 or 4403).
 """
