@@ -165,8 +165,11 @@ def application_withdraw(*, application, acting_user, ip: str | None = None):
 
 
 @transaction.atomic
-def application_comment(*, application, acting_user, message: str) -> ApplicationEvent:
-    """Add to the thread. Applicants (owner/admin) and programme managers may write."""
+def application_comment(
+    *, application, acting_user, message: str, ip: str | None = None
+) -> ApplicationEvent:
+    """Add to the thread. Applicants (owner/admin) and programme managers may write. Audited
+    (the words stay in the thread): a reviewer's message is part of the decision's record."""
     message = (message or "").strip()
     if not message:
         raise ApplicationError(_("Write a message."), field="message")
@@ -175,6 +178,13 @@ def application_comment(*, application, acting_user, message: str) -> Applicatio
         _require_applicant(application, acting_user)
     event = ApplicationEvent.objects.create(
         application=application, author=acting_user, message=message
+    )
+    audit_record(
+        actor=acting_user,
+        action="application.commented",
+        target=application,
+        ip=ip,
+        data={"reviewer": is_reviewer},
     )
     if is_reviewer:
         _notify_applicants(application, "credits/email/application_comment", {"message": message})

@@ -117,8 +117,10 @@ def review_queue(
     if sector:
         applications = applications.filter(sector=sector)
     if min_days_waiting:
+        # Waiting since submission (what the queue shows), not since the last move: starting
+        # the review does not make an application younger.
         cutoff = timezone.now() - dt.timedelta(days=min_days_waiting)
-        applications = applications.filter(state_changed_at__lte=cutoff)
+        applications = applications.filter(submitted_at__lte=cutoff)
     return applications.order_by("submitted_at", "created_at")
 
 

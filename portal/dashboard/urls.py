@@ -8,6 +8,13 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("audit/", views.audit_log, name="audit"),
     path("cohorts/", views.cohorts, name="cohorts"),
+    path("cohorts/<uuid:public_id>/", views.cohort_detail, name="cohort"),
+    path(
+        "cohorts/<uuid:public_id>/deactivate/",
+        views.cohort_deactivate_view,
+        name="cohort_deactivate",
+    ),
+    path("audit/export.csv", views.audit_export, name="audit_export"),
     path("cluster/", views.cluster, name="cluster"),
     path("applications/", views.applications_queue, name="applications"),
     path("applications/<uuid:public_id>/", views.application_review, name="application_review"),

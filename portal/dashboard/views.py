@@ -1,9 +1,16 @@
 """Programme-manager pages. Selectors read; services write; every page is behind the gate."""
 
+import csv
+import datetime as dt
+import itertools
+import json
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
-from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -12,7 +19,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from portal.audit.selectors import audit_actions, audit_events_list
-from portal.audit.services import client_ip
+from portal.audit.services import audit_record, client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
 from portal.credits import services as credit_services
@@ -32,7 +39,7 @@ from portal.credits.forms import (
     ReasonForm,
     RejectForm,
 )
-from portal.credits.models import CreditAccount, CreditApplication, CreditGrant
+from portal.credits.models import ApplicationState, CreditAccount, CreditApplication, CreditGrant
 from portal.credits.selectors import (
     available_credit_seconds,
     grants_of,
@@ -43,32 +50,77 @@ from portal.credits.selectors import (
 )
 from portal.credits.units import display_gpu_hours, gpu_hours_to_credit_seconds
 from portal.onboarding.models import Cohort
-from portal.onboarding.services import cohort_create
+from portal.onboarding.services import cohort_create, cohort_deactivate, cohort_update
 from sandboxes.gpus.models import GpuDevice
 from sandboxes.metering.selectors import cluster_snapshot
 
 from .access import programme_manager_required
-from .forms import AuditFilterForm, CohortForm
-from .selectors import programme_overview, recent_organisations, recent_students
+from .forms import AuditFilterForm, CohortEditForm, CohortForm
+from .selectors import (
+    cluster_hourly,
+    cluster_now,
+    cohort_members,
+    cohorts_list,
+    device_history,
+    holders_idle,
+    ledger_month,
+    programme_overview,
+    queue_waiting_days,
+    recent_organisations,
+    recent_students,
+    sandbox_queue,
+    top_consumers,
+)
 
 AUDIT_PAGE_SIZE = 50
+QUEUE_PAGE_SIZE = 50
+COHORT_MEMBERS_PAGE_SIZE = 100
+OVERVIEW_HOURS = 7 * 24
+CLUSTER_HISTORY_DAYS = 14
 
 
 @programme_manager_required
 def overview(request: HttpRequest) -> HttpResponse:
+    """The programme at a glance. A fixed number of queries whatever its size (charts drawn by
+    static/js/overview.js from the embedded series)."""
+    ledger = ledger_month(month=timezone.localdate().replace(day=1))
+    hours = cluster_hourly(hours=OVERVIEW_HOURS)
+    charts = {
+        "utilisation": hours.series,
+        "usage": ledger.daily_series(),
+        "text": {
+            "util_pct": _("Average utilisation"),
+            "held_pct": _("GPU time held"),
+            "idle_held_pct": _("Held but idle"),
+            "gpu_hours": _("GPU-hours used"),
+        },
+    }
     context = {
         "overview": programme_overview(),
+        "ledger": ledger,
+        "queue": sandbox_queue(),
+        "cluster": cluster_now(snapshot=cluster_snapshot()),
+        "utilisation_days": hours.days,
+        "charts": charts,
         "organisations": recent_organisations(),
         "students": recent_students(),
     }
     return render(request, "dashboard/overview.html", context)
 
 
-@programme_manager_required
-def audit_log(request: HttpRequest) -> HttpResponse:
+# --- The audit log and its export ----------------------------------------------------------
+
+
+def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, dict]:
     form = AuditFilterForm(request.GET or None, actions=audit_actions())
     filters = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    events = audit_events_list(**{k: v for k, v in filters.items() if v})
+    return form, {k: v for k, v in filters.items() if v}
+
+
+@programme_manager_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form, filters = _audit_filters(request)
+    events = audit_events_list(**filters)
     page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -79,6 +131,98 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         {"form": form, "page": page, "query": query.urlencode()},
         status=status,
     )
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such a
+# cell is written with a leading apostrophe, which spreadsheets read as "this is text".
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+AUDIT_CSV_HEADER = [
+    "created_at",
+    "actor_email",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "ip",
+    "data",
+]
+
+
+def csv_cell(value) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+class _Echo:
+    """A file-like that hands back what csv.writer writes, so rows can be streamed."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _audit_rows(events):
+    writer = csv.writer(_Echo())
+    yield writer.writerow(AUDIT_CSV_HEADER)
+    for event in events.iterator(chunk_size=2000):
+        yield writer.writerow(
+            [
+                csv_cell(value)
+                for value in (
+                    event.created_at.astimezone(dt.UTC).isoformat(),
+                    event.actor_email,
+                    event.action,
+                    event.target_type,
+                    event.target_id,
+                    event.target_repr,
+                    event.ip,
+                    json.dumps(event.data, ensure_ascii=False, sort_keys=True),
+                )
+            ]
+        )
+
+
+EXPORT_CHUNK_ROWS = 500
+
+
+def _rows_chunk(rows) -> str:
+    return "".join(itertools.islice(rows, EXPORT_CHUNK_ROWS))
+
+
+async def _rows_async(rows):
+    """The same rows for the ASGI server: Django would read a plain iterator into a list before
+    sending a byte, so each chunk is read (from the database cursor) in the request's own sync
+    thread and sent before the next is read."""
+    while chunk := await sync_to_async(_rows_chunk)(rows):
+        yield chunk
+
+
+@programme_manager_required
+def audit_export(request: HttpRequest) -> HttpResponse:
+    """Every event the same filters match, newest first, streamed as CSV (times in UTC). The
+    export is itself audited, with its filters."""
+    form, filters = _audit_filters(request)
+    if form.is_bound and form.errors:
+        return HttpResponse(
+            " ".join(str(e) for errors in form.errors.values() for e in errors),
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    audit_record(
+        actor=request.user,
+        action="audit.exported",
+        ip=client_ip(request),
+        data={k: v.isoformat() if isinstance(v, dt.date) else v for k, v in filters.items()},
+    )
+    rows = _audit_rows(audit_events_list(**filters))
+    if isinstance(request, ASGIRequest):
+        rows = _rows_async(rows)
+    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
+    return response
+
+
+# --- Cohorts --------------------------------------------------------------------------------
 
 
 @programme_manager_required
@@ -97,16 +241,65 @@ def cohorts(request: HttpRequest) -> HttpResponse:
                 _("Cohort %(name)s created. Its invite code is %(code)s.")
                 % {"name": cohort.name, "code": cohort.code},
             )
-            return redirect("dashboard:cohorts")
-    listing = (
-        Cohort.objects.select_related("university")
-        .annotate(joined=Count("students"))
-        .order_by("-created_at")
-    )
+            return redirect("dashboard:cohort", public_id=cohort.public_id)
     status = 400 if form.is_bound and form.errors else 200
     return render(
-        request, "dashboard/cohorts.html", {"form": form, "cohorts": listing}, status=status
+        request,
+        "dashboard/cohorts.html",
+        {"form": form, "cohorts": cohorts_list()},
+        status=status,
     )
+
+
+@programme_manager_required
+def cohort_detail(request: HttpRequest, public_id) -> HttpResponse:
+    """Who joined (with their usage this month), and the cohort's settings to change."""
+    cohort = get_object_or_404(Cohort.objects.select_related("university"), public_id=public_id)
+    if request.method == "POST":
+        form = CohortEditForm(request.POST, cohort=cohort)
+        if form.is_valid():
+            try:
+                cohort_update(
+                    cohort=cohort,
+                    **form.cleaned_data,
+                    acting_user=request.user,
+                    ip=client_ip(request),
+                )
+            except ApplicationError as error:
+                add_service_error(form, error)
+            else:
+                messages.success(request, _("Cohort saved."))
+                return redirect("dashboard:cohort", public_id=public_id)
+    else:
+        form = CohortEditForm(cohort=cohort)
+    members = cohort_members(cohort=cohort)
+    page = Paginator(members, COHORT_MEMBERS_PAGE_SIZE).get_page(request.GET.get("page"))
+    status = 400 if form.is_bound and form.errors else 200
+    return render(
+        request,
+        "dashboard/cohort.html",
+        {
+            "cohort": cohort,
+            "form": form,
+            "page": page,
+            "joined": page.paginator.count,
+            "month": timezone.localdate().replace(day=1),
+        },
+        status=status,
+    )
+
+
+@programme_manager_required
+@require_POST
+def cohort_deactivate_view(request: HttpRequest, public_id) -> HttpResponse:
+    cohort = get_object_or_404(Cohort, public_id=public_id)
+    try:
+        cohort_deactivate(cohort=cohort, acting_user=request.user, ip=client_ip(request))
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, _("The cohort's code is closed: no one else can join with it."))
+    return redirect("dashboard:cohort", public_id=public_id)
 
 
 # --- Credit applications: the review queue and the review page -----------------------------
@@ -124,6 +317,8 @@ def _next_or(request: HttpRequest, default: str) -> str:
 
 @programme_manager_required
 def applications_queue(request: HttpRequest) -> HttpResponse:
+    """The review queue, oldest submission first, with the days each has waited and those past
+    the service level (CREDITS_REVIEW_SLA_DAYS) flagged."""
     form = QueueFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_bound and form.is_valid() else {}
     queue = review_queue(
@@ -131,12 +326,25 @@ def applications_queue(request: HttpRequest) -> HttpResponse:
         sector=filters.get("sector") or "",
         min_days_waiting=filters.get("min_days_waiting"),
     )
-    page = Paginator(queue, 50).get_page(request.GET.get("page"))
+    page = Paginator(queue, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    page.object_list = queue_waiting_days(applications=page.object_list, now=now)
+    query = request.GET.copy()
+    query.pop("page", None)
+    labels = dict(ApplicationState.choices)
+    counts = [(labels.get(state, state), n) for state, n in review_queue_counts().items()]
     status = 400 if form.is_bound and form.errors else 200
     return render(
         request,
         "dashboard/applications.html",
-        {"form": form, "page": page, "counts": review_queue_counts(), "now": timezone.now()},
+        {
+            "form": form,
+            "page": page,
+            "counts": counts,
+            "now": now,
+            "query": query.urlencode(),
+            "sla_days": settings.CREDITS_REVIEW_SLA_DAYS,
+        },
         status=status,
     )
 
@@ -209,7 +417,7 @@ REVIEW_ACTIONS = {
         MessageForm,
         "comment",
         lambda app, user, ip, form: application_comment(
-            application=app, acting_user=user, message=form.cleaned_data["message"]
+            application=app, acting_user=user, message=form.cleaned_data["message"], ip=ip
         ),
         gettext_lazy("Message added."),
     ),
@@ -315,10 +523,31 @@ def account_detail(request: HttpRequest, public_id) -> HttpResponse:
 @programme_manager_required
 def cluster(request: HttpRequest) -> HttpResponse:
     """Every GPU as a tile, first painted from the latest samples, then live over
-    /ws/live/cluster/ (static/js/cluster.js)."""
+    /ws/live/cluster/ (static/js/cluster.js); below, the last days: per device per day, idle
+    but allocated time per holder, and this month's top consumers (static/js/cluster-history.js
+    draws the days)."""
     snapshot = cluster_snapshot()
     health = {value: str(label) for value, label in GpuDevice.Health.choices}
     for tile in snapshot["gpus"]:
         tile["health_label"] = health.get(tile["health"], tile["health"])
     live = {"ws_path": "/ws/live/cluster/", "text": {"free": _("Free"), "health": health}}
-    return render(request, "dashboard/cluster.html", {"snapshot": snapshot, "live": live})
+    now = timezone.now()
+    history = device_history(days=CLUSTER_HISTORY_DAYS)
+    context = {
+        "snapshot": snapshot,
+        "live": live,
+        "history": history,
+        "history_chart": {
+            "series": history.series,
+            "text": {
+                "held_hours": _("GPU-hours held"),
+                "idle_held_hours": _("of which idle"),
+            },
+        },
+        # Over the same days as the devices' table, so the holders' idle hours add up to it.
+        "hoarding": holders_idle(start=history.start, end=now, now=now),
+        "consumers": top_consumers(month=timezone.localdate().replace(day=1)),
+        "history_days": CLUSTER_HISTORY_DAYS,
+        "idle_threshold_pct": 5,
+    }
+    return render(request, "dashboard/cluster.html", context)

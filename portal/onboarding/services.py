@@ -264,3 +264,97 @@ def student_reactivate(
     user_id = student.pk
     transaction.on_commit(lambda: student_allowance_grant_task.delay(user_id=user_id))
     return SuspensionOutcome(changed=True)
+
+
+def _cohort_locked(cohort: Cohort) -> Cohort:
+    """The cohort's row, locked: the same lock a student taking a seat holds, so a change of
+    capacity and the last seat being taken are decided one after the other."""
+    return Cohort.objects.select_for_update().get(pk=cohort.pk)
+
+
+@transaction.atomic
+def cohort_update(
+    *,
+    cohort: Cohort,
+    name: str,
+    capacity: int,
+    expires_at: dt.datetime,
+    monthly_allowance_gpu_hours: int | None,
+    acting_user: User,
+    ip: str | None = None,
+) -> Cohort:
+    """A programme manager changes a cohort's name, capacity, code expiry or allowance override.
+
+    The capacity cannot drop below the students who already joined (they keep their seats); an
+    expiry in the past is refused here (closing a code now is `cohort_deactivate`). A new
+    allowance override applies from the next monthly allowance: a month already granted is not
+    granted again. Only what changed is audited, as before → after.
+    """
+    if not name.strip():
+        raise ApplicationError(_("Give the cohort a name."), field="name")
+    if capacity < 1:
+        raise ApplicationError(_("The capacity must be at least 1."), field="capacity")
+    cohort = _cohort_locked(cohort)
+    joined = cohort.students.count()
+    if capacity < joined:
+        raise ApplicationError(
+            _("%(n)s students have already joined: the capacity cannot be lower.") % {"n": joined},
+            field="capacity",
+        )
+    if expires_at <= timezone.now():
+        raise ApplicationError(
+            _("The expiry must be in the future. To close the code now, deactivate the cohort."),
+            field="expires_at",
+        )
+    wanted = {
+        "name": name.strip(),
+        "capacity": capacity,
+        "expires_at": expires_at,
+        "monthly_allowance_gpu_hours": monthly_allowance_gpu_hours,
+    }
+    changes = {
+        field: (getattr(cohort, field), value)
+        for field, value in wanted.items()
+        if getattr(cohort, field) != value
+    }
+    if not changes:
+        return cohort
+    for field, (_before, after) in changes.items():
+        setattr(cohort, field, after)
+    cohort.save(update_fields=[*changes, "updated_at"])
+    audit_record(
+        actor=acting_user,
+        action="cohort.updated",
+        target=cohort,
+        ip=ip,
+        data={
+            field: {"from": _audit_value(before), "to": _audit_value(after)}
+            for field, (before, after) in changes.items()
+        },
+    )
+    return cohort
+
+
+@transaction.atomic
+def cohort_deactivate(*, cohort: Cohort, acting_user: User, ip: str | None = None) -> Cohort:
+    """Close a cohort's invite code now: its expiry moves to this instant, so no one else can
+    join with it. Students who joined keep their profile and their allowance. A cohort can be
+    opened again by giving it a future expiry (`cohort_update`)."""
+    cohort = _cohort_locked(cohort)
+    if cohort.is_expired:
+        raise ApplicationError(_("This cohort's code is already closed."), code="wrong_state")
+    previous = cohort.expires_at
+    cohort.expires_at = timezone.now()
+    cohort.save(update_fields=["expires_at", "updated_at"])
+    audit_record(
+        actor=acting_user,
+        action="cohort.deactivated",
+        target=cohort,
+        ip=ip,
+        data={"expires_at_was": previous.isoformat(), "joined": cohort.students.count()},
+    )
+    return cohort
+
+
+def _audit_value(value):
+    return value.isoformat() if isinstance(value, dt.datetime) else value

@@ -356,6 +356,8 @@ CREDITS_DEFAULT_RATE_PKR_PER_GPU_HOUR = Decimal(
 CREDITS_WARNING_THRESHOLDS_PERCENT = env.list(
     "CREDITS_WARNING_THRESHOLDS_PERCENT", cast=int, default=[20, 5]
 )
+# The review queue's service level: an application waiting longer than this is flagged.
+CREDITS_REVIEW_SLA_DAYS = env.int("CREDITS_REVIEW_SLA_DAYS", default=5)
 STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS = env.int("STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS", default=10)
 STUDENT_ALLOWANCE_RATE_PKR_PER_GPU_HOUR = Decimal(
     env.str("STUDENT_ALLOWANCE_RATE_PKR_PER_GPU_HOUR", default="750.00")
