@@ -83,12 +83,42 @@ def _send_now(batch: list[tuple[str, dict]]) -> None:
             return
 
         async def send_all() -> None:
-            for group, message in batch:
-                await layer.group_send(group, {"type": EVENT_TYPE, "message": message})
+            if not await _publish_pipelined(layer, batch):
+                for group, message in batch:
+                    await layer.group_send(group, {"type": EVENT_TYPE, "message": message})
 
         async_to_sync(send_all)()
     except Exception:  # Redis away, or called from an event loop: log, never fail the caller
         logger.exception("could not broadcast %d live message(s)", len(batch))
+
+
+async def _publish_pipelined(layer, batch: list[tuple[str, dict]]) -> bool:
+    """On the Redis Pub/Sub layer, PUBLISH a whole batch in one pipeline: one round trip for a
+    tick's thousand messages instead of one each (the layer's group_send takes a lock and waits
+    for each). Uses the layer's own group naming and serializer, so consumers read the messages
+    exactly as if group_send had sent them. False (nothing sent) on any other layer, or if the
+    layer's internals are not what this expects; the caller then sends one by one."""
+    try:
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+
+        if not isinstance(layer, RedisPubSubChannelLayer):
+            return False
+        inner = layer._get_layer()
+        if len(inner._shards) != 1:
+            return False
+        shard = inner._shards[0]
+        shard._ensure_redis()
+        redis = shard._redis
+    except (ImportError, AttributeError):
+        return False
+    async with redis.pipeline(transaction=False) as pipe:
+        for group, message in batch:
+            pipe.publish(
+                inner._get_group_channel_name(group),
+                layer.serialize({"type": EVENT_TYPE, "message": message}),
+            )
+        await pipe.execute()
+    return True
 
 
 # --- sandbox events -----------------------------------------------------------------------

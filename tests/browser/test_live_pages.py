@@ -255,7 +255,7 @@ def test_the_organisation_page_and_the_cluster_view_update_live(portal_server, b
     )
     expect(row.locator('[data-reading="cpu_pct"]')).to_have_text("44.4")
 
-    tile = pages["manager"].locator(f'[data-gpu="{device.uuid}"]')
+    tile = pages["manager"].locator(f'.gpu-tile[data-gpu="{device.uuid}"]')
     expect(tile.locator('[data-field="util_pct"]')).to_have_text("—")
     tiles = {
         "type": "cluster.gpus",
@@ -291,7 +291,7 @@ def test_the_organisation_page_and_the_cluster_view_update_live(portal_server, b
         f"Ayesha Khan · {organisation.legal_name}"
     )
     expect(tile.locator('[data-field="temperature_c"]')).to_have_text("58")
-    expect(pages["manager"].locator("[data-gpu]")).to_have_count(1)
+    expect(pages["manager"].locator(".gpu-tile[data-gpu]")).to_have_count(1)
     for page in pages.values():
         page.context.close()
     log.assert_only_live_server()
