@@ -138,26 +138,14 @@ def cluster_snapshot() -> dict:
     for device in devices:
         sandbox = holders.get(device.pk)
         tiles.append(
-            {
-                "uuid": device.uuid,
-                "index": device.index,
-                "model": device.model,
-                "mig_profile": device.mig_profile,
-                "simulated": device.simulated,
-                "health": device.health,
-                "holder": None
-                if sandbox is None
-                else {
-                    "sandbox": str(sandbox.public_id),
-                    "user": sandbox.user.get_full_name() or sandbox.user.email,
-                    "organisation": str(sandbox.organisation) if sandbox.organisation_id else None,
-                },
-                "util_pct": device.last_util_pct if sandbox else None,
-                "memory_used_mib": device.last_memory_used_mib if sandbox else None,
-                "memory_total_mib": device.memory_mib,
-                "power_w": device.last_power_w,
-                "temperature_c": device.last_temperature_c,
-            }
+            gpu_tile(
+                device,
+                sandbox,
+                util_pct=device.last_util_pct if sandbox else None,
+                memory_used_mib=device.last_memory_used_mib if sandbox else None,
+                power_w=device.last_power_w,
+                temperature_c=device.last_temperature_c,
+            )
         )
     return {"at": timezone.now().isoformat(), "gpus": tiles}
 
@@ -183,3 +171,30 @@ def run_open(*, sandbox) -> SandboxRun | None:
     """The sandbox's open run (allocated now), or None. (`run_current` falls back to an ended
     run; the live pages need to know whether the one usage.sample speaks of is open.)"""
     return SandboxRun.objects.filter(sandbox=sandbox, ended_at__isnull=True).first()
+
+
+def person_label(user) -> str:
+    return user.get_full_name() or user.email
+
+
+def gpu_tile(device, sandbox, **reading) -> dict:
+    """One GPU of the `cluster.gpus` message: the device, who holds it (None: free), and its
+    readings (util_pct, memory_used_mib, power_w, temperature_c; None where unknown)."""
+    holder = None
+    if sandbox is not None:
+        holder = {
+            "sandbox": str(sandbox.public_id),
+            "user": person_label(sandbox.user),
+            "organisation": str(sandbox.organisation) if sandbox.organisation_id else None,
+        }
+    return {
+        "uuid": device.uuid,
+        "index": device.index,
+        "model": device.model,
+        "mig_profile": device.mig_profile,
+        "simulated": device.simulated,
+        "health": device.health,
+        "holder": holder,
+        "memory_total_mib": device.memory_mib,
+        **reading,
+    }

@@ -56,6 +56,7 @@ from .models import (
     UsageRollup,
     UsageSample,
 )
+from .selectors import gpu_tile, person_label
 
 logger = logging.getLogger(__name__)
 TICK_LOCK = 0x6E61_6301  # "nac\x01": the advisory lock key of metering ticks
@@ -301,7 +302,7 @@ def _sample_messages(run, row, its, container, simulated, now) -> list[tuple[str
     message = {
         "type": "usage.sample",
         "sandbox": str(sandbox.public_id),
-        "user": sandbox.user.get_full_name() or sandbox.user.email,
+        "user": person_label(sandbox.user),
         "at": _iso(now),
         "simulated": simulated,
         "gpu_util_pct": row.gpu_util_pct,
@@ -341,29 +342,15 @@ def _cluster_message(devices, gpus, holder_of, now) -> dict:
     for device in devices:
         reading = gpus.get(device.uuid)
         run = holder_of.get(device.pk)
-        holder = None
-        if run is not None:
-            sandbox = run.sandbox
-            holder = {
-                "sandbox": str(sandbox.public_id),
-                "user": sandbox.user.get_full_name() or sandbox.user.email,
-                "organisation": str(sandbox.organisation) if sandbox.organisation_id else None,
-            }
         tiles.append(
-            {
-                "uuid": device.uuid,
-                "index": device.index,
-                "model": device.model,
-                "mig_profile": device.mig_profile,
-                "simulated": device.simulated,
-                "health": device.health,
-                "holder": holder,
-                "util_pct": reading.util_pct if reading else None,
-                "memory_used_mib": reading.memory_used_mib if reading else None,
-                "memory_total_mib": device.memory_mib,
-                "power_w": reading.power_w if reading else None,
-                "temperature_c": reading.temperature_c if reading else None,
-            }
+            gpu_tile(
+                device,
+                run.sandbox if run is not None else None,
+                util_pct=reading.util_pct if reading else None,
+                memory_used_mib=reading.memory_used_mib if reading else None,
+                power_w=reading.power_w if reading else None,
+                temperature_c=reading.temperature_c if reading else None,
+            )
         )
     return {"type": "cluster.gpus", "at": _iso(now), "gpus": tiles}
 
