@@ -71,6 +71,7 @@ bench: ## ledger and API throughput, sandbox launch latency against a bare hub, 
 	$(PY) tests/benchmarks/bench_sandboxes.py
 	$(PY) tests/benchmarks/bench_metering.py
 	$(PY) tests/benchmarks/bench_live.py
+	$(PY) tests/benchmarks/bench_programme.py
 
 test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest

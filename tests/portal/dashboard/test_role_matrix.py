@@ -113,7 +113,8 @@ def people(world, request) -> dict[str, User | None]:
     """The world's people, with the programme manager who has MFA added only when asked for
     (the `programme_manager` fixture gives the one without MFA an authenticator)."""
     people = dict(world.people)
-    if request.node.callspec.params.get("role") == PM:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("role") == PM:
         people[PM] = request.getfixturevalue("programme_manager")
         del people[PM_WITHOUT_MFA]
     return people
