@@ -77,18 +77,27 @@ def account_snapshot(*, account: CreditAccount) -> dict:
     """The `credits.balance` message's fields, read now (for a page's first paint)."""
     runs = SandboxRun.objects.filter(account=account, ended_at__isnull=True)
     burn = sum(runs.values_list("rate_millicredits", flat=True))
-    balance = account.balance or 0
     stop_at = (
         runs.filter(stop_at__isnull=False).order_by("stop_at").values_list("stop_at", flat=True)
     ).first()
+    return {
+        **balance_fields(account=account, burn_millicredits=burn),
+        "stop_at": stop_at.isoformat() if stop_at else None,
+        "at": timezone.now().isoformat(),
+    }
+
+
+def balance_fields(*, account: CreditAccount, burn_millicredits: int) -> dict:
+    """Balance, burn rate and runway of an account burning `burn_millicredits` a second: the
+    `credits.balance` message's figures, for the tick and for a page's first paint."""
+    balance = account.balance or 0
+    burn = burn_millicredits
     return {
         "account": str(account.public_id),
         "balance_credit_seconds": balance,
         "balance_gpu_hours": str(display_gpu_hours(balance)),
         "burn_credit_seconds_per_hour": burn * 3600 // 1000,
         "runway_seconds": balance * 1000 // burn if burn else None,
-        "stop_at": stop_at.isoformat() if stop_at else None,
-        "at": timezone.now().isoformat(),
     }
 
 

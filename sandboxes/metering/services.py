@@ -39,7 +39,6 @@ from django.utils.translation import gettext as _
 from portal.audit.services import audit_record
 from portal.credits.models import CreditAccount
 from portal.credits.services import UsageDue, usage_charge_batch
-from portal.credits.units import display_gpu_hours
 from sandboxes.gpus.backends import backend_from_setting
 from sandboxes.gpus.models import GpuAllocation, GpuDevice
 from sandboxes.launcher.models import Sandbox
@@ -56,7 +55,7 @@ from .models import (
     UsageRollup,
     UsageSample,
 )
-from .selectors import gpu_tile, person_label
+from .selectors import balance_fields, gpu_tile, person_label
 
 logger = logging.getLogger(__name__)
 TICK_LOCK = 0x6E61_6301  # "nac\x01": the advisory lock key of metering ticks
@@ -327,14 +326,7 @@ def _sample_messages(run, row, its, container, simulated, now) -> list[tuple[str
             for d, r in its
         ],
     }
-    return [(group, message) for group in _sandbox_groups(sandbox)]
-
-
-def _sandbox_groups(sandbox) -> list[str]:
-    groups = [broadcast.user_group(sandbox.user_id)]
-    if sandbox.organisation_id:
-        groups.append(broadcast.organisation_group(sandbox.organisation_id))
-    return groups
+    return [(group, message) for group in broadcast.sandbox_groups(sandbox)]
 
 
 def _cluster_message(devices, gpus, holder_of, now) -> dict:
@@ -540,14 +532,9 @@ def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
                 countdown_changed.append(run)
             messages += _warning_messages(groups, account, "restored", its)
         burn = sum(run.rate_millicredits for run in its)
-        balance = account.balance or 0
         balance_message = {
             "type": "credits.balance",
-            "account": str(account.public_id),
-            "balance_credit_seconds": balance,
-            "balance_gpu_hours": str(display_gpu_hours(balance)),
-            "burn_credit_seconds_per_hour": burn * 3600 // 1000,
-            "runway_seconds": balance * 1000 // burn if burn else None,
+            **balance_fields(account=account, burn_millicredits=burn),
             "at": _iso(now),
         }
         messages += [(group, balance_message) for group in groups]
