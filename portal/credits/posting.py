@@ -6,7 +6,9 @@ must agree, and the same tests run against both:
 
 - PostgreSQL: one call to the `credits_apply_postings` function (migration 0003), or, when
   the caller is outside any transaction, to `credits_post` (migration 0004), which also inserts
-  the transaction row and is committed by the server at the end of that one statement. The
+  the transaction row and is committed by the server at the end of that one statement; a
+  holder paying a system account out of its lots (every usage charge) goes to the flatter
+  `credits_post_debit` (migration 0008), which holds the account's lock for less. The
   holder account's row lock is then held for the work itself, not for a conversation between
   Python and the database: that is what lets one busy account take over a thousand debits a
   second. Inside the functions every statement sees what committed before it, so lots are
@@ -80,27 +82,32 @@ def post_in_one_statement(txn: LedgerTransaction, postings: Sequence) -> list[Dr
     Returns the drawn lots, or None when the idempotency key was posted before (nothing was
     written). A refusal raises PostingRefused; the server has already rolled it back.
     """
-    meta = LedgerTransaction._meta
+    from psycopg.types.json import Jsonb
 
-    def prep(name):
-        field = meta.get_field(name)
-        return field.get_db_prep_save(field.pre_save(txn, add=True), connection)
-
+    # The row's own values, as LedgerTransaction's fields would store them (public_id and
+    # created_at are set by the caller; metadata is a JSON object).
     params = [
-        prep("public_id"),
+        txn.public_id,
         txn.idempotency_key,
         txn.kind,
         txn.description,
-        prep("metadata"),
+        Jsonb(txn.metadata),
         txn.created_by_id,
-        prep("created_at"),
-        *_posting_arrays(postings),
+        txn.created_at,
     ]
-    rows = _call(
-        "SELECT transaction_id, grant_id, remaining, amount FROM credits_post("
-        "%s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])",
-        params,
-    )
+    debit = _debit_of(postings)
+    if debit is not None:
+        rows = _call(
+            "SELECT transaction_id, grant_id, remaining, amount FROM credits_post_debit("
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [*params, *debit],
+        )
+    else:
+        rows = _call(
+            "SELECT transaction_id, grant_id, remaining, amount FROM credits_post("
+            "%s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])",
+            [*params, *_posting_arrays(postings)],
+        )
     if rows[0][0] is None:
         return None
     txn.pk = rows[0][0]
@@ -141,6 +148,20 @@ def post_usage_batch(
     return [(i, t, c, _drawn(lots)) for i, t, c, lots in (results[k] for k in sorted(results))]
 
 
+def _debit_of(postings: Sequence) -> tuple[int, int, int] | None:
+    """(holder, system account, amount) when the postings are one holder paying one system
+    account out of the lots that expire first, the shape `credits_post_debit` takes; else None.
+    The postings are already validated: they sum to zero and name existing accounts."""
+    if len(postings) != 2:
+        return None
+    holder, system = postings if postings[1].account.is_system else postings[::-1]
+    if holder.account.is_system or not system.account.is_system or holder.grant is not None:
+        return None
+    if holder.amount >= 0:
+        return None
+    return holder.account.pk, system.account.pk, system.amount
+
+
 def _posting_arrays(postings: Sequence) -> list[str]:
     """The postings as four PostgreSQL array literals ('{1,2}'), cast in the SQL.
 
@@ -159,9 +180,28 @@ def _posting_arrays(postings: Sequence) -> list[str]:
     ]
 
 
+def _server_binding_cursor():
+    """A Django cursor (query logging, execute wrappers and error translation all apply) whose
+    parameters are bound by the server, as with Django's OPTIONS["server_side_binding"], for
+    this module's function calls only. Django's default cursor quotes every argument into the
+    SQL text for the server to parse back: for a debit that is about a third of the client's
+    work and much of the server's before the account lock. No statement is prepared by name
+    (Django leaves prepare_threshold off), so a transaction-pooling PgBouncer stays safe."""
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        raw = ServerBindingCursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(raw)
+    return connection.make_cursor(raw)
+
+
 def _call(sql: str, params: list) -> list[tuple]:
     try:
-        with connection.cursor() as cursor:
+        with _server_binding_cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
     except DatabaseError as error:

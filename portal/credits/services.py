@@ -104,10 +104,13 @@ def account_for_student(user) -> CreditAccount:
 # --- The one writer -------------------------------------------------------------------------
 
 
+_KINDS = frozenset(LedgerTransaction.Kind.values)
+
+
 def _validate(idempotency_key: str, kind: str, postings: Sequence[Posting]) -> None:
     if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200:
         raise LedgerError(_("An idempotency key of 1 to 200 characters is required."))
-    if kind not in LedgerTransaction.Kind.values:
+    if kind not in _KINDS:
         raise LedgerError(_("Unknown kind of transaction: %(kind)s.") % {"kind": kind})
     if len(postings) < 2:
         raise LedgerError(_("A transaction needs at least two entries."))

@@ -1,0 +1,140 @@
+"""PostgreSQL: the commonest posting, a holder paying a system account out of its lots, as one
+flat function with the shortest possible hold on the holder's row lock.
+
+`credits_post_debit` does what `credits_post` does for the postings [holder -amount from the
+lots that expire first, system +amount] (every usage charge has that shape), and returns rows of
+the same shape: (transaction, NULL, NULL, NULL) first, then one row per lot drawn; a single row
+(NULL, ...) when the idempotency key was posted before. It raises NC001 (not enough credits) and
+NC002 (unknown account) like `credits_apply_postings`.
+
+Why a function of its own: on a busy account every debit waits for the one before it to commit,
+so what runs between the balance UPDATE (which takes the row lock) and the commit decides how
+many debits one account can take. Here the transaction row and the system leg are written before
+the lock; under it run only the balance UPDATE and one statement that draws the lots and writes
+the holder's legs. The general function loops over arrays and runs nine statements per debit.
+
+`credits_post_usage` (migration 0007) now posts each item through it. Keep the column lists in
+step with LedgerTransaction and LedgerEntry.
+"""
+
+import importlib
+
+from django.db import migrations
+
+from portal.core.migration_ops import VendorSQL
+
+POST_DEBIT = r"""
+CREATE OR REPLACE FUNCTION credits_post_debit(
+    p_public_id uuid,
+    p_key varchar,
+    p_kind varchar,
+    p_description varchar,
+    p_metadata jsonb,
+    p_created_by bigint,
+    p_at timestamptz,
+    p_holder bigint,
+    p_system bigint,
+    p_amount bigint
+) RETURNS TABLE (transaction_id bigint, grant_id bigint, remaining bigint, amount bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    v_transaction bigint;
+    v_taken bigint;
+    v_ids bigint[];
+    v_remaining bigint[];
+    v_amounts bigint[];
+BEGIN
+    INSERT INTO credits_ledgertransaction
+        (public_id, idempotency_key, kind, description, metadata, created_by_id, created_at)
+    VALUES (p_public_id, p_key, p_kind, p_description, p_metadata, p_created_by, p_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id INTO v_transaction;
+    IF v_transaction IS NULL THEN
+        -- The key was posted before: one row with no transaction tells the caller to replay.
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- The system leg, before any lock: it names an existing system account or nothing is
+    -- written.
+    INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
+    SELECT v_transaction, a.id, NULL, p_amount, p_at
+    FROM credits_creditaccount a WHERE a.id = p_system AND a.kind = 'system';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown account' USING ERRCODE = 'NC002';
+    END IF;
+
+    -- The holder's balance: the UPDATE takes the row lock and refuses to go below zero.
+    UPDATE credits_creditaccount SET balance = balance - p_amount
+    WHERE id = p_holder AND kind <> 'system' AND balance >= p_amount;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM credits_creditaccount WHERE id = p_holder AND kind <> 'system') THEN
+            RAISE EXCEPTION 'not enough credits' USING ERRCODE = 'NC001';
+        END IF;
+        RAISE EXCEPTION 'unknown account' USING ERRCODE = 'NC002';
+    END IF;
+
+    -- The lots that expire first, in one statement whose snapshot is taken after the lock was
+    -- granted, so it sees every earlier debit's commit. Expired lots are never drawn, even
+    -- before the expiry job has moved them out of the balance.
+    WITH open_lots AS (
+        SELECT g.id, g.remaining,
+               sum(g.remaining) OVER (ORDER BY g.expires_at, g.id) - g.remaining AS before,
+               row_number() OVER (ORDER BY g.expires_at, g.id) AS ord
+        FROM credits_creditgrant g
+        WHERE g.account_id = p_holder AND g.remaining > 0 AND g.expires_at > p_at
+    ),
+    draws AS (
+        SELECT id, ord, least(remaining, p_amount - before) AS take
+        FROM open_lots WHERE before < p_amount
+    ),
+    taken AS (
+        UPDATE credits_creditgrant g SET remaining = g.remaining - d.take
+        FROM draws d WHERE g.id = d.id
+        RETURNING g.id, g.remaining, g.amount, d.take, d.ord
+    ),
+    written AS (
+        INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
+        SELECT v_transaction, p_holder, t.id, -t.take, p_at FROM taken t ORDER BY t.ord
+    )
+    SELECT coalesce(sum(t.take), 0), array_agg(t.id ORDER BY t.ord),
+           array_agg(t.remaining ORDER BY t.ord), array_agg(t.amount ORDER BY t.ord)
+    INTO v_taken, v_ids, v_remaining, v_amounts
+    FROM taken t;
+    IF v_taken < p_amount THEN
+        RAISE EXCEPTION 'not enough credits' USING ERRCODE = 'NC001';
+    END IF;
+
+    transaction_id := v_transaction;
+    RETURN NEXT;
+    RETURN QUERY SELECT v_transaction, lots.* FROM unnest(v_ids, v_remaining, v_amounts) AS lots;
+END;
+$$;
+"""
+
+_USAGE = importlib.import_module("portal.credits.migrations.0007_post_usage_in_batches")
+_GENERAL_CALL = """FROM credits_post(
+                        p_public_ids[i], p_keys[i], 'usage', p_description, v_metadata, NULL,
+                        p_at, ARRAY[p_accounts[i], p_usage_account], ARRAY[-v_take, v_take],
+                        ARRAY[NULL, NULL]::bigint[], ARRAY[true, false]
+                    ) AS posted"""
+_DEBIT_CALL = """FROM credits_post_debit(
+                        p_public_ids[i], p_keys[i], 'usage', p_description, v_metadata, NULL,
+                        p_at, p_accounts[i], p_usage_account, v_take
+                    ) AS posted"""
+if _GENERAL_CALL not in _USAGE.FORWARD:  # pragma: no cover - a guard for whoever edits 0007
+    raise RuntimeError("0007's credits_post_usage no longer reads as this migration expects")
+POST_USAGE = _USAGE.FORWARD.replace(_GENERAL_CALL, _DEBIT_CALL)
+
+FORWARD = POST_DEBIT + POST_USAGE
+BACKWARD = _USAGE.FORWARD + (
+    "DROP FUNCTION IF EXISTS credits_post_debit(uuid, varchar, varchar, varchar, jsonb, bigint, "
+    "timestamptz, bigint, bigint, bigint);"
+)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("credits", "0007_post_usage_in_batches")]
+
+    operations = [VendorSQL({"postgresql": FORWARD}, {"postgresql": BACKWARD})]
