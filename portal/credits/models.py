@@ -180,17 +180,38 @@ class LedgerTransaction(models.Model):
         ADJUSTMENT = "adjustment", _("Adjustment")
 
     public_id = models.UUIDField(unique=True, editable=False)
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    # Unique through Meta.constraints rather than unique=True, which on PostgreSQL also builds a
+    # second, LIKE-only index that no query uses and every posting would have to write.
+    idempotency_key = models.CharField(max_length=200)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     description = models.CharField(max_length=500, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,  # partial index below
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="credits_transaction_idempotency_key"
+            )
+        ]
+        # Who posted by hand (adjustments, revocations): usage and grants made by the system
+        # carry no person, and a partial index is not written for them.
+        indexes = [
+            models.Index(
+                fields=["created_by"],
+                condition=Q(created_by__isnull=False),
+                name="credits_transaction_by_person",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.idempotency_key}"
@@ -216,7 +237,12 @@ class LedgerEntry(models.Model):
         CreditAccount, on_delete=models.PROTECT, related_name="entries", db_index=False
     )
     grant = models.ForeignKey(
-        CreditGrant, null=True, blank=True, on_delete=models.PROTECT, related_name="entries"
+        CreditGrant,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        db_index=False,  # partial index below: system legs name no lot
     )
     amount = models.BigIntegerField(_("amount (credit-seconds)"))
     created_at = models.DateTimeField(default=timezone.now)
@@ -224,7 +250,10 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ["created_at", "pk"]
         indexes = [
-            models.Index(fields=["account", "created_at"], name="credits_entry_account_time")
+            models.Index(fields=["account", "created_at"], name="credits_entry_account_time"),
+            models.Index(
+                fields=["grant"], condition=Q(grant__isnull=False), name="credits_entry_lot"
+            ),
         ]
         constraints = [
             models.CheckConstraint(name="credits_entry_not_zero", condition=~Q(amount=0)),

@@ -44,6 +44,7 @@ DECLARE
     v_ids bigint[];
     v_remaining bigint[];
     v_amounts bigint[];
+    v_lot record;
 BEGIN
     INSERT INTO credits_ledgertransaction
         (public_id, idempotency_key, kind, description, metadata, created_by_id, created_at)
@@ -75,9 +76,37 @@ BEGIN
         RAISE EXCEPTION 'unknown account' USING ERRCODE = 'NC002';
     END IF;
 
-    -- The lots that expire first, in one statement whose snapshot is taken after the lock was
-    -- granted, so it sees every earlier debit's commit. Expired lots are never drawn, even
-    -- before the expiry job has moved them out of the balance.
+    -- The lots that expire first, read after the lock was granted (each statement's snapshot
+    -- is taken when it starts, so it sees every earlier debit's commit). Expired lots are never
+    -- drawn, even before the expiry job has moved them out of the balance. Nearly always the
+    -- first lot covers the whole debit: one row found by index, no window over the others.
+    WITH first_lot AS (
+        SELECT g.id FROM credits_creditgrant g
+        WHERE g.account_id = p_holder AND g.remaining > 0 AND g.expires_at > p_at
+        ORDER BY g.expires_at, g.id
+        LIMIT 1
+    ),
+    taken AS (
+        UPDATE credits_creditgrant g SET remaining = g.remaining - p_amount
+        FROM first_lot f WHERE g.id = f.id AND g.remaining >= p_amount
+        RETURNING g.id, g.remaining, g.amount
+    ),
+    written AS (
+        INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
+        SELECT v_transaction, p_holder, t.id, -p_amount, p_at FROM taken t
+    )
+    SELECT t.id, t.remaining, t.amount INTO v_lot FROM taken t;
+    IF FOUND THEN
+        transaction_id := v_transaction;
+        RETURN NEXT;
+        grant_id := v_lot.id;
+        remaining := v_lot.remaining;
+        amount := v_lot.amount;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- Otherwise the debit runs over several lots, in the order they expire.
     WITH open_lots AS (
         SELECT g.id, g.remaining,
                sum(g.remaining) OVER (ORDER BY g.expires_at, g.id) - g.remaining AS before,
