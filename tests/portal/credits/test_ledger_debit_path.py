@@ -75,15 +75,7 @@ def test_the_one_statement_debit_keeps_the_general_paths_promises(scenario):
     assert_books_consistent()
 
 
-@pytest.mark.parametrize(
-    ("seconds", "kind", "on_other_account"),
-    [
-        (301, LedgerTransaction.Kind.USAGE, False),
-        (300, LedgerTransaction.Kind.ADJUSTMENT, False),
-        (300, LedgerTransaction.Kind.USAGE, True),
-    ],
-    ids=["other-amount", "other-kind", "other-account"],
-)
+@scenarios.OTHER_POSTINGS_UNDER_ONE_KEY
 def test_a_key_replayed_for_another_debit_is_a_conflict(seconds, kind, on_other_account):
     with CaptureQueriesContext(connection) as captured:
         scenarios.test_replaying_a_key_for_a_different_posting_is_a_conflict(

@@ -246,7 +246,8 @@ def test_replaying_a_key_through_ledger_post_returns_the_same_transaction():
     assert books() == before
 
 
-@pytest.mark.parametrize(
+# Also run committed, through the one-statement debit, by test_ledger_debit_path.
+OTHER_POSTINGS_UNDER_ONE_KEY = pytest.mark.parametrize(
     ("seconds", "kind", "on_other_account"),
     [
         (301, LedgerTransaction.Kind.USAGE, False),
@@ -255,6 +256,9 @@ def test_replaying_a_key_through_ledger_post_returns_the_same_transaction():
     ],
     ids=["other-amount", "other-kind", "other-account"],
 )
+
+
+@OTHER_POSTINGS_UNDER_ONE_KEY
 def test_replaying_a_key_for_a_different_posting_is_a_conflict(seconds, kind, on_other_account):
     # given a charge of 300 on one account under a key
     account = org_account()
