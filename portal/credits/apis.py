@@ -217,8 +217,14 @@ class StatementApi(APIView):
             "totals": statement.totals,
             "totals_pkr": {k: display_pkr(v) for k, v in statement.totals_pkr.items()},
             "usage": [
-                {"sandbox": s, "profile": p, "credit_seconds": sec, "pkr": str(display_pkr(pkr))}
-                for s, p, sec, pkr in statement.usage_by_sandbox
+                {
+                    "sandbox": line.sandbox,
+                    "sandbox_name": line.name,
+                    "profile": line.profile,
+                    "credit_seconds": line.credit_seconds,
+                    "pkr": str(display_pkr(line.pkr)),
+                }
+                for line in statement.usage_by_sandbox
             ],
             "lines": [
                 {

@@ -1,11 +1,10 @@
 """Reads of the books: balances, lots, statements, the review queue."""
 
 import datetime as dt
-from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
@@ -152,8 +151,25 @@ class Statement:
     closing_pkr: Decimal
     totals: dict[str, int] = field(default_factory=dict)
     totals_pkr: dict[str, Decimal] = field(default_factory=dict)
-    usage_by_sandbox: list[tuple[str, str, int, Decimal]] = field(default_factory=list)
+    usage_by_sandbox: list["SandboxUsage"] = field(default_factory=list)
     lines: list[StatementLine] = field(default_factory=list)
+
+
+@dataclass
+class SandboxUsage:
+    """A month's usage of one sandbox on one profile. `sandbox` is its public id and `name` the
+    name it was charged under (metering records both; of two names, the later in the alphabet),
+    blank for usage posted without one."""
+
+    sandbox: str
+    name: str
+    profile: str
+    credit_seconds: int
+    pkr: Decimal
+
+    @property
+    def label(self) -> str:
+        return self.name or self.sandbox
 
 
 STATEMENT_TOTALS = ["grants", "usage", "expiries", "adjustments"]
@@ -216,19 +232,24 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
             profile=KeyTextTransform("profile", "transaction__metadata"),
         )
         .values("sandbox", "profile", "grant__rate_pkr_per_gpu_hour")
-        .annotate(seconds=Sum("amount"))
+        .annotate(
+            seconds=Sum("amount"),
+            name=Max(KeyTextTransform("sandbox_name", "transaction__metadata")),
+        )
         .order_by("sandbox", "profile")
     )
-    usage: dict[tuple[str, str], list] = defaultdict(lambda: [0, Decimal(0)])
+    usage: dict[tuple[str, str], SandboxUsage] = {}
     for row in usage_rows:
         pkr = credit_seconds_to_pkr(row["seconds"], row["grant__rate_pkr_per_gpu_hour"] or 0)
-        key = (row["sandbox"] or "", row["profile"] or "")
-        usage[key][0] += row["seconds"]
-        usage[key][1] += pkr
+        sandbox, profile = row["sandbox"] or "", row["profile"] or ""
+        line = usage.setdefault(
+            (sandbox, profile), SandboxUsage(sandbox, "", profile, 0, Decimal(0))
+        )
+        line.name = max(line.name, row["name"] or "")
+        line.credit_seconds += row["seconds"]
+        line.pkr += pkr
         add("usage", row["seconds"], pkr)
-    statement.usage_by_sandbox = [
-        (sandbox, profile, seconds, pkr) for (sandbox, profile), (seconds, pkr) in usage.items()
-    ]
+    statement.usage_by_sandbox = list(usage.values())
 
     for entry in (
         in_month.exclude(transaction__kind=K.USAGE)

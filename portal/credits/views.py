@@ -237,8 +237,16 @@ def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
             seconds=line.credit_seconds,
             pkr=line.pkr,
         )
-    for sandbox, profile, seconds, pkr in data.usage_by_sandbox:
-        row("usage", kind="usage", sandbox=sandbox, profile=profile, seconds=seconds, pkr=pkr)
+    for line in data.usage_by_sandbox:
+        row(
+            "usage",
+            kind="usage",
+            description=line.name,
+            sandbox=line.sandbox,
+            profile=line.profile,
+            seconds=line.credit_seconds,
+            pkr=line.pkr,
+        )
     for group, seconds in data.totals.items():
         row(f"total_{group}", seconds=seconds, pkr=data.totals_pkr[group])
     row("closing", seconds=data.closing, pkr=data.closing_pkr)
