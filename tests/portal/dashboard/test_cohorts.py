@@ -192,3 +192,15 @@ def test_anonymous_and_unknown_cohorts(client, programme_manager):
         client.get(reverse("dashboard:cohort_deactivate", args=[cohort.public_id])).status_code
         == 405
     )
+
+
+def test_in_urdu_an_open_cohort_reads_as_a_state_not_as_the_verb(client, programme_manager):
+    # "Open" is both a button (the verb, کھولیں) and a cohort's state (کھلا): msgctxt tells them
+    cohort = CohortFactory(capacity=3, created_by=programme_manager)
+    client.force_login(programme_manager)
+    client.post(reverse("language_set"), {"language": "ur", "next": "/"})
+
+    page = client.get(reverse("dashboard:cohort", args=[cohort.public_id])).content.decode()
+
+    assert '<span class="badge ok" id="cohort-state">کھلا</span>' in page
+    assert "کھولیں" not in page
