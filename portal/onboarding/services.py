@@ -14,9 +14,9 @@ from portal.organisations.models import Organisation
 from portal.organisations.services import organisation_create
 from portal.users.models import User
 from portal.users.selectors import user_has_verified_email, user_is_programme_manager
-from portal.users.services import SuspensionOutcome, suspension_check, user_sessions_end
+from portal.users.services import SuspensionOutcome, suspension_check
 from sandboxes.launcher.models import Sandbox
-from sandboxes.launcher.services import sandboxes_stop_live
+from sandboxes.launcher.services import suspension_enforce
 
 from .models import Cohort, StudentProfile, University
 from .selectors import OnboardingState, onboarding_state, university_for_email
@@ -214,16 +214,11 @@ def student_suspend(
         return SuspensionOutcome(changed=False)
     student.is_active = False
     student.save(update_fields=["is_active"])
-    stopped = sandboxes_stop_live(
+    outcome = suspension_enforce(
         sandboxes=Sandbox.objects.filter(user=student),
+        user_ids=[student.pk],
         acting_user=acting_user,
-        reason=_("Suspended by the programme"),
         ip=ip,
-    )
-    outcome = SuspensionOutcome(
-        changed=True,
-        sandboxes_stopped=[str(sandbox.public_id) for sandbox in stopped],
-        sessions_ended=user_sessions_end(user_ids=[student.pk]),
     )
     audit_record(
         actor=acting_user,

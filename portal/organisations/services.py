@@ -24,10 +24,9 @@ from portal.users.services import (
     SuspensionOutcome,
     email_normalise,
     suspension_check,
-    user_sessions_end,
 )
 from sandboxes.launcher.models import Sandbox
-from sandboxes.launcher.services import sandboxes_stop_live
+from sandboxes.launcher.services import suspension_enforce
 
 from .models import Invitation, Membership, Organisation, Role
 
@@ -380,16 +379,11 @@ def organisation_suspend(
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    stopped = sandboxes_stop_live(
+    outcome = suspension_enforce(
         sandboxes=Sandbox.objects.filter(organisation=organisation),
+        user_ids=members,
         acting_user=acting_user,
-        reason=_("Suspended by the programme"),
         ip=ip,
-    )
-    outcome = SuspensionOutcome(
-        changed=True,
-        sandboxes_stopped=[str(sandbox.public_id) for sandbox in stopped],
-        sessions_ended=user_sessions_end(user_ids=members),
     )
     audit_record(
         actor=acting_user,
