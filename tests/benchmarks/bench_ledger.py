@@ -304,38 +304,8 @@ def _label(sql: str) -> str:
 def books_check(expected_usage: int) -> list[str]:
     from django.db import connection
 
-    checks = {
-        "transactions that do not sum to zero": """
-            SELECT count(*) FROM (
-                SELECT transaction_id FROM credits_ledgerentry
-                GROUP BY transaction_id HAVING SUM(amount) <> 0
-            ) AS unbalanced""",
-        "holder balances that differ from their entries": """
-            SELECT count(*) FROM credits_creditaccount AS a
-            WHERE a.kind <> 'system' AND a.balance <> COALESCE(
-                (SELECT SUM(e.amount) FROM credits_ledgerentry AS e WHERE e.account_id = a.id), 0)
-        """,
-        "holder balances that differ from their lots": """
-            SELECT count(*) FROM credits_creditaccount AS a
-            WHERE a.kind <> 'system' AND a.balance <> COALESCE(
-                (SELECT SUM(g.remaining) FROM credits_creditgrant AS g WHERE g.account_id = a.id),
-                0)""",
-        "lots whose remaining differs from their entries": """
-            SELECT count(*) FROM credits_creditgrant AS g
-            WHERE g.remaining <> COALESCE(
-                (SELECT SUM(e.amount) FROM credits_ledgerentry AS e WHERE e.grant_id = g.id), 0)
-        """,
-        "negative balances or lots": """
-            SELECT (SELECT count(*) FROM credits_creditaccount WHERE balance < 0)
-                 + (SELECT count(*) FROM credits_creditgrant WHERE remaining < 0)""",
-    }
-    problems = []
+    problems = common.ledger_problems()
     with connection.cursor() as cursor:
-        for name, sql in checks.items():
-            cursor.execute(sql)
-            (count,) = cursor.fetchone()
-            if count:
-                problems.append(f"{count} {name}")
         cursor.execute("SELECT count(*) FROM credits_ledgertransaction WHERE kind = 'usage'")
         (usage,) = cursor.fetchone()
     if usage != expected_usage:

@@ -372,7 +372,6 @@ def books_check(last_now: dt.datetime) -> tuple[list[str], dict]:
     """Every run charged exactly rate × allocated time, to the slot of the last tick, in its
     interval rows, its counter and the ledger; the ledger itself balanced."""
     from django.conf import settings
-    from django.db import connection
     from django.db.models import Sum
 
     from portal.credits.models import LedgerEntry, LedgerTransaction
@@ -416,27 +415,7 @@ def books_check(last_now: dt.datetime) -> tuple[list[str], dict]:
     drift = services.reconcile(since=last_now - dt.timedelta(days=1))["drift"]
     if drift:
         problems.append(f"reconcile() finds {len(drift)} runs drifting, e.g. {drift[0]}")
-    checks = {
-        "transactions that do not sum to zero": """
-            SELECT count(*) FROM (SELECT transaction_id FROM credits_ledgerentry
-                                  GROUP BY transaction_id HAVING SUM(amount) <> 0) AS t""",
-        "holder balances that differ from their entries": """
-            SELECT count(*) FROM credits_creditaccount AS a
-            WHERE a.kind <> 'system' AND a.balance <> COALESCE(
-                (SELECT SUM(e.amount) FROM credits_ledgerentry AS e WHERE e.account_id = a.id), 0)
-        """,
-        "holder balances that differ from their lots": """
-            SELECT count(*) FROM credits_creditaccount AS a
-            WHERE a.kind <> 'system' AND a.balance <> COALESCE(
-                (SELECT SUM(g.remaining) FROM credits_creditgrant AS g WHERE g.account_id = a.id),
-                0)""",
-    }
-    with connection.cursor() as cursor:
-        for name, statement in checks.items():
-            cursor.execute(statement)
-            (count,) = cursor.fetchone()
-            if count:
-                problems.append(f"{count} {name}")
+    problems += common.ledger_problems()
     return problems, figures
 
 

@@ -37,6 +37,50 @@ def database_drop(server_url: str, name: str) -> None:
     )
 
 
+# --- The books ---------------------------------------------------------------------------------
+
+LEDGER_CHECKS = {
+    "transactions that do not sum to zero": """
+        SELECT count(*) FROM (
+            SELECT transaction_id FROM credits_ledgerentry
+            GROUP BY transaction_id HAVING SUM(amount) <> 0
+        ) AS unbalanced""",
+    "holder balances that differ from their entries": """
+        SELECT count(*) FROM credits_creditaccount AS a
+        WHERE a.kind <> 'system' AND a.balance <> COALESCE(
+            (SELECT SUM(e.amount) FROM credits_ledgerentry AS e WHERE e.account_id = a.id), 0)
+    """,
+    "holder balances that differ from their lots": """
+        SELECT count(*) FROM credits_creditaccount AS a
+        WHERE a.kind <> 'system' AND a.balance <> COALESCE(
+            (SELECT SUM(g.remaining) FROM credits_creditgrant AS g WHERE g.account_id = a.id),
+            0)""",
+    "lots whose remaining differs from their entries": """
+        SELECT count(*) FROM credits_creditgrant AS g
+        WHERE g.remaining <> COALESCE(
+            (SELECT SUM(e.amount) FROM credits_ledgerentry AS e WHERE e.grant_id = g.id), 0)
+    """,
+    "negative balances or lots": """
+        SELECT (SELECT count(*) FROM credits_creditaccount WHERE balance < 0)
+             + (SELECT count(*) FROM credits_creditgrant WHERE remaining < 0)""",
+}
+
+
+def ledger_problems() -> list[str]:
+    """The ledger's invariants, checked in SQL on Django's connection after a benchmark wrote
+    to it: one line per kind of breach, empty when the books hold."""
+    from django.db import connection
+
+    problems = []
+    with connection.cursor() as cursor:
+        for name, statement in LEDGER_CHECKS.items():
+            cursor.execute(statement)
+            (count,) = cursor.fetchone()
+            if count:
+                problems.append(f"{count} {name}")
+    return problems
+
+
 # --- A portal server under uvicorn --------------------------------------------------------------
 
 
