@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 
+from portal.core.spreadsheets import Echo, csv_cell
 from portal.credits.units import display_gpu_hours, display_pkr, month_parse
 
 from .access import programme_manager_required
@@ -23,8 +24,6 @@ from .reports import FIGURES, MEASURE_LABELS, Report, ReportRow, monthly_report,
 
 REPORT_PAGE_SIZE = 200  # rows on screen; the totals and the exports always cover every row
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# A spreadsheet runs text that starts with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _report_or_errors(request: HttpRequest, template: str = "dashboard/reports/index.html"):
@@ -86,19 +85,6 @@ def _export_rows(report: Report):
         yield values
 
 
-def _text_safe(value):
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-class _Line:
-    """A file-like that hands back what csv.writer writes, for streaming."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 @programme_manager_required
 def reports_export(request: HttpRequest, extension: str) -> HttpResponse:
     """The report as a file: `export.csv` or `export.xlsx`, with the same query as the page."""
@@ -111,9 +97,9 @@ def reports_export(request: HttpRequest, extension: str) -> HttpResponse:
 
 
 def _csv(report: Report) -> HttpResponse:
-    writer = csv.writer(_Line())
+    writer = csv.writer(Echo())
     lines = (
-        writer.writerow([_text_safe(v) for v in values])
+        writer.writerow([csv_cell(v) for v in values])
         for values in [_export_header(), *_export_rows(report)]
     )
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

@@ -22,6 +22,7 @@ from portal.audit.selectors import audit_actions, audit_events_list
 from portal.audit.services import audit_record, client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
+from portal.core.spreadsheets import Echo, csv_cell
 from portal.credits import services as credit_services
 from portal.credits.applications import (
     DECIDABLE_STATES,
@@ -133,9 +134,6 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     )
 
 
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such a
-# cell is written with a leading apostrophe, which spreadsheets read as "this is text".
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_CSV_HEADER = [
     "created_at",
     "actor_email",
@@ -148,20 +146,8 @@ AUDIT_CSV_HEADER = [
 ]
 
 
-def csv_cell(value) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-class _Echo:
-    """A file-like that hands back what csv.writer writes, so rows can be streamed."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 def _audit_rows(events):
-    writer = csv.writer(_Echo())
+    writer = csv.writer(Echo())
     yield writer.writerow(AUDIT_CSV_HEADER)
     for event in events.iterator(chunk_size=2000):
         yield writer.writerow(
