@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from portal.apikeys.models import ApiKey
+from portal.apikeys.selectors import api_key_ids_in_force
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.credits.tasks import student_allowance_grant as student_allowance_grant_task
@@ -179,14 +179,6 @@ def _student_for_decision(*, student: User, acting_user: User) -> User:
     return student
 
 
-def _live_personal_keys(student: User) -> list[str]:
-    return list(
-        ApiKey.objects.filter(user=student, revoked_at__isnull=True, expires_at__gt=timezone.now())
-        .order_by("key_id")
-        .values_list("key_id", flat=True)
-    )
-
-
 @transaction.atomic
 def student_suspend(
     *, student: User, reason: str, acting_user: User, ip: str | None = None
@@ -229,7 +221,7 @@ def student_suspend(
             "reason": reason,
             "sandboxes_stopped": outcome.sandboxes_stopped,
             "sessions_ended": outcome.sessions_ended,
-            "api_keys_suspended": _live_personal_keys(student),
+            "api_keys_suspended": api_key_ids_in_force(user=student),
         },
     )
     return outcome
@@ -254,7 +246,7 @@ def student_reactivate(
         action="student.reactivated",
         target=student,
         ip=ip,
-        data={"reason": reason, "api_keys_restored": _live_personal_keys(student)},
+        data={"reason": reason, "api_keys_restored": api_key_ids_in_force(user=student)},
     )
     user_id = student.pk
     transaction.on_commit(lambda: student_allowance_grant_task.delay(user_id=user_id))

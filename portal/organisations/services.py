@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from portal.apikeys.models import ApiKey
+from portal.apikeys.selectors import api_key_ids_in_force
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
@@ -319,17 +319,6 @@ def ownership_transfer(
 # --- Suspension by the programme -------------------------------------------------------------
 
 
-def _live_api_keys(organisation: Organisation) -> list[str]:
-    """The organisation's service keys that would work if it were active (for the audit)."""
-    return list(
-        ApiKey.objects.filter(
-            organisation=organisation, revoked_at__isnull=True, expires_at__gt=timezone.now()
-        )
-        .order_by("key_id")
-        .values_list("key_id", flat=True)
-    )
-
-
 def _organisation_for_decision(*, organisation: Organisation, acting_user: User) -> Organisation:
     # FOR NO KEY UPDATE: a launch inserting a sandbox that refers to this row (FOR KEY SHARE)
     # is not blocked by it, so it cannot deadlock with the members' locks below.
@@ -395,7 +384,7 @@ def organisation_suspend(
             "sandboxes_stopped": outcome.sandboxes_stopped,
             "sessions_ended": outcome.sessions_ended,
             "members": len(members),
-            "api_keys_suspended": _live_api_keys(organisation),
+            "api_keys_suspended": api_key_ids_in_force(organisation=organisation),
         },
     )
     return outcome
@@ -419,6 +408,9 @@ def organisation_reactivate(
         action="organisation.reactivated",
         target=organisation,
         ip=ip,
-        data={"reason": reason, "api_keys_restored": _live_api_keys(organisation)},
+        data={
+            "reason": reason,
+            "api_keys_restored": api_key_ids_in_force(organisation=organisation),
+        },
     )
     return SuspensionOutcome(changed=True)
