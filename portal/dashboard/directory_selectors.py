@@ -25,12 +25,14 @@ from django.utils import timezone
 
 from portal.apikeys.models import ApiKey
 from portal.audit.models import AuditEvent
-from portal.credits.models import CreditAccount, CreditGrant, LedgerEntry, LedgerTransaction
+from portal.credits.models import CreditAccount, CreditGrant, LedgerEntry
 from portal.credits.units import month_bounds
 from portal.onboarding.models import StudentProfile
 from portal.organisations.models import Membership, Organisation
 from portal.users.models import User
 from sandboxes.launcher.models import Sandbox
+
+from .selectors import used_between
 
 RECENT_LEDGER_LINES = 20
 DETAIL_ROWS = 50
@@ -71,19 +73,6 @@ def _scalar(queryset: QuerySet, group_by: str, aggregate) -> Coalesce:
     return Coalesce(Subquery(subquery, output_field=IntegerField()), Value(0))
 
 
-def _used_since(account_ref: str, since: dt.datetime) -> Coalesce:
-    """GPU usage charged to the account since `since` (usage entries are debits: negated)."""
-    return _scalar(
-        LedgerEntry.objects.filter(
-            account_id=OuterRef(account_ref),
-            created_at__gte=since,
-            transaction__kind=LedgerTransaction.Kind.USAGE,
-        ),
-        "account_id",
-        Sum(F("amount") * -1),
-    )
-
-
 def _live_sandboxes(**correlation) -> Coalesce:
     return _scalar(
         Sandbox.objects.filter(status__in=Sandbox.LIVE, **correlation),
@@ -106,7 +95,7 @@ def organisations_with_figures() -> QuerySet[Organisation]:
             "account_id",
             Sum("amount"),
         ),
-        used_this_month=_used_since("credit_account__id", _this_month_start()),
+        used_this_month=used_between("credit_account__id", _this_month_start()),
         members=_scalar(
             Membership.objects.filter(organisation_id=OuterRef("pk")),
             "organisation_id",
@@ -229,7 +218,7 @@ def students_with_figures() -> QuerySet[StudentProfile]:
     return StudentProfile.objects.select_related("user", "university", "cohort").annotate(
         account_public_id=F("user__credit_account__public_id"),
         balance=Coalesce(F("user__credit_account__balance"), Value(0)),
-        used_this_month=_used_since("user__credit_account__id", _this_month_start()),
+        used_this_month=used_between("user__credit_account__id", _this_month_start()),
         sandboxes_live=_live_sandboxes(user_id=OuterRef("user_id")),
     )
 

@@ -50,7 +50,6 @@ from portal.credits.models import (
     ApplicationState,
     CreditAccount,
     CreditApplication,
-    LedgerEntry,
     LedgerTransaction,
 )
 from portal.credits.selectors import QUEUE_STATES
@@ -61,8 +60,9 @@ from portal.credits.units import (
 )
 from portal.organisations.models import Province, Sector
 
+from .selectors import holder_entries, holders_counted
+
 K = LedgerTransaction.Kind
-HOLDER_KINDS = [CreditAccount.Kind.ORGANISATION, CreditAccount.Kind.STUDENT]
 MAX_MONTHS = 120  # ten years in one report: the month table stays readable
 
 
@@ -185,10 +185,7 @@ def months_between(month_from: dt.date, month_to: dt.date) -> list[dt.date]:
 
 
 def _holder_entries(month_from: dt.date, month_to: dt.date):
-    start, end = month_range_bounds(month_from, month_to)
-    return LedgerEntry.objects.filter(
-        account__kind__in=HOLDER_KINDS, created_at__gte=start, created_at__lt=end
-    )
+    return holder_entries(*month_range_bounds(month_from, month_to))
 
 
 def _measure_sums() -> dict:
@@ -344,14 +341,7 @@ def active_holders(*, month_from: dt.date, month_to: dt.date) -> ActiveHolders:
     counts = (
         _holder_entries(month_from, month_to)
         .filter(transaction__kind=K.USAGE)
-        .aggregate(
-            organisations=Count(
-                "account", distinct=True, filter=Q(account__kind=CreditAccount.Kind.ORGANISATION)
-            ),
-            students=Count(
-                "account", distinct=True, filter=Q(account__kind=CreditAccount.Kind.STUDENT)
-            ),
-        )
+        .aggregate(**holders_counted("account"))
     )
     return ActiveHolders(**counts)
 

@@ -177,10 +177,38 @@ def queue_waiting_days(*, applications, now: dt.datetime | None = None) -> list:
 # --- Credits this month (the ledger) --------------------------------------------------------
 
 
-def _holder_entries(start: dt.datetime, end: dt.datetime) -> QuerySet[LedgerEntry]:
+def holder_entries(start: dt.datetime, end: dt.datetime) -> QuerySet[LedgerEntry]:
+    """Ledger entries of organisations' and students' accounts in [start, end): the system
+    accounts are the other side of the same transactions and would count everything twice."""
     return LedgerEntry.objects.filter(
         account__kind__in=HOLDER_KINDS, created_at__gte=start, created_at__lt=end
     )
+
+
+def used_between(account_ref: str, start: dt.datetime, end: dt.datetime | None = None) -> Coalesce:
+    """GPU time charged to the outer row's credit account (`account_ref`, an OuterRef path to
+    its id) from `start` to `end` (open-ended without one), as a positive number of
+    credit-seconds: a correlated sum on the (account, created_at) index, 0 without any."""
+    entries = LedgerEntry.objects.filter(
+        account_id=OuterRef(account_ref), created_at__gte=start, transaction__kind=K.USAGE
+    )
+    if end is not None:
+        entries = entries.filter(created_at__lt=end)
+    used = entries.order_by().values("account_id").annotate(used=-Sum("amount")).values("used")
+    return Coalesce(Subquery(used[:1], output_field=BigIntegerField()), Value(0))
+
+
+def holders_counted(account: str) -> dict:
+    """Aggregates counting the distinct organisations' and students' accounts named by the
+    relation `account` (as `organisations` and `students`)."""
+    kinds = {
+        "organisations": CreditAccount.Kind.ORGANISATION,
+        "students": CreditAccount.Kind.STUDENT,
+    }
+    return {
+        name: Count(account, distinct=True, filter=Q(**{f"{account}__kind": kind}))
+        for name, kind in kinds.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -240,14 +268,7 @@ def ledger_month(*, month: dt.date | None = None) -> LedgerMonth:
     holders = (
         SandboxRun.objects.filter(started_at__lt=end)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=start))
-        .aggregate(
-            organisations=Count(
-                "account", distinct=True, filter=Q(account__kind=CreditAccount.Kind.ORGANISATION)
-            ),
-            students=Count(
-                "account", distinct=True, filter=Q(account__kind=CreditAccount.Kind.STUDENT)
-            ),
-        )
+        .aggregate(**holders_counted("account"))
     )
     return LedgerMonth(
         month=month,
@@ -272,7 +293,7 @@ def top_consumers(*, month: dt.date | None = None, limit: int = 10) -> list[Cons
     month = month or _this_month()
     start, end = month_bounds(month)
     rows = (
-        _holder_entries(start, end)
+        holder_entries(start, end)
         .filter(transaction__kind=K.USAGE)
         .values(
             "account_id",
@@ -336,8 +357,12 @@ def cluster_now(*, snapshot: dict) -> ClusterNow:
 # --- The cluster's history (DeviceRollup) ---------------------------------------------------
 
 
+_ROLLUP_SUMS = ("samples_total", "util_weighted", "util_samples", "held", "idle")
+
+
 def _rollup_sums() -> dict:
-    """Aggregates over DeviceRollup rows: utilisation weighted by each hour's samples."""
+    """Aggregates over DeviceRollup rows (named as in _ROLLUP_SUMS): utilisation weighted by
+    each hour's samples."""
     with_reading = Q(util_pct__isnull=False)
     return {
         "samples_total": Sum("samples"),
@@ -358,15 +383,29 @@ def _share(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
-@dataclass(frozen=True)
-class UsageDay:
-    """One device (or the whole cluster) over one local day."""
+def _sums_add(total: dict, row: dict) -> None:
+    """Add one `_rollup_sums` row into a running total (a defaultdict(int))."""
+    for name in _ROLLUP_SUMS:
+        total[name] += row[name] or 0
 
-    day: dt.date
-    util_pct: float | None
-    held_seconds: int
-    idle_held_seconds: int
-    samples: int = 0
+
+def _usage_day(day: dt.date | None, sums: dict) -> "UsageDay":
+    """A day (or a whole window, `day` None) from `_rollup_sums` figures."""
+    interval = settings.METERING_INTERVAL
+    return UsageDay(
+        day=day,
+        util_pct=_util(sums),
+        held_seconds=(sums["held"] or 0) * interval,
+        idle_held_seconds=(sums["idle"] or 0) * interval,
+        samples=sums["samples_total"] or 0,
+    )
+
+
+class _HeldTime:
+    """Held and idle-held seconds, read as hours and as the idle share."""
+
+    held_seconds: float
+    idle_held_seconds: float
 
     @property
     def held_hours(self) -> float:
@@ -379,6 +418,17 @@ class UsageDay:
     @property
     def idle_share_pct(self) -> float | None:
         return _share(self.idle_held_seconds, self.held_seconds)
+
+
+@dataclass(frozen=True)
+class UsageDay(_HeldTime):
+    """One device (or the whole cluster) over one local day."""
+
+    day: dt.date
+    util_pct: float | None
+    held_seconds: int
+    idle_held_seconds: int
+    samples: int = 0
 
     @property
     def level(self) -> int:
@@ -400,7 +450,6 @@ def cluster_hourly(*, hours: int = 7 * 24, now: dt.datetime | None = None) -> Cl
     """The last `hours` hours of the whole cluster, one query: average utilisation, and the
     share of device time held and held while idle. Hours without readings are gaps."""
     now = now or timezone.now()
-    interval = settings.METERING_INTERVAL
     end = now.replace(minute=0, second=0, microsecond=0) + HOUR
     start = end - hours * HOUR
     rows = {
@@ -423,20 +472,9 @@ def cluster_hourly(*, hours: int = 7 * 24, now: dt.datetime | None = None) -> Cl
             series["util_pct"].append(_util(row))
             series["held_pct"].append(_share(row["held"], row["samples_total"]))
             series["idle_held_pct"].append(_share(row["idle"], row["samples_total"]))
-            day = by_day[bucket.astimezone(tz).date()]
-            for name in ("samples_total", "util_weighted", "util_samples", "held", "idle"):
-                day[name] += row[name] or 0
+            _sums_add(by_day[bucket.astimezone(tz).date()], row)
         bucket += HOUR
-    days = [
-        UsageDay(
-            day=day,
-            util_pct=_util(sums),
-            held_seconds=sums["held"] * interval,
-            idle_held_seconds=sums["idle"] * interval,
-            samples=sums["samples_total"],
-        )
-        for day, sums in sorted(by_day.items(), reverse=True)
-    ]
+    days = [_usage_day(day, sums) for day, sums in sorted(by_day.items(), reverse=True)]
     return ClusterHours(series=series, days=days)
 
 
@@ -475,7 +513,6 @@ def device_history(*, days: int = 14, today: dt.date | None = None) -> DeviceHis
     """The last `days` local days (today included), per device: two queries (the roll-ups
     summed per device and day, and the devices)."""
     today = today or timezone.localdate()
-    interval = settings.METERING_INTERVAL
     tz = timezone.get_default_timezone()
     dates = [today - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
     start, end = _local_midnight(dates[0]), _local_midnight(today + dt.timedelta(days=1))
@@ -492,23 +529,13 @@ def device_history(*, days: int = 14, today: dt.date | None = None) -> DeviceHis
         "index", "mig_profile", "uuid"
     )
 
-    def usage_day(day, sums) -> UsageDay:
-        return UsageDay(
-            day=day,
-            util_pct=_util(sums),
-            held_seconds=(sums["held"] or 0) * interval,
-            idle_held_seconds=(sums["idle"] or 0) * interval,
-            samples=sums["samples_total"] or 0,
-        )
-
     def summed(day, rows) -> UsageDay | None:
         if not rows:
             return None
         totals = defaultdict(int)
         for row in rows:
-            for name in ("samples_total", "util_weighted", "util_samples", "held", "idle"):
-                totals[name] += row[name] or 0
-        return usage_day(day, totals)
+            _sums_add(totals, row)
+        return _usage_day(day, totals)
 
     history = DeviceHistory(days=dates, devices=[])
     for device in devices:
@@ -516,7 +543,7 @@ def device_history(*, days: int = 14, today: dt.date | None = None) -> DeviceHis
         history.devices.append(
             DeviceDays(
                 device=device,
-                days=[usage_day(day, mine[day]) if day in mine else None for day in dates],
+                days=[_usage_day(day, mine[day]) if day in mine else None for day in dates],
                 total=summed(None, list(mine.values()))
                 or UsageDay(day=None, util_pct=None, held_seconds=0, idle_held_seconds=0),
             )
@@ -528,7 +555,7 @@ def device_history(*, days: int = 14, today: dt.date | None = None) -> DeviceHis
 
 
 @dataclass
-class HolderIdle:
+class HolderIdle(_HeldTime):
     """A holder's GPU time over a window: held, and held while idle (under 5 % busy)."""
 
     account_public_id: str | None
@@ -536,18 +563,6 @@ class HolderIdle:
     name: str
     held_seconds: float = 0.0
     idle_held_seconds: float = 0.0
-
-    @property
-    def held_hours(self) -> float:
-        return round(self.held_seconds / 3600, 1)
-
-    @property
-    def idle_held_hours(self) -> float:
-        return round(self.idle_held_seconds / 3600, 1)
-
-    @property
-    def idle_share_pct(self) -> float | None:
-        return _share(self.idle_held_seconds, self.held_seconds)
 
 
 def holders_idle(
@@ -647,25 +662,11 @@ def cohort_members(*, cohort: Cohort, month: dt.date | None = None) -> QuerySet[
     """The cohort's students, newest first, each with `used_credit_seconds` this month (a
     correlated sum per row on the (account, created_at) index: a page of rows, one query)."""
     month = month or _this_month()
-    start, end = month_bounds(month)
-    used = (
-        LedgerEntry.objects.filter(
-            account__user=OuterRef("user"),
-            account__kind=CreditAccount.Kind.STUDENT,
-            transaction__kind=K.USAGE,
-            created_at__gte=start,
-            created_at__lt=end,
-        )
-        .order_by()
-        .values("account")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
     return (
         StudentProfile.objects.filter(cohort=cohort)
         .select_related("user", "university")
         .annotate(
-            used_credit_seconds=-Coalesce(Subquery(used), Value(0), output_field=BigIntegerField())
+            used_credit_seconds=used_between("user__credit_account__id", *month_bounds(month))
         )
         .order_by("-created_at", "-pk")
     )
