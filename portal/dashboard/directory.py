@@ -5,7 +5,6 @@ services suspend and reactivate. Every page is behind the programme managers' ga
 """
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -24,20 +23,10 @@ from portal.users.services import SuspensionOutcome
 from . import directory_selectors as selectors
 from .access import programme_manager_required
 from .directory_forms import OrganisationFilterForm, StudentFilterForm, SuspensionForm
+from .listing import filtered_page
 
 PAGE_SIZE = 50
 ERROR_STATUS = {"permission_denied": 403, "wrong_state": 409}
-
-
-def _listing(request: HttpRequest, form, queryset_for) -> tuple[dict, int]:
-    """A filtered, paginated list: the page, the form, and the query string without the page
-    (for the pagination links). An invalid filter shows everything, with the form's errors."""
-    filters = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    page = Paginator(queryset_for(filters), PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    status = 400 if form.is_bound and form.errors else 200
-    return {"form": form, "page": page, "query": query.urlencode()}, status
 
 
 def _outcome_message(request: HttpRequest, outcome: SuspensionOutcome, *, done: str) -> None:
@@ -85,7 +74,7 @@ def _decide(request: HttpRequest, service, target_kwargs: dict, *, done: str):
 @programme_manager_required
 def organisations(request: HttpRequest) -> HttpResponse:
     form = OrganisationFilterForm(request.GET or None)
-    context, status = _listing(
+    context, status = filtered_page(
         request,
         form,
         lambda filters: selectors.organisations_directory(
@@ -95,6 +84,7 @@ def organisations(request: HttpRequest) -> HttpResponse:
             status=filters.get("status", ""),
             ordering=filters.get("ordering") or "name",
         ),
+        PAGE_SIZE,
     )
     return render(request, "dashboard/directory/organisations.html", context, status=status)
 
@@ -168,7 +158,7 @@ def organisation_reactivate_view(request: HttpRequest, public_id) -> HttpRespons
 @programme_manager_required
 def students(request: HttpRequest) -> HttpResponse:
     form = StudentFilterForm(request.GET or None)
-    context, status = _listing(
+    context, status = filtered_page(
         request,
         form,
         lambda filters: selectors.students_directory(
@@ -178,6 +168,7 @@ def students(request: HttpRequest) -> HttpResponse:
             status=filters.get("status", ""),
             ordering=filters.get("ordering") or "email",
         ),
+        PAGE_SIZE,
     )
     return render(request, "dashboard/directory/students.html", context, status=status)
 

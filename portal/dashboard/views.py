@@ -57,6 +57,7 @@ from sandboxes.metering.selectors import cluster_snapshot
 
 from .access import programme_manager_required
 from .forms import AuditFilterForm, CohortEditForm, CohortForm
+from .listing import filtered_page
 from .selectors import (
     cluster_hourly,
     cluster_now,
@@ -112,26 +113,26 @@ def overview(request: HttpRequest) -> HttpResponse:
 # --- The audit log and its export ----------------------------------------------------------
 
 
+def _given(filters: dict) -> dict:
+    return {k: v for k, v in filters.items() if v}
+
+
 def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, dict]:
     form = AuditFilterForm(request.GET or None, actions=audit_actions())
     filters = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    return form, {k: v for k, v in filters.items() if v}
+    return form, _given(filters)
 
 
 @programme_manager_required
 def audit_log(request: HttpRequest) -> HttpResponse:
-    form, filters = _audit_filters(request)
-    events = audit_events_list(**filters)
-    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    status = 400 if form.is_bound and form.errors else 200
-    return render(
+    form = AuditFilterForm(request.GET or None, actions=audit_actions())
+    context, status = filtered_page(
         request,
-        "dashboard/audit.html",
-        {"form": form, "page": page, "query": query.urlencode()},
-        status=status,
+        form,
+        lambda filters: audit_events_list(**_given(filters)),
+        AUDIT_PAGE_SIZE,
     )
+    return render(request, "dashboard/audit.html", context, status=status)
 
 
 AUDIT_CSV_HEADER = [
@@ -306,33 +307,22 @@ def applications_queue(request: HttpRequest) -> HttpResponse:
     """The review queue, oldest submission first, with the days each has waited and those past
     the service level (CREDITS_REVIEW_SLA_DAYS) flagged."""
     form = QueueFilterForm(request.GET or None)
-    filters = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    queue = review_queue(
-        states=filters.get("state") or None,
-        sector=filters.get("sector") or "",
-        min_days_waiting=filters.get("min_days_waiting"),
+    context, status = filtered_page(
+        request,
+        form,
+        lambda filters: review_queue(
+            states=filters.get("state") or None,
+            sector=filters.get("sector") or "",
+            min_days_waiting=filters.get("min_days_waiting"),
+        ),
+        QUEUE_PAGE_SIZE,
     )
-    page = Paginator(queue, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
-    now = timezone.now()
+    page, now = context["page"], timezone.now()
     page.object_list = queue_waiting_days(applications=page.object_list, now=now)
-    query = request.GET.copy()
-    query.pop("page", None)
     labels = dict(ApplicationState.choices)
     counts = [(labels.get(state, state), n) for state, n in review_queue_counts().items()]
-    status = 400 if form.is_bound and form.errors else 200
-    return render(
-        request,
-        "dashboard/applications.html",
-        {
-            "form": form,
-            "page": page,
-            "counts": counts,
-            "now": now,
-            "query": query.urlencode(),
-            "sla_days": settings.CREDITS_REVIEW_SLA_DAYS,
-        },
-        status=status,
-    )
+    context.update(counts=counts, now=now, sla_days=settings.CREDITS_REVIEW_SLA_DAYS)
+    return render(request, "dashboard/applications.html", context, status=status)
 
 
 def _review_context(application, **forms) -> dict:
