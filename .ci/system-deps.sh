@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install and start what the portal needs from the operating system, only when it is missing.
 #   .ci/system-deps.sh run    Redis (when none answers), gettext, python3-venv, the Docker engine
-#                             (started when none answers), configurable-http-proxy (npm)
+#                             (started when none answers), configurable-http-proxy (`npm ci` from
+#                             the lock in sandboxes/spawner/proxy/), *.localhost names resolving
+#                             to loopback for command-line clients (libnss-myhostname)
 #   .ci/system-deps.sh test   the same, plus PostgreSQL (when none answers) and Chromium
 # Debian 12, as root (or with sudo). Idempotent: a second run installs nothing.
 set -euo pipefail
@@ -59,6 +61,13 @@ command -v msgfmt >/dev/null || need gettext
 command -v dockerd >/dev/null || need docker.io
 command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || need iptables
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need debootstrap
+# Node.js runs the hub's proxy; npm installs it from the lock.
+command -v node >/dev/null && command -v npm >/dev/null || need nodejs npm
+# `make run` serves portal.localhost, hub.localhost and <user>.hub.localhost. Browsers resolve
+# *.localhost to loopback themselves; glibc's resolver (curl, python, the hub's own clients) does
+# so only through the myhostname NSS module.
+dpkg-query -W -f='${Status}' libnss-myhostname 2>/dev/null | grep -q 'install ok installed' ||
+  need libnss-myhostname
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379/0}
 redis_answers "$redis_url" || command -v redis-server >/dev/null || need redis-server
 if [ "$mode" = test ]; then
@@ -83,10 +92,50 @@ if ! docker_answers; then
   docker_answers || { echo "dockerd did not start; see /tmp/portal-dockerd.log" >&2; exit 1; }
 fi
 
-# The hub's proxy.
-if ! command -v configurable-http-proxy >/dev/null; then
-  say "Installing configurable-http-proxy (npm)"
-  $SUDO npm install -g --silent --no-fund --no-audit configurable-http-proxy >/dev/null
+# `hosts:` in /etc/nsswitch.conf consults myhostname right after files (the order of the
+# other sources is kept), so *.localhost resolves to loopback before any DNS server is asked.
+nss=/etc/nsswitch.conf
+if ! grep -Eq '^hosts:.*[[:space:]]myhostname([[:space:]]|$)' "$nss" 2>/dev/null; then
+  say "Adding myhostname to the hosts line of $nss"
+  updated=$(awk '
+    /^hosts:/ && !done {
+      out = $1; placed = 0
+      for (i = 2; i <= NF; i++) {
+        out = out " " $i
+        if ($i == "files" && !placed) { out = out " myhostname"; placed = 1 }
+      }
+      if (!placed) { out = $1 " myhostname"; for (i = 2; i <= NF; i++) out = out " " $i }
+      print out; done = 1; next
+    }
+    { print }
+    END { if (!done) print "hosts: files myhostname dns" }
+  ' "$nss" 2>/dev/null || echo "hosts: files myhostname dns")
+  printf '%s\n' "$updated" | $SUDO tee "$nss" >/dev/null
+fi
+for name in portal.localhost x.hub.localhost; do
+  getent hosts "$name" | awk '{ print $1 }' | grep -Eq '^(127\.|::1$)' || {
+    echo "$name does not resolve to loopback (getent hosts $name); see $nss" >&2
+    exit 1
+  }
+done
+
+# The hub's proxy, configurable-http-proxy: exactly the versions and integrity hashes in
+# sandboxes/spawner/proxy/package-lock.json, from whatever registry npm is configured with here
+# (an air-gapped site's mirror), into sandboxes/spawner/proxy/node_modules (what the hub runs).
+# Again only when the lock changed. No install scripts run (the folder's .npmrc).
+proxy=$(cd "$(dirname "$0")/../sandboxes/spawner/proxy" && pwd)
+proxy_stamp=$(cat "$proxy/package.json" "$proxy/package-lock.json" | sha256sum | cut -c1-64)
+if [ "$(cat "$proxy/node_modules/.nac-installed" 2>/dev/null)" != "$proxy_stamp" ] ||
+  [ ! -x "$proxy/node_modules/.bin/configurable-http-proxy" ]; then
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$node_major" -lt 20 ]; then
+    echo "configurable-http-proxy needs Node.js 20 or newer; this machine has $(node --version)." >&2
+    echo "Install Node.js 20+ (e.g. from your site's mirror of NodeSource), then run this again." >&2
+    exit 1
+  fi
+  say "Installing configurable-http-proxy from its lock (npm ci in ${proxy#"$PWD"/})"
+  (cd "$proxy" && npm ci --silent)
+  echo "$proxy_stamp" >"$proxy/node_modules/.nac-installed"
 fi
 
 if [ "$mode" = test ] && ! postgres_answers; then

@@ -64,6 +64,12 @@ c.JupyterHub.bind_url = env(
     f"http://127.0.0.1:{public.port or (443 if public.scheme == 'https' else 80)}/",
 )
 c.ConfigurableHTTPProxy.should_start = True
+# The pinned proxy (exact versions and integrity hashes in proxy/package-lock.json, installed by
+# .ci/system-deps.sh with `npm ci`), never whichever configurable-http-proxy is first on PATH.
+proxy_command = Path(__file__).resolve().parent / "proxy/node_modules/.bin/configurable-http-proxy"
+if not proxy_command.exists():
+    sys.exit(f"jupyterhub_config: {proxy_command} is missing (install it: .ci/system-deps.sh run)")
+c.ConfigurableHTTPProxy.command = [str(proxy_command)]
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{proxy_api_port}"
 c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")
 

@@ -15,6 +15,12 @@ public = urlsplit(os.environ["HUB_PUBLIC_URL"])
 c.JupyterHub.bind_url = f"http://127.0.0.1:{public.port}/"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{os.environ['HUB_PROXY_API_PORT']}"
 c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
+c.ConfigurableHTTPProxy.command = [  # the same pinned proxy as the portal's hub
+    str(
+        Path(__file__).resolve().parents[2]
+        / "sandboxes/spawner/proxy/node_modules/.bin/configurable-http-proxy"
+    )
+]
 c.JupyterHub.hub_ip = hub_ip()
 c.JupyterHub.hub_port = int(os.environ["HUB_INTERNAL_PORT"])
 c.JupyterHub.db_url = f"sqlite:///{data_dir / 'bare.sqlite'}"
