@@ -2,8 +2,9 @@
 that lets csv.writer rows be streamed instead of written into one response."""
 
 # A spreadsheet runs text that starts with one of these as a formula (CSV injection): such text
-# is written with a leading apostrophe, which spreadsheets read as "this is text".
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# is written with a leading apostrophe, which spreadsheets read as "this is text". A line break
+# is among them: some spreadsheets drop a leading newline and read what follows as the cell.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def csv_cell(value):

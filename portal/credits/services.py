@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from portal.audit.services import audit_record
-from portal.core.exceptions import ApplicationError
+from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
 
 from . import posting as backend
@@ -99,6 +99,29 @@ def account_for_student(user) -> CreditAccount:
     return _account_get_or_create(
         user=user, defaults={"kind": CreditAccount.Kind.STUDENT, "balance": 0}
     )
+
+
+def decision_conflict_refuse(*, account: CreditAccount, acting_user) -> None:
+    """Refuse a programme manager's decision on an account that is theirs: their own (student)
+    account, or that of an organisation they belong to. The same rule the review of applications
+    follows; a system action (no acting person) is never refused."""
+    from portal.organisations.models import Membership
+
+    if acting_user is None:
+        return
+    if account.user_id is not None and account.user_id == acting_user.pk:
+        raise PermissionDenied(
+            _("This is your own account, so another programme manager must decide.")
+        )
+    if (
+        account.organisation_id is not None
+        and Membership.objects.filter(
+            organisation_id=account.organisation_id, user=acting_user
+        ).exists()
+    ):
+        raise PermissionDenied(
+            _("You belong to this organisation, so another programme manager must decide.")
+        )
 
 
 # --- The one writer -------------------------------------------------------------------------
@@ -300,6 +323,7 @@ def grant_revoke(*, grant: CreditGrant, reason: str, acting_user, ip: str | None
     if not reason:
         raise ApplicationError(_("Give a reason for the revocation."), field="reason")
     grant = _lot_locked(grant)
+    decision_conflict_refuse(account=grant.account, acting_user=acting_user)
     if grant.revoked_at is not None:
         raise ApplicationError(_("This grant has already been revoked."))
     if grant.remaining == 0:
@@ -394,6 +418,7 @@ def adjustment_post(
         or not credit_seconds
     ):
         raise LedgerError(_("An adjustment needs a non-zero amount."), field="amount")
+    decision_conflict_refuse(account=account, acting_user=acting_user)
     adjustments = system_account(CreditAccount.System.ADJUSTMENTS)
     if credit_seconds > 0:
         grant = grant_issue(

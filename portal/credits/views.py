@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.forms import add_service_error
+from portal.core.spreadsheets import csv_cell
 from portal.organisations.selectors import membership_get
 from portal.organisations.views import organisation_or_404
 
@@ -213,19 +214,20 @@ def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
     )
 
     def row(section, at="", kind="", description="", sandbox="", profile="", seconds=0, pkr=0):
-        writer.writerow(
-            [
-                section,
-                at,
-                kind,
-                description,
-                sandbox,
-                profile,
-                display_gpu_hours(seconds),
-                seconds,
-                display_pkr(pkr),
-            ]
-        )
+        # Descriptions and names are people's own text (a reason, a sandbox's name): every cell
+        # goes through the formula guard, which leaves numbers as they are.
+        cells = [
+            section,
+            at,
+            kind,
+            description,
+            sandbox,
+            profile,
+            display_gpu_hours(seconds),
+            seconds,
+            display_pkr(pkr),
+        ]
+        writer.writerow([csv_cell(cell) for cell in cells])
 
     row("opening", seconds=data.opening, pkr=data.opening_pkr)
     for line in data.lines:
