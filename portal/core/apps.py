@@ -5,3 +5,6 @@ class CoreConfig(AppConfig):
     name = "portal.core"
     label = "core"
     verbose_name = "Core"
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers the deployment's system checks)

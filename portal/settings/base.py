@@ -19,9 +19,11 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")  # local.py generates one; production requires it
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+# The portal and the hub are two trust domains on two host names (cookies ignore ports): the
+# development defaults are portal.localhost and hub.localhost, which browsers resolve to loopback.
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["portal.localhost", "127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+SITE_URL = env.str("SITE_URL", default="http://portal.localhost:8000").rstrip("/")
 ADMIN_URL = env.str("ADMIN_URL", default="admin/")
 
 INSTALLED_APPS = [
@@ -328,8 +330,11 @@ OAUTH2_PROVIDER = {
 OIDC_DEVELOPMENT_KEY_PATH = VAR_DIR / "oidc_rsa.pem"  # local.py only
 
 # --- JupyterHub (the names are shared with the hub side; `hub_configure` writes var/hub.env) --
-HUB_PUBLIC_URL = env.str("HUB_PUBLIC_URL", default="http://127.0.0.1:8001").rstrip("/")
-HUB_API_URL = env.str("HUB_API_URL", default="http://127.0.0.1:8001/hub/api").rstrip("/")
+# The hub on a host of its own, and every user's notebook servers on <hub username>.<that host>
+# (JupyterHub's subdomain_host): a server its owner controls is another origin from the hub's,
+# the portal's and every other person's (see portal/core/checks.py).
+HUB_PUBLIC_URL = env.str("HUB_PUBLIC_URL", default="http://hub.localhost:8001").rstrip("/")
+HUB_API_URL = env.str("HUB_API_URL", default="http://hub.localhost:8001/hub/api").rstrip("/")
 HUB_API_TOKEN = env.str("HUB_API_TOKEN", default="")
 HUB_SPAWN_SECRET = env.str("HUB_SPAWN_SECRET", default="")
 HUB_OIDC_CLIENT_ID = env.str("HUB_OIDC_CLIENT_ID", default="")

@@ -20,6 +20,11 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+# `__Host-` cookies are Secure, for this exact host, on path /, and can carry no Domain: a page on
+# a sibling host (a notebook server on *.hub...) can neither read them nor plant ("toss") a
+# look-alike that the portal would accept in their place.
+SESSION_COOKIE_NAME = "__Host-sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken"
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https"
 DEMO_SEED_ALLOWED = False
 API_KEY_PEPPER = env.str("API_KEY_PEPPER")  # required: a secret apart from SECRET_KEY

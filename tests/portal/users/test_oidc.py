@@ -372,8 +372,8 @@ def test_hub_configure_is_idempotent_and_writes_a_private_file(hub_env_file):
     assert len(values["HUB_API_TOKEN"]) == 64
     assert len(values["JUPYTERHUB_CRYPT_KEY"]) == 64
     bytes.fromhex(values["JUPYTERHUB_CRYPT_KEY"])
-    assert values["HUB_PUBLIC_URL"] == "http://127.0.0.1:8001"
-    assert values["HUB_API_URL"] == "http://127.0.0.1:8001/hub/api"
+    assert values["HUB_PUBLIC_URL"] == "http://hub.localhost:8001"
+    assert values["HUB_API_URL"] == "http://hub.localhost:8001/hub/api"
     application = Application.objects.get()
     assert application.name == "JupyterHub"
     assert application.client_id == values["HUB_OIDC_CLIENT_ID"]
@@ -383,7 +383,7 @@ def test_hub_configure_is_idempotent_and_writes_a_private_file(hub_env_file):
     assert application.authorization_grant_type == Application.GRANT_AUTHORIZATION_CODE
     assert application.algorithm == Application.RS256_ALGORITHM
     assert application.skip_authorization
-    assert application.redirect_uris == "http://127.0.0.1:8001/hub/oauth_callback"
+    assert application.redirect_uris == "http://hub.localhost:8001/hub/oauth_callback"
     # when it runs again
     assert "unchanged" in _run_hub_configure()
     # then nothing changes: same secrets, same file, one client

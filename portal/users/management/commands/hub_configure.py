@@ -20,8 +20,8 @@ from portal.users.oidc import hub_client_ensure, hub_client_redirect_uri
 # Every variable the hub and the portal share (the sandboxes contract), in file order, with how
 # to make it when neither the environment nor the existing file has one.
 HUB_ENV_DEFAULTS = {
-    "HUB_PUBLIC_URL": lambda: "http://127.0.0.1:8001",
-    "HUB_API_URL": lambda: "http://127.0.0.1:8001/hub/api",
+    "HUB_PUBLIC_URL": lambda: "http://hub.localhost:8001",
+    "HUB_API_URL": lambda: "http://hub.localhost:8001/hub/api",
     "HUB_API_TOKEN": lambda: secrets.token_hex(32),  # JupyterHub accepts at most 64 characters
     "HUB_SPAWN_SECRET": lambda: secrets.token_hex(32),
     "PORTAL_INTERNAL_URL": lambda: "http://127.0.0.1:8000",
@@ -36,6 +36,14 @@ HUB_ENV_DEFAULTS = {
     "SANDBOX_NETWORK_INTERNAL": lambda: "nac-sandboxes-internal",
     "HUB_IDLE_TIMEOUT": lambda: "3600",
     "HUB_MAX_AGE": lambda: "0",
+}
+
+# Earlier defaults put the hub on the portal's host (127.0.0.1, another port), where it received
+# the portal's cookies: a file that still holds one of these gets today's default instead.
+SUPERSEDED_DEFAULTS = {
+    "HUB_PUBLIC_URL": "http://127.0.0.1:8001",
+    "HUB_API_URL": "http://127.0.0.1:8001/hub/api",
+    "PORTAL_PUBLIC_URL": "http://127.0.0.1:8000",
 }
 
 HEADER = (
@@ -85,11 +93,15 @@ class Command(BaseCommand):
     def handle(self, *args, print_path: bool, **options):
         path = Path(settings.HUB_ENV_FILE)
         existing = env_file_read(path)
+        superseded = {key for key, old in SUPERSEDED_DEFAULTS.items() if existing.get(key) == old}
+        existing_kept = {k: v for k, v in existing.items() if k not in superseded}
         values = {
-            key: os.environ.get(key) or existing.get(key) or make()
+            key: os.environ.get(key) or existing_kept.get(key) or make()
             for key, make in HUB_ENV_DEFAULTS.items()
         }
         values.update({k: v for k, v in existing.items() if k not in values})  # keep extras
+        for key in sorted(superseded):
+            self.stdout.write(f"{key}: {existing[key]} -> {values[key]} (a host of its own)")
         values["HUB_PUBLIC_URL"] = values["HUB_PUBLIC_URL"].rstrip("/")
         values["HUB_API_URL"] = values["HUB_API_URL"].rstrip("/")
         if len(values["HUB_API_TOKEN"]) > 64:
