@@ -9,6 +9,7 @@ import datetime as dt
 
 from django.conf import settings
 from django.core import signing
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -31,6 +32,9 @@ from sandboxes.launcher.services import suspension_enforce
 from .models import Invitation, Membership, Organisation, Role
 
 INVITATION_SALT = "portal.organisations.invitation"
+# Invitations send e-mail from the programme's domain to any address: a limit per inviter and per
+# organisation keeps a hostile (or compromised) account from using the portal to spam.
+INVITATION_RATE_WINDOW_SECONDS = 3600
 
 
 def _membership_of(*, organisation: Organisation, user: User, lock: bool = False) -> Membership:
@@ -99,6 +103,31 @@ def organisation_create(*, owner: User, ip: str | None = None, **details) -> Org
     return organisation
 
 
+def _invitation_rate_hit(*, organisation: Organisation, inviter: User) -> None:
+    """Count one invitation for the inviter and for the organisation, in fixed one-hour windows
+    kept in the Redis cache (add-then-incr is atomic there, so a burst from many processes is
+    cut at the limit); refuse once either is over INVITATIONS_PER_HOUR."""
+    limit = getattr(settings, "INVITATIONS_PER_HOUR", 20)
+    window_seconds = INVITATION_RATE_WINDOW_SECONDS
+    now = timezone.now().timestamp()
+    window = int(now // window_seconds)
+    over = False
+    for bucket in (f"inviter:{inviter.pk}", f"organisation:{organisation.pk}"):
+        key = f"ratelimit:invitations:{bucket}:{window}"
+        cache.add(key, 0, timeout=window_seconds + 1)
+        over = cache.incr(key) > limit or over
+    if over:
+        minutes = max(1, int(((window + 1) * window_seconds - now + 59) // 60))
+        raise ApplicationError(
+            _(
+                "Too many invitations: at most %(limit)s an hour may be sent, by you and for "
+                "this organisation. Try again in %(minutes)s minutes."
+            )
+            % {"limit": limit, "minutes": minutes},
+            code="rate_limited",
+        )
+
+
 def invitation_token(invitation: Invitation) -> str:
     return signing.dumps(str(invitation.public_id), salt=INVITATION_SALT, compress=False)
 
@@ -126,6 +155,7 @@ def invitation_create(
         raise ApplicationError(_("Invite people as an admin or a member."), field="role")
     if Membership.objects.filter(organisation=organisation, user__email__iexact=email).exists():
         raise ApplicationError(_("This person is already a member."), field="email")
+    _invitation_rate_hit(organisation=organisation, inviter=acting_user)
     # Lock the organisation so two managers inviting the same address at once serialise here.
     Organisation.objects.select_for_update().get(pk=organisation.pk)
     now = timezone.now()

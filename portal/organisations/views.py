@@ -82,6 +82,8 @@ def invitation_create(request: HttpRequest, slug: str) -> HttpResponse:
             return organisation_detail(request, slug, status=403)
         except ApplicationError as error:
             add_service_error(form, error)
+            if error.code == "rate_limited":
+                return organisation_detail(request, slug, invite_form=form, status=429)
         else:
             messages.success(
                 request,
