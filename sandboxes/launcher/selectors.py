@@ -9,6 +9,7 @@ from django.conf import settings
 from portal.core.exceptions import ApplicationError
 from sandboxes.gpus.selectors import free_count
 
+from .hub_urls import server_url
 from .models import ResourceProfile, Sandbox, SandboxImage
 from .services import Holder, holder_for, profile_allowed, runway_seconds
 
@@ -63,8 +64,7 @@ def open_url(sandbox: Sandbox) -> str:
     """The named server's own address. (JupyterHub's /hub/user-redirect/ resolves to the
     person's default server, which the portal never starts; the browser test caught it.) A
     browser not yet signed in to the hub goes through the portal's OIDC and comes back here."""
-    hub = settings.HUB_PUBLIC_URL.rstrip("/")
-    return f"{hub}/user/{sandbox.user.hub_username}/{sandbox.server_name}/lab"
+    return server_url(sandbox.user.hub_username, sandbox.server_name) + "lab"
 
 
 def sandboxes_for_user(*, user):

@@ -614,5 +614,6 @@ def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) 
     return {
         "token": token,
         "expires_at": timezone.now() + dt.timedelta(seconds=lifetime),
-        "server_url": f"{settings.HUB_PUBLIC_URL.rstrip('/')}/user/{user}/{sandbox.server_name}/",
+        "server_url": server_url(user, sandbox.server_name),
     }
+    from .hub_urls import server_url

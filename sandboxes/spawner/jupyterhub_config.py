@@ -1,7 +1,8 @@
 # JupyterHub configuration of the portal's hub. Everything comes from the environment (the names
 # the portal uses too; see the README's environment table and /tmp/plan/contract.md):
 #
-#   HUB_PUBLIC_URL            browser-facing URL of the proxy (default http://127.0.0.1:8001)
+#   HUB_PUBLIC_URL            browser-facing URL of the proxy (default http://hub.localhost:8001);
+#                             a host name of its own: each user's servers are on <user>.<host>
 #   HUB_BIND_URL              where the proxy listens (default: 127.0.0.1 and HUB_PUBLIC_URL's port)
 #   HUB_PROXY_API_PORT        the proxy's REST API, on 127.0.0.1 (default 8002)
 #   HUB_INTERNAL_PORT         the hub process (default 8081), on the gateway of $SANDBOX_NETWORK
@@ -9,7 +10,8 @@
 #   HUB_API_TOKEN             token of the service "portal"                       (required)
 #   HUB_SPAWN_SECRET          bearer the spawner sends to the portal             (required)
 #   PORTAL_INTERNAL_URL       hub -> portal: internal API, OIDC token/userinfo (default :8000)
-#   PORTAL_PUBLIC_URL         browser -> portal: OIDC authorize, logout         (default :8000)
+#   PORTAL_PUBLIC_URL         browser -> portal: OIDC authorize, logout
+#                             (default http://portal.localhost:8000)
 #   HUB_OIDC_CLIENT_ID, HUB_OIDC_CLIENT_SECRET   the hub's OIDC client at the portal (required)
 #   JUPYTERHUB_CRYPT_KEY      optional; auth state is kept only when it is set
 #   CONFIGPROXY_AUTH_TOKEN    optional; else generated once into HUB_DATA_DIR
@@ -21,6 +23,7 @@
 # Start it with sandboxes/spawner/run-hub.sh (networks, db upgrade, cwd = HUB_DATA_DIR).
 # ruff: noqa: F821  (`c` is provided by traitlets when it loads this file)
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -38,6 +41,14 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, "").strip() or default
 
 
+def is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def required(name: str) -> str:
     value = env(name)
     if not value:
@@ -45,9 +56,9 @@ def required(name: str) -> str:
     return value
 
 
-hub_public_url = env("HUB_PUBLIC_URL", "http://127.0.0.1:8001").rstrip("/")
+hub_public_url = env("HUB_PUBLIC_URL", "http://hub.localhost:8001").rstrip("/")
 portal_internal_url = env("PORTAL_INTERNAL_URL", "http://127.0.0.1:8000").rstrip("/")
-portal_public_url = env("PORTAL_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+portal_public_url = env("PORTAL_PUBLIC_URL", "http://portal.localhost:8000").rstrip("/")
 data_dir = Path(env("HUB_DATA_DIR", str(REPO / "var" / "hub"))).resolve()
 data_dir.mkdir(parents=True, exist_ok=True)
 hub_port = int(env("HUB_INTERNAL_PORT", "8081"))
@@ -59,6 +70,27 @@ max_age = int(env("HUB_MAX_AGE", "0"))
 
 public = urlsplit(hub_public_url)
 c.JupyterHub.public_url = hub_public_url + "/"
+
+# --- trust domains -----------------------------------------------------------------------------
+# A notebook user controls everything that answers on their server's address. So every user's
+# servers get an origin of their own, <hub username>.<hub host> (the proxy routes by host): a
+# page one user serves cannot script another user's notebooks or the hub, and receives none of
+# their host-only cookies. The hub is on a host apart from the portal's (browsers send a host's
+# cookies to every port of it), which is why the hub's host must be a name, not an address.
+if not public.hostname or is_address(public.hostname):
+    sys.exit(
+        f"jupyterhub_config: HUB_PUBLIC_URL={hub_public_url!r} must use a host name (each user's "
+        "servers live on <user>.<that name>), e.g. http://hub.localhost:8001"
+    )
+if public.hostname == urlsplit(portal_public_url).hostname:
+    sys.exit(
+        f"jupyterhub_config: the hub ({hub_public_url}) and the portal ({portal_public_url}) "
+        "must be on different hosts: browsers send a host's cookies to every port of it"
+    )
+c.JupyterHub.subdomain_host = hub_public_url
+# Behind TLS the hub's own cookies are __Host- cookies: no notebook server on a subdomain can
+# plant a look-alike for the hub (cookie tossing). Browsers accept the prefix on https only.
+c.JupyterHub.cookie_host_prefix_enabled = public.scheme == "https"
 c.JupyterHub.bind_url = env(
     "HUB_BIND_URL",
     f"http://127.0.0.1:{public.port or (443 if public.scheme == 'https' else 80)}/",
@@ -128,6 +160,10 @@ c.PortalSpawner.cmd = ["jupyterhub-singleuser"]
 c.PortalSpawner.default_url = "/lab"
 c.PortalSpawner.notebook_dir = "/home/jovyan"
 c.PortalSpawner.debug = False
+# Configuration in the person's home (~/.jupyter, and extensions and kernels under ~/.local)
+# is ignored when their server starts: a file planted there cannot change how the server runs.
+# The image's own configuration (/opt/venv/etc/jupyter) belongs to root.
+c.PortalSpawner.disable_user_config = True
 
 # --- login: the portal is the OpenID Connect provider ------------------------------------------
 

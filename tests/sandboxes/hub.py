@@ -24,8 +24,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+from jupyterhub.utils import subdomain_hook_idna
 
 from sandboxes.spawner import network
 
@@ -59,6 +61,15 @@ class RunningHub:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def user_origin(self, hub_username: str) -> str:
+        """Where this person's servers answer: their own host below the hub's."""
+        hub = urlsplit(self.public_url)
+        host = subdomain_hook_idna(hub_username, hub.hostname, "user")
+        return f"{hub.scheme}://{host}:{hub.port}"
+
+    def server_url(self, hub_username: str, server_name: str) -> str:
+        return f"{self.user_origin(hub_username)}/user/{hub_username}/{server_name}/"
 
     def client(self, **kwargs) -> httpx.Client:
         """An httpx client on the hub API with the portal's service token."""
@@ -115,7 +126,9 @@ def running_hub(
         hub_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "JUPYTERHUB_"))},
             "PYTHONPATH": str(REPO),
-            "HUB_PUBLIC_URL": f"http://127.0.0.1:{public_port}",
+            # a host name of its own (not the portal's 127.0.0.1): users' servers are on
+            # <user>.hub.localhost, which resolves to loopback (nss-myhostname, Chromium)
+            "HUB_PUBLIC_URL": f"http://hub.localhost:{public_port}",
             "HUB_PROXY_API_PORT": str(proxy_api_port),
             "HUB_INTERNAL_PORT": str(hub_port),
             "HUB_DATA_DIR": str(data_dir),

@@ -67,7 +67,8 @@ def test_a_student_launches_and_lands_in_jupyterlab(stack, portal_server, browse
         row.get_by_role("link", name="Open").click()
     lab = opened.value
     try:
-        lab.wait_for_url(re.compile(rf"^{re.escape(stack.public_url)}/user/.+/lab"), timeout=60_000)
+        own_origin = re.escape(stack.user_origin(student.hub_username))
+        lab.wait_for_url(re.compile(rf"^{own_origin}/user/.+/lab"), timeout=60_000)
     except Exception as exc:
         hub_log = [line for line in stack.log().splitlines() if "activity" not in line]
         raise AssertionError(f"stuck at {lab.url}:\n" + "\n".join(hub_log[-60:])) from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -79,7 +80,10 @@ def test_launch_run_code_and_stop(stack, docker_client):
 
     running = wait_for(client, sandbox_id, {"running", "failed"}, stack)
     assert running["status"] == "running", running["message"]
-    assert running["url"].startswith(stack.public_url)
+    # on the person's own host below the hub's, not on the hub's (or the portal's) origin
+    hub_username = Sandbox.objects.get(public_id=sandbox_id).user.hub_username
+    assert running["url"].startswith(stack.user_origin(hub_username) + "/user/")
+    assert urlsplit(running["url"]).hostname == f"{hub_username}.hub.localhost"
     containers = docker_client.containers.list(filters={"label": f"nac.sandbox={sandbox_id}"})
     assert len(containers) == 1
 

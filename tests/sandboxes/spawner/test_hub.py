@@ -173,7 +173,7 @@ def test_a_cpu_sandbox_starts_as_specified_and_an_access_token_reaches_only_it(
         hub, hub_user, scopes=[f"access:servers!server={hub_user}/{server}"], expires_in=300
     )
     headers = {"Authorization": f"token {token}"}
-    server_api = f"{hub.public_url}/user/{hub_user}/{server}/api/status"
+    server_api = f"{hub.server_url(hub_user, server)}api/status"
     assert httpx.get(server_api, headers=headers, timeout=30).status_code == 200
     # ... but nothing else: not the hub's server controls, not another user's data
     assert (
