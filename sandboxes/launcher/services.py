@@ -593,6 +593,7 @@ def sandbox_for_server(*, hub_username: str, server_name: str) -> Sandbox | None
 def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> dict:
     """A short-lived hub token that reaches only this sandbox's server."""
     from .hub_client import HubError, hub_client
+    from .hub_urls import server_url
 
     if sandbox.status != Status.RUNNING:
         raise ApplicationError(_("The sandbox is not running."), code="wrong_state")
@@ -616,4 +617,3 @@ def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) 
         "expires_at": timezone.now() + dt.timedelta(seconds=lifetime),
         "server_url": server_url(user, sandbox.server_name),
     }
-    from .hub_urls import server_url
