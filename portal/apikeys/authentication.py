@@ -36,7 +36,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).split()
+        try:
+            header = authentication.get_authorization_header(request).split()
+        except UnicodeError as exc:
+            # DRF encodes a str header as ISO-8859-1; anything outside it is a client's mistake
+            # (or a probe), told like any other bad key, never a 500.
+            raise exceptions.AuthenticationFailed(_("Invalid or expired API key.")) from exc
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None  # not ours: session authentication may still apply
         if len(header) != 2:

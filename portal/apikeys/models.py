@@ -2,11 +2,27 @@
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
 from portal.core.models import PublicIdModel
+
+
+def answerable_is_manager() -> Exists:
+    """For a query over ApiKey: the key's answerable person is an active owner or admin of the
+    key's organisation (false for a key with none)."""
+    from portal.organisations.models import Membership, Role
+
+    return Exists(
+        Membership.objects.filter(
+            organisation_id=OuterRef("organisation_id"),
+            user_id=OuterRef("answerable_by_id"),
+            user__is_active=True,
+            role__in=[Role.OWNER, Role.ADMIN],
+        )
+    )
 
 
 class ApiKeyQuerySet(models.QuerySet):
@@ -17,13 +33,17 @@ class ApiKeyQuerySet(models.QuerySet):
 
         if not user.is_authenticated:
             return self.none()
-        return self.filter(
-            Q(user=user)
-            | Q(
-                organisation__memberships__user=user,
-                organisation__memberships__role__in=[Role.OWNER, Role.ADMIN],
+        return (
+            self.filter(
+                Q(user=user)
+                | Q(
+                    organisation__memberships__user=user,
+                    organisation__memberships__role__in=[Role.OWNER, Role.ADMIN],
+                )
             )
-        ).distinct()
+            .annotate(answerable_in_place=answerable_is_manager())
+            .distinct()
+        )
 
 
 class ApiKey(PublicIdModel):
@@ -47,6 +67,18 @@ class ApiKey(PublicIdModel):
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # An organisation's key acts for its organisation, but a person answers for it: its maker,
+    # or the owner who re-confirmed it after the maker left. It works only while that person is
+    # an owner or admin there (services.apikey_authenticate); None (a key made before this was
+    # recorded, or whose person was deleted) works not at all until an owner re-confirms it.
+    answerable_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=_("Organisation keys: the owner or admin who answers for the key."),
     )
     scopes = models.JSONField(default=list)
     secret_hash = models.CharField(max_length=64, editable=False)
@@ -76,13 +108,28 @@ class ApiKey(PublicIdModel):
 
     @property
     def state(self) -> str:
-        """revoked, expired, suspended (its owner is deactivated or suspended) or active."""
+        """revoked, expired, suspended (its owner is deactivated or suspended), unconfirmed (an
+        organisation's key whose answerable person is no longer an owner or admin there: an
+        owner must re-confirm it) or active."""
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at <= timezone.now():
             return "expired"
         owner_active = self.user.is_active if self.user_id else self.organisation.is_active
-        return "active" if owner_active else "suspended"
+        if not owner_active:
+            return "suspended"
+        if self.organisation_id and not self.answerable_in_place:
+            return "unconfirmed"
+        return "active"
+
+    @cached_property
+    def answerable_in_place(self) -> bool:
+        """An organisation's key: the person who answers for it is still an active owner or
+        admin of the organisation. (Always true for a person's own key.) Querysets that list
+        keys annotate it, so a page of keys asks once."""
+        if not self.organisation_id:
+            return True
+        return ApiKey.objects.filter(pk=self.pk).filter(answerable_is_manager()).exists()
 
     @property
     def is_active(self) -> bool:

@@ -14,7 +14,7 @@ from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
 from portal.organisations.models import Membership, Role
 
-from .models import ApiKey
+from .models import ApiKey, answerable_is_manager
 from .scopes import ALL_SCOPES, scopes_allowed_for
 from .tokens import key_generate, key_parse, secret_hash, secret_matches
 
@@ -42,6 +42,24 @@ def _require_can_manage(*, acting_user, user, organisation) -> None:
         raise PermissionDenied(_("Only the organisation's owner or an admin can manage its keys."))
 
 
+def _require_can_answer(*, person, organisation, roles=(Role.OWNER, Role.ADMIN)) -> None:
+    """`person` may answer for one of `organisation`'s keys: an active owner or admin there."""
+    if person is None:
+        raise ApplicationError(
+            _("An organisation's key needs the owner or admin who answers for it."),
+            field="answerable_by",
+        )
+    if not Membership.objects.filter(
+        organisation=organisation, user=person, user__is_active=True, role__in=roles
+    ).exists():
+        if Role.ADMIN not in roles:
+            raise PermissionDenied(_("Only the organisation's owner can re-confirm its keys."))
+        raise PermissionDenied(
+            _("%(email)s is not an owner or admin of %(organisation)s, so cannot answer for keys.")
+            % {"email": person.email, "organisation": organisation}
+        )
+
+
 @transaction.atomic
 def apikey_create(
     *,
@@ -50,17 +68,24 @@ def apikey_create(
     acting_user,
     user=None,
     organisation=None,
+    answerable_by=None,
     expires_in_days: int = DEFAULT_EXPIRY_DAYS,
     ip: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Make a key for a person (`user`) or an organisation (a service key). Returns the key and
     the full secret string, which exists nowhere else afterwards: show it once.
 
-    `acting_user` None means the operations CLI.
+    `acting_user` None means the operations CLI. An organisation's key always has a person who
+    answers for it, an owner or admin there: the member who makes it, or, from the CLI,
+    `answerable_by`.
     """
     if (user is None) == (organisation is None):
         raise ApplicationError(_("A key belongs to a person or to an organisation."))
     _require_can_manage(acting_user=acting_user, user=user, organisation=organisation)
+    answerable = None
+    if organisation is not None:
+        answerable = acting_user or answerable_by
+        _require_can_answer(person=answerable, organisation=organisation)
     name = (name or "").strip()
     if not name:
         raise ApplicationError(_("Give the key a name."), field="name")
@@ -95,7 +120,8 @@ def apikey_create(
         name=name[:100],
         user=user,
         organisation=organisation,
-        created_by=acting_user or user,
+        created_by=acting_user or user or answerable,
+        answerable_by=answerable,
         scopes=scopes,
         secret_hash=secret_hash(secret),
         expires_at=timezone.now() + dt.timedelta(days=expires_in_days),
@@ -105,7 +131,12 @@ def apikey_create(
         action="apikey.created",
         target=organisation or user,
         ip=ip,
-        data={"key_id": key_id, "name": key.name, "scopes": scopes},
+        data={
+            "key_id": key_id,
+            "name": key.name,
+            "scopes": scopes,
+            **({"answerable_by": answerable.email} if answerable else {}),
+        },
     )
     for person in _owners_to_tell(key):
         mail_send_after_commit(
@@ -154,6 +185,74 @@ def apikey_revoke(*, key: ApiKey, acting_user, ip: str | None = None) -> ApiKey:
     return key
 
 
+@transaction.atomic
+def apikey_reconfirm(*, key: ApiKey, acting_user, owner=None, ip: str | None = None) -> ApiKey:
+    """An owner takes an organisation's key on: they answer for it from now on, and it works
+    again if it had stopped because the person who answered for it left or was demoted.
+
+    `acting_user` None means the operations CLI, which names the `owner`.
+    """
+    owner = acting_user or owner
+    if not key.organisation_id:
+        raise ApplicationError(_("Only an organisation's key is confirmed by its owner."))
+    _require_can_answer(person=owner, organisation=key.organisation, roles=(Role.OWNER,))
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if locked.revoked_at is not None or locked.expires_at <= timezone.now():
+        raise ApplicationError(_("This key is revoked or expired; make a new one."))
+    previous = locked.answerable_by
+    locked.answerable_by = owner
+    locked.save(update_fields=["answerable_by", "updated_at"])
+    audit_record(
+        actor=acting_user,
+        action="apikey.reconfirmed",
+        target=key.organisation,
+        ip=ip,
+        data={
+            "key_id": locked.key_id,
+            "name": locked.name,
+            "answerable_by": owner.email,
+            "previously": previous.email if previous else None,
+        },
+    )
+    return locked
+
+
+def apikeys_answerable_left(*, organisation, user) -> list[ApiKey]:
+    """After `user` was removed from `organisation` or demoted below admin: the organisation's
+    keys they answered for have stopped working (apikey_authenticate checks this on every
+    request). Tell the owners, once the change commits, so they re-confirm or revoke them.
+    Returns those keys; nothing when the person still answers (say, they are admin again)."""
+    keys = list(
+        ApiKey.objects.filter(
+            organisation=organisation,
+            answerable_by=user,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        )
+        .annotate(answerable_in_place=answerable_is_manager())
+        .filter(answerable_in_place=False)
+        .order_by("created_at")
+    )
+    if not keys:
+        return []
+    owners = Membership.objects.filter(
+        organisation=organisation, role=Role.OWNER, user__is_active=True
+    ).select_related("user")
+    for membership in owners:
+        mail_send_after_commit(
+            template="apikeys/email/unconfirmed",
+            to=membership.user.email,
+            language=membership.user.language,
+            context={
+                "organisation": str(organisation),
+                "person": user.email,
+                "keys": [f"{key.name} ({key.display_prefix})" for key in keys],
+                "url": f"{settings.SITE_URL}/api-keys/",
+            },
+        )
+    return keys
+
+
 def apikey_authenticate(*, raw: str, ip: str | None, record_use: bool = True) -> ApiKey:
     """The live key a request presents, with its owner loaded; KeyRejected otherwise.
 
@@ -164,7 +263,12 @@ def apikey_authenticate(*, raw: str, ip: str | None, record_use: bool = True) ->
     parsed = key_parse(raw)
     if parsed is None:
         raise KeyRejected
-    key = ApiKey.objects.select_related("user", "organisation").filter(key_id=parsed.key_id).first()
+    key = (
+        ApiKey.objects.select_related("user", "organisation", "answerable_by")
+        .annotate(answerable_in_place=answerable_is_manager())
+        .filter(key_id=parsed.key_id)
+        .first()
+    )
     if key is None or not secret_matches(parsed.secret, key.secret_hash):
         raise KeyRejected
     now = timezone.now()
@@ -173,6 +277,11 @@ def apikey_authenticate(*, raw: str, ip: str | None, record_use: bool = True) ->
     if key.user_id and not key.user.is_active:
         raise KeyRejected
     if key.organisation_id and not key.organisation.is_active:
+        raise KeyRejected
+    # An organisation's key answers to a person: once they are no longer an owner or admin
+    # there (removed, demoted, deactivated), it is refused from this very request on, until an
+    # owner re-confirms it. Checked here, in the same query, so there is no window.
+    if key.organisation_id and not key.answerable_in_place:
         raise KeyRejected
     if record_use and (key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION):
         # At most one write a minute per key, whichever process gets there first.

@@ -17,6 +17,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from portal.apikeys.selectors import api_key_ids_in_force
+from portal.apikeys.services import apikeys_answerable_left
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
@@ -291,6 +292,7 @@ def membership_role_change(
         ip=ip,
         data={"user": membership.user.email, "from": previous, "to": role},
     )
+    apikeys_answerable_left(organisation=organisation, user=membership.user)
     return membership
 
 
@@ -316,6 +318,7 @@ def membership_remove(*, membership: Membership, acting_user: User, ip: str | No
         ip=ip,
         data={"user": membership.user.email, "role": membership.role},
     )
+    apikeys_answerable_left(organisation=organisation, user=membership.user)
 
 
 @transaction.atomic

@@ -8,13 +8,20 @@ from django.http import Http404
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.audit.services import client_ip
 from portal.core.api.idempotency import idempotent
 from portal.core.api.pagination import NewestFirstCursorPagination
-from portal.core.api.principal import acting_person, is_service, organisations_visible
+from portal.core.api.permissions import granted_scopes
+from portal.core.api.principal import (
+    acting_person,
+    is_service,
+    organisations_visible,
+    service_organisation,
+)
 from portal.core.exceptions import ApplicationError
 from sandboxes.gpus.models import GpuDevice
 from sandboxes.gpus.selectors import availability, devices_with_holders
@@ -219,7 +226,14 @@ def _organisation(request, wanted=None):
 
 
 def _sandboxes(request):
-    return sandboxes_for_user(user=acting_person(request))
+    """The sandboxes the request may see and act on: a person's own; for a service key, those
+    of the person who answers for it that its own organisation pays for, and no other (not
+    theirs in another organisation, not their student sandboxes)."""
+    sandboxes = sandboxes_for_user(user=acting_person(request))
+    organisation = service_organisation(request)
+    if organisation is not None:
+        sandboxes = sandboxes.filter(organisation=organisation)
+    return sandboxes
 
 
 class SandboxListCreateApi(generics.ListAPIView):
@@ -266,7 +280,11 @@ class _SandboxApi(APIView):
         return Response(SandboxSerializer(self.sandbox(request, public_id)).data, status=code)
 
 
+DELETE_HOME_SCOPE = "sandboxes:delete-home"
+
+
 class SandboxDetailApi(_SandboxApi):
+    # DELETE with delete_home=true needs sandboxes:delete-home as well (checked in delete()).
     required_scopes = {"GET": ["sandboxes:read"], "DELETE": ["sandboxes:write"]}
 
     @extend_schema(responses=SandboxSerializer, operation_id="sandboxes_get")
@@ -278,7 +296,10 @@ class SandboxDetailApi(_SandboxApi):
             OpenApiParameter(
                 "delete_home",
                 bool,
-                description="Also delete your home folder (all your files). Default false.",
+                description=(
+                    "Also delete your home folder (all your files). Default false. "
+                    "True needs the scope sandboxes:delete-home as well."
+                ),
             )
         ],
         responses={204: None},
@@ -288,6 +309,9 @@ class SandboxDetailApi(_SandboxApi):
         flag = request.query_params.get("delete_home", "false").lower()
         if flag not in ("true", "false"):
             raise ApplicationError(_("delete_home must be true or false."), field="delete_home")
+        if flag == "true" and DELETE_HOME_SCOPE not in granted_scopes(request):
+            # Every file of the person is gone for good: a scope of its own, not sandboxes:write.
+            raise PermissionDenied(_("Missing scope: %(scopes)s.") % {"scopes": DELETE_HOME_SCOPE})
         services.sandbox_delete(
             sandbox=self.sandbox(request, public_id),
             acting_user=acting_person(request),
@@ -330,9 +354,12 @@ class AccessTokenSerializer(serializers.Serializer):
 
 
 class SandboxAccessTokenApi(_SandboxApi):
-    required_scopes = ["sandboxes:write"]
+    """A token that opens the sandbox's server (its files and kernels): its own scope."""
+
+    required_scopes = ["sandboxes:access"]
 
     @extend_schema(
+        description="A short-lived token for the sandbox's Jupyter Server (sandboxes:access).",
         request=None,
         responses={201: AccessTokenSerializer},
         operation_id="sandboxes_access_token",

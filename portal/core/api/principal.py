@@ -47,19 +47,17 @@ def organisation_from_query(request) -> Organisation | None:
 
 
 def acting_person(request):
-    """Whose authority a write uses. A person: themselves. A service key: the member who made
-    it, while they are still an owner or admin, else the organisation's owner; so the services'
-    role checks and the audit log name a real person."""
-    from portal.organisations.models import Membership, Role
-
+    """Whose authority a write uses. A person: themselves. A service key: the owner or admin who
+    answers for it (its maker, or the owner who re-confirmed it), whom authentication has just
+    checked is still an owner or admin of the key's organisation; so the services' role checks
+    and the audit log name a real person. Never anyone else: a service key whose person left
+    is refused before it gets here. What the key reaches is still only its organisation's
+    (`service_organisation`)."""
     if not is_service(request):
         return request.user
-    organisation = request.user.organisation
-    managers = Membership.objects.filter(
-        organisation=organisation, role__in=[Role.OWNER, Role.ADMIN]
-    ).select_related("user")
-    creator = request.auth.created_by_id
-    chosen = next((m for m in managers if m.user_id == creator), None) or next(
-        (m for m in managers if m.role == Role.OWNER), None
-    )
-    return chosen.user
+    return request.auth.answerable_by
+
+
+def service_organisation(request) -> Organisation | None:
+    """The organisation a service key is confined to; None for a person."""
+    return request.user.organisation if is_service(request) else None

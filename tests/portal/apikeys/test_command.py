@@ -64,14 +64,45 @@ def test_create_an_organisation_key(organisation, role):
     # given an owner or admin of an organisation
     person = MembershipFactory(organisation=organisation, role=role).user
     # when an operator makes a key for the organisation in their name
-    out, _ = _create(
-        "--email", person.email, "--name", "svc", "--scopes", "profile:read,credits:read",
+    out, err = _create(
+        "--by", person.email, "--name", "svc", "--scopes", "profile:read,credits:read",
         "--org", organisation.slug,
     )  # fmt: skip
-    # then the organisation holds it
+    # then the organisation holds it, and it records who made it and answers for it
     key = ApiKey.objects.get()
     assert (key.user, key.organisation) == (None, organisation)
+    assert (key.created_by, key.answerable_by) == (person, person)
+    assert person.email in err
+    created = AuditEvent.objects.get(action="apikey.created")
+    assert created.actor is None  # the CLI
+    assert created.data["answerable_by"] == person.email
     assert api_get(out.strip()).json()["kind"] == "organisation"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "needs --by EMAIL"),
+        (["--email", "{person}"], "--email names a person's own key"),
+        (["--by", "ghost@example.pk"], "No user with the e-mail address"),
+    ],
+)
+def test_an_organisation_key_without_its_maker_is_refused(organisation, owner, args, message):
+    # given an organisation and an operator who does not say who makes its key
+    args = [arg.format(person=owner.email) for arg in args]
+    # when the command runs
+    with pytest.raises(CommandError, match=message):
+        _create("--org", organisation.slug, "--name", "svc", "--scopes", "credits:read", *args)
+    # then nothing is made
+    assert not ApiKey.objects.exists()
+    assert not AuditEvent.objects.filter(action="apikey.created").exists()
+
+
+def test_a_key_needs_a_holder(user):
+    for args in ([], ["--by", user.email]):
+        with pytest.raises(CommandError, match="Name the key's holder"):
+            _create("--name", "k", "--scopes", "profile:read", *args)
+    assert not ApiKey.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -98,10 +129,10 @@ def test_create_refusals_are_clear_and_change_nothing(user, args, message):
     assert not ApiKey.objects.exists()
 
 
-def test_a_plain_member_cannot_hold_an_organisations_key(organisation, member):
+def test_a_plain_member_cannot_answer_for_an_organisations_key(organisation, member):
     with pytest.raises(CommandError, match="is not an owner or admin of"):
         _create(
-            "--email", member.email, "--name", "svc", "--scopes", "credits:read",
+            "--by", member.email, "--name", "svc", "--scopes", "credits:read",
             "--org", organisation.slug,
         )  # fmt: skip
     assert not ApiKey.objects.exists()
