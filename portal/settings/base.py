@@ -418,6 +418,15 @@ CELERY_BEAT_SCHEDULE.update(
     }
 )
 
+# The sandboxes' host firewall is re-ensured this often, and any drift audited (launcher.firewall;
+# the worker must run as root, as under `make run`, else it only warns once).
+SANDBOX_FIREWALL_CHECK_INTERVAL = env.int("SANDBOX_FIREWALL_CHECK_INTERVAL", default=300)
+CELERY_BEAT_SCHEDULE["launcher-firewall-check"] = {
+    "task": "launcher.firewall_check",
+    "schedule": SANDBOX_FIREWALL_CHECK_INTERVAL,
+    "options": {"expires": SANDBOX_FIREWALL_CHECK_INTERVAL},
+}
+
 # --- Metering: samples, charges, the stop countdown ------------------------------------------
 # Every interval of every running sandbox is charged rate × allocated seconds (not utilisation);
 # at an empty account the sandbox stops after the grace period (its home volume stays).

@@ -111,6 +111,14 @@ def queue_advance() -> list[int]:
     return services.queue_advance()
 
 
+@shared_task(name="launcher.firewall_check")
+def firewall_check() -> list[str]:
+    """Re-ensure the sandboxes' host firewall and audit what drifted (Celery beat)."""
+    from .firewall import firewall_ensure
+
+    return firewall_ensure()
+
+
 @shared_task(name="launcher.home_volume_delete", acks_late=True)
 def home_volume_delete(user_id: int) -> bool:
     from portal.users.models import User

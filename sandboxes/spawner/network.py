@@ -14,12 +14,24 @@
   only there, on the hub's port. Everything else on the host (PostgreSQL, Redis, the portal,
   the proxy's API, SSH ...) is dropped; replies to connections the host opened (the proxy
   talking to a sandbox) pass.
-- Open egress also cannot reach link-local addresses (cloud metadata services).
+- Open egress reaches the internet only: nothing private or special-purpose is forwarded
+  (`BLOCKED_RANGES`: RFC 1918, RFC 6598, loopback, 0/8, link-local with the cloud metadata
+  services, multicast, reserved, documentation and benchmarking ranges). Two exceptions:
+  DNS (port 53) to the name servers the engine forwards sandboxes' queries to, when they sit on
+  a private address (a site resolver, a home router), and the CIDRs in $SANDBOX_EGRESS_ALLOW
+  (comma-separated; e.g. a package mirror on a private address).
+- Internal sandboxes get a name server nothing answers (`sandbox_dns_servers`): the engine's
+  embedded resolver would otherwise forward their queries to the host's resolvers, and some
+  engines do that from the host's own namespace, which no forward rule sees.
+- The FORWARD chain must jump to DOCKER-USER before anything that accepts, else none of this
+  applies: ensure refuses to go on (NetworkError) when it does not.
 
-Idempotent: every rule is checked (`iptables -C`, and the chain's verdict for being last)
-before anything changes; a chain that is not exactly right is rewritten in one
-iptables-restore transaction. Needs root and a running docker engine. IPv4 only (the networks
-have no IPv6). Rules do not survive a reboot: `make run` (run-hub.sh) ensures them each start.
+Idempotent: every rule is checked (`iptables -C` / `-S`) before anything changes; a chain that
+is not exactly right is rewritten in one iptables-restore transaction, and what was wrong is
+returned (the periodic check audits it). Needs root and a running docker engine. IPv4 only:
+the networks have no IPv6 (ensure refuses one that has), so containers get no IPv6 address.
+Rules do not survive a reboot: `make run` (run-hub.sh) ensures them each start, and the
+portal's worker re-ensures them every few minutes (sandboxes.launcher.firewall).
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -37,6 +51,30 @@ LOCK_FILE = "/run/lock/nac-sandbox-firewall.lock"
 INPUT_CHAIN = "NAC-SBX-INPUT"
 FORWARD_CHAIN = "NAC-SBX-FORWARD"
 MANAGED_LABEL = "nac.managed-by"
+EGRESS_ALLOW_ENV = "SANDBOX_EGRESS_ALLOW"
+
+# Destinations no sandbox may reach through the host (RFC 6890's special-purpose registry, less
+# what is routed on the public internet). 240/4 includes the broadcast 255.255.255.255.
+BLOCKED_RANGES: tuple[str, ...] = (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",  # RFC 1918
+    "100.64.0.0/10",  # RFC 6598, carrier-grade NAT
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local: cloud metadata services
+    "172.16.0.0/12",  # RFC 1918
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24",  # documentation (TEST-NET-1)
+    "192.88.99.0/24",  # deprecated 6to4 relay anycast
+    "192.168.0.0/16",  # RFC 1918
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # documentation (TEST-NET-2)
+    "203.0.113.0/24",  # documentation (TEST-NET-3)
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, and the limited broadcast address
+)
+# Exceptions that could never be right: the metadata services, loopback, the sandboxes' own
+# subnets (the host and the other network), anything wider than a /8.
+_NEVER_ALLOWED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.30.0.0/23")
 
 
 @dataclass(frozen=True)
@@ -77,6 +115,102 @@ class NetworkError(RuntimeError):
     pass
 
 
+def egress_allow_parse(text: str) -> tuple[str, ...]:
+    """The exceptions in $SANDBOX_EGRESS_ALLOW (comma-separated IPv4 CIDRs), validated.
+
+    Raises NetworkError naming every bad entry; nothing is changed by a caller that parses
+    first."""
+    allowed: list[str] = []
+    problems: list[str] = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            cidr = ipaddress.ip_network(entry, strict=True)
+        except ValueError as exc:
+            problems.append(f"{entry!r} is not a network address ({exc})")
+            continue
+        if cidr.version != 4:
+            problems.append(f"{entry!r} is IPv6 (the sandbox networks have none)")
+        elif cidr.prefixlen < 8:
+            problems.append(f"{entry!r} is wider than a /8")
+        elif clash := next(
+            (n for n in _NEVER_ALLOWED if cidr.overlaps(ipaddress.ip_network(n))), None
+        ):
+            problems.append(f"{entry!r} overlaps {clash}, which sandboxes may never reach")
+        elif str(cidr) not in allowed:
+            allowed.append(str(cidr))
+    if problems:
+        raise NetworkError(f"{EGRESS_ALLOW_ENV} is invalid: {'; '.join(problems)}")
+    return tuple(allowed)
+
+
+def egress_allow_from_env() -> tuple[str, ...]:
+    return egress_allow_parse(os.environ.get(EGRESS_ALLOW_ENV, ""))
+
+
+def _nameservers(path: str) -> list[str]:
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    return [
+        line.split()[1] for line in lines if line.startswith("nameserver") and len(line.split()) > 1
+    ]
+
+
+def engine_resolvers() -> tuple[str, ...]:
+    """The private IPv4 name servers the engine forwards open sandboxes' DNS queries to.
+
+    As dockerd chooses them: the daemon's `dns` setting, else the host's resolv.conf, or
+    systemd-resolved's upstream file when resolv.conf names only its local stub. Loopback
+    servers are skipped (no sandbox can route to them); public ones need no exception."""
+    servers: list[str] = []
+    with (
+        contextlib.suppress(OSError, ValueError, AttributeError),
+        open("/etc/docker/daemon.json") as handle,
+    ):
+        servers = list(json.load(handle).get("dns") or [])
+    if not servers:
+        servers = _nameservers("/etc/resolv.conf")
+        if all(_is_loopback(server) for server in servers):
+            servers = _nameservers("/run/systemd/resolve/resolv.conf") or servers
+    blocked = [ipaddress.ip_network(cidr) for cidr in BLOCKED_RANGES]
+    private: list[str] = []
+    for server in servers:
+        with contextlib.suppress(ValueError):
+            address = ipaddress.ip_address(server)
+            if (
+                address.version == 4
+                and not address.is_loopback
+                and any(address in cidr for cidr in blocked)
+                and server not in private
+            ):
+                private.append(server)
+    return tuple(private)
+
+
+def _is_loopback(server: str) -> bool:
+    try:
+        return ipaddress.ip_address(server).is_loopback
+    except ValueError:
+        return False
+
+
+def sandbox_dns_servers(egress: str) -> list[str] | None:
+    """The `dns` container option for a sandbox: None (the engine's resolvers) for open egress.
+
+    An internal sandbox gets its own network's gateway, where the host's firewall drops
+    everything but the hub's port, so its embedded resolver can forward a query nowhere. Left
+    to itself the engine forwards to the host's resolvers, from the container's namespace
+    (dropped as forwarded traffic) or, for a resolver on the host's loopback, from the host's
+    own namespace on some engine versions, where no forward rule applies."""
+    if egress == "open":
+        return None
+    return [networks()[1].gateway]
+
+
 # --- docker -----------------------------------------------------------------------------------
 
 
@@ -108,6 +242,8 @@ def ensure_docker_network(client, net: SandboxNetwork) -> bool:
             problems.append("inter-container traffic is enabled")
         if subnets != [net.subnet]:
             problems.append(f"subnet {subnets} is not {net.subnet}")
+        if attrs.get("EnableIPv6"):
+            problems.append("IPv6 is enabled (the firewall here is IPv4 only)")
         if problems:
             raise NetworkError(
                 f"docker network {net.name} exists with other settings ({'; '.join(problems)}); "
@@ -127,6 +263,7 @@ def ensure_docker_network(client, net: SandboxNetwork) -> bool:
         options=options,
         ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=net.subnet, gateway=net.gateway)]),
         labels={MANAGED_LABEL: "sandboxes.spawner.network", "nac.egress": net.egress},
+        enable_ipv6=False,
         check_duplicate=True,
     )
     return True
@@ -207,13 +344,32 @@ def input_rules(hub_port: int) -> list[list[str]]:
     ]
 
 
-def forward_rules() -> list[list[str]]:
-    """NAC-SBX-FORWARD (jumped to from DOCKER-USER): what may be routed through the host."""
+def forward_rules(
+    egress_allow: tuple[str, ...] | None = None, resolvers: tuple[str, ...] | None = None
+) -> list[list[str]]:
+    """NAC-SBX-FORWARD (jumped to from DOCKER-USER): what may be routed through the host.
+
+    Written as `iptables -S` prints them, so the chain can be compared line by line.
+    `egress_allow` defaults to $SANDBOX_EGRESS_ALLOW, `resolvers` to the engine's."""
     open_net, internal = networks()
+    if egress_allow is None:
+        egress_allow = egress_allow_from_env()
+    if resolvers is None:
+        resolvers = engine_resolvers()
+    source = ["-i", open_net.bridge]
     return [
         ["-i", internal.bridge, "-j", "DROP"],
         ["-o", internal.bridge, "-j", "DROP"],
-        ["-i", open_net.bridge, "-d", "169.254.0.0/16", "-j", "DROP"],
+        # replies within connections something else opened and the rules below let through
+        [*source, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"],
+        *[
+            ["-d", f"{server}/32", *source, "-p", proto, "-m", proto, "--dport", "53"]
+            + ["-j", "RETURN"]
+            for server in resolvers
+            for proto in ("udp", "tcp")
+        ],
+        *[["-d", cidr, *source, "-j", "RETURN"] for cidr in egress_allow],
+        *[["-d", cidr, *source, "-j", "DROP"] for cidr in BLOCKED_RANGES],
         ["-j", "RETURN"],
     ]
 
@@ -230,26 +386,68 @@ def _firewall_lock():
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_firewall(hub_port: int) -> list[str]:
+def ensure_firewall(hub_port: int, egress_allow: tuple[str, ...] | None = None) -> list[str]:
+    if egress_allow is None:
+        egress_allow = egress_allow_from_env()
     with _firewall_lock():
-        return _ensure_firewall(hub_port)
+        return _ensure_firewall(hub_port, egress_allow)
 
 
-def _ensure_firewall(hub_port: int) -> list[str]:
-    """Install what is missing; returns what it changed (empty on a re-run).
+def _assert_forward_reaches_docker_user() -> None:
+    """Every forwarded packet must meet DOCKER-USER before anything can accept it.
 
-    Each chain is checked rule by rule (`iptables -C`) and for its verdict (DROP/RETURN) being
-    last. A chain that is not exactly right is rewritten atomically; accept rules for other hub
-    ports already in NAC-SBX-INPUT (a second hub, a test's hub) are kept."""
+    dockerd puts the jump first in FORWARD; a host firewall (or dockerd with `"iptables": false`)
+    that accepts earlier, or drops the jump, would leave the sandboxes' egress rules unapplied."""
+    lines = _chain_lines("FORWARD")
+    jump = "-A FORWARD -j DOCKER-USER"
+    if not lines or jump not in lines:
+        raise NetworkError(
+            "the FORWARD chain does not jump to DOCKER-USER, so the sandbox egress rules would "
+            'never apply; is docker managing iptables (its "iptables" setting)? Restart '
+            "dockerd to restore the jump, then run ensure again"
+        )
+    earlier = [
+        line
+        for line in lines[: lines.index(jump)]
+        if line.split(" -j ", 1)[-1].split()[0] not in ("DROP", "REJECT", "LOG")
+    ]
+    if earlier:
+        raise NetworkError(
+            "the FORWARD chain lets packets through before its jump to DOCKER-USER "
+            f"({'; '.join(earlier)}), so the sandbox egress rules would not apply; move the "
+            "jump first (iptables -I FORWARD 1 -j DOCKER-USER) or remove those rules"
+        )
+
+
+def _differences(current: list[str], wanted: list[str]) -> str:
+    missing = [line for line in wanted if line not in current]
+    unexpected = [line for line in current if line not in wanted]
+    parts = [f"missing {line}" for line in missing] + [f"unexpected {line}" for line in unexpected]
+    return "; ".join(parts) or "rules out of order"
+
+
+def _ensure_firewall(hub_port: int, egress_allow: tuple[str, ...]) -> list[str]:
+    """Install what is missing; returns what it changed, naming what was wrong (empty on a
+    re-run).
+
+    NAC-SBX-INPUT is checked rule by rule (`iptables -C`) and for its DROP being last; accept
+    rules for other hub ports already there (a second hub, a test's hub) are kept.
+    NAC-SBX-FORWARD is ours alone and must read exactly as `forward_rules` says, in order.
+    A chain that is not right is rewritten atomically; nothing changes when FORWARD does not
+    reach DOCKER-USER first."""
+    _assert_forward_reaches_docker_user()
     changed: list[str] = []
 
     wanted = input_rules(hub_port)
     if not _chain_is(INPUT_CHAIN, wanted):
         established, port_rule, drop = wanted
-        lines = _chain_lines(INPUT_CHAIN) or []
+        lines = _chain_lines(INPUT_CHAIN)
+        missing = [
+            " ".join(rule) for rule in wanted if lines is None or not _has_rule(INPUT_CHAIN, rule)
+        ]
         other_ports = [
             line
-            for line in lines
+            for line in lines or []
             if "--dport" in line and line.endswith("-j ACCEPT") and "--ctstate" not in line
         ]
         if not _has_rule(INPUT_CHAIN, port_rule):
@@ -259,22 +457,35 @@ def _ensure_firewall(hub_port: int) -> list[str]:
             f"-A {INPUT_CHAIN} {' '.join(drop)}",
         )
         _write_chain(INPUT_CHAIN, [head, *other_ports, tail])
-        changed.append(f"{INPUT_CHAIN} written (hub port {hub_port})")
+        if lines is None:
+            changed.append(f"{INPUT_CHAIN} created (hub port {hub_port})")
+        else:
+            detail = "; ".join(f"missing {rule}" for rule in missing) or "DROP not last"
+            changed.append(f"{INPUT_CHAIN} rewritten (hub port {hub_port}): {detail}")
 
-    wanted = forward_rules()
-    if not _chain_is(FORWARD_CHAIN, wanted):
-        _write_chain(FORWARD_CHAIN, [f"-A {FORWARD_CHAIN} {' '.join(rule)}" for rule in wanted])
-        changed.append(f"{FORWARD_CHAIN} written")
+    wanted_lines = [f"-A {FORWARD_CHAIN} {' '.join(rule)}" for rule in forward_rules(egress_allow)]
+    current = _chain_lines(FORWARD_CHAIN)
+    if current != wanted_lines:
+        _write_chain(FORWARD_CHAIN, wanted_lines)
+        if current is None:
+            changed.append(f"{FORWARD_CHAIN} created")
+        else:
+            changed.append(f"{FORWARD_CHAIN} rewritten: {_differences(current, wanted_lines)}")
 
     # The jumps come last: the chains they lead to are complete by now.
     for net in networks():
         jump = ["-i", net.bridge, "-j", INPUT_CHAIN]
         if _ensure_rule("INPUT", jump, position=1):
-            changed.append(f"INPUT {' '.join(jump)}")
-    _ensure_chain("DOCKER-USER")  # dockerd creates it; exists before the first network anyway
-    jump = ["-j", FORWARD_CHAIN]
-    if _ensure_rule("DOCKER-USER", jump, position=1):
-        changed.append(f"DOCKER-USER {' '.join(jump)}")
+            changed.append(f"INPUT missing -A INPUT {' '.join(jump)}")
+    # Our jump must be DOCKER-USER's first rule: anything before it could accept.
+    jump_line = f"-A DOCKER-USER -j {FORWARD_CHAIN}"
+    docker_user = _chain_lines("DOCKER-USER") or []
+    if docker_user[:1] != [jump_line] or docker_user.count(jump_line) != 1:
+        while _has_rule("DOCKER-USER", ["-j", FORWARD_CHAIN]):
+            _iptables("-D", "DOCKER-USER", "-j", FORWARD_CHAIN)
+        _iptables("-I", "DOCKER-USER", "1", "-j", FORWARD_CHAIN)
+        problem = "not first" if jump_line in docker_user else "missing"
+        changed.append(f"DOCKER-USER {problem} {jump_line}")
     return changed
 
 
@@ -297,11 +508,17 @@ def ensure_networks() -> list[str]:
         client.close()
 
 
-def ensure(hub_port: int | None = None) -> list[str]:
-    """Networks and firewall; returns a line per thing created (empty when all was there)."""
+def ensure(hub_port: int | None = None, egress_allow: tuple[str, ...] | None = None) -> list[str]:
+    """Networks and firewall; returns a line per thing created or repaired (empty when all was
+    there). `egress_allow` defaults to $SANDBOX_EGRESS_ALLOW, read (and refused when invalid)
+    before anything changes."""
     if hub_port is None:
         hub_port = int(os.environ.get("HUB_INTERNAL_PORT", "8081"))
-    return ensure_networks() + ensure_firewall(hub_port)
+    if egress_allow is None:
+        egress_allow = egress_allow_from_env()
+    else:
+        egress_allow = egress_allow_parse(",".join(egress_allow))
+    return ensure_networks() + ensure_firewall(hub_port, egress_allow)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,8 @@ from dockerspawner import DockerSpawner
 from jupyterhub.spawner import SpawnException
 from traitlets import Float, Integer, Unicode, default
 
+from .network import sandbox_dns_servers
+
 SPEC_VERSION = 1
 HOME = "/home/jovyan"
 SANDBOX_USER = "1000:100"  # jovyan:users in every sandbox image
@@ -318,6 +320,10 @@ class PortalSpawner(DockerSpawner):
             "security_opt": ["no-new-privileges"],
             "memswap_limit": spec.mem_limit_bytes,  # no swap beyond the memory limit
         }
+        dns = sandbox_dns_servers(spec.egress)
+        if dns:
+            # internal: a name server nothing answers, so no query leaves by the engine's resolver
+            host_config["dns"] = dns
         if spec.gpu_uuids:
             host_config["device_requests"] = [
                 {

@@ -186,9 +186,10 @@ def test_ensure_repairs_chains_whose_verdict_is_not_last_and_keeps_other_hub_por
 
 
 def test_sandboxes_reach_the_hub_port_and_nothing_else(docker_client, sandbox_image, outside_host):
-    # given the hub's port and another service listening on every host address
+    # given the hub's port and another service listening on every host address, and the
+    # outside host allowed (its address is private; see test_egress.py for the ranges)
     hub_port, other_port = free_port(), free_port()
-    network.ensure(hub_port=hub_port)
+    network.ensure(hub_port=hub_port, egress_allow=("10.251.0.0/30",))
     hub_ip = network.hub_ip()
     try:
         with tcp_listener(hub_ip, hub_port), tcp_listener("0.0.0.0", other_port):  # noqa: S104
@@ -206,6 +207,7 @@ def test_sandboxes_reach_the_hub_port_and_nothing_else(docker_client, sandbox_im
                 docker_client, sandbox_image, network.networks()[1].name, targets
             )
     finally:
+        network.ensure(hub_port=hub_port)  # this machine's own exceptions again
         network.remove_hub_port(hub_port)
 
     # then both reach the hub, neither reaches another host port, only `open` goes outside
@@ -217,3 +219,89 @@ def test_sandboxes_reach_the_hub_port_and_nothing_else(docker_client, sandbox_im
         outside_host: True,
     }
     assert internal == {**open_net, outside_host: False}
+
+
+def forward_chain() -> list[str]:
+    return iptables("-S", network.FORWARD_CHAIN)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("10.20.0.0/16, banana", "'banana' is not a network address"),
+        ("10.20.0.1/16", "'10.20.0.1/16' is not a network address"),  # host bits set
+        ("fd00::/64", "IPv6"),
+        ("0.0.0.0/0", "wider than a /8"),
+        ("169.254.169.254/32", "overlaps 169.254.0.0/16"),
+        ("172.30.0.0/16", "overlaps 172.30.0.0/23"),
+        ("127.0.0.1/32", "overlaps 127.0.0.0/8"),
+    ],
+)
+def test_a_bad_egress_exception_is_refused_and_changes_nothing(monkeypatch, capsys, value, named):
+    # given a firewall in place, one of its drops gone astray
+    network.ensure(hub_port=8081)
+    dropped = ["-d", "192.168.0.0/16", "-i", network.networks()[0].bridge, "-j", "DROP"]
+    iptables("-D", network.FORWARD_CHAIN, *dropped)
+    before = forward_chain()
+    try:
+        # when the exceptions setting is not a list of IPv4 networks
+        monkeypatch.setenv(network.EGRESS_ALLOW_ENV, value)
+        with pytest.raises(network.NetworkError, match=named) as raised:
+            network.ensure(hub_port=8081)
+        # then the error names the setting, and the command says so and fails
+        assert network.EGRESS_ALLOW_ENV in str(raised.value)
+        assert network.main(["ensure", "--hub-port", "8081"]) == 1
+        assert named in capsys.readouterr().err
+        # and nothing was changed, not even the repair
+        assert forward_chain() == before
+    finally:
+        monkeypatch.delenv(network.EGRESS_ALLOW_ENV)
+        network.ensure(hub_port=8081)
+    assert iptables_check(network.FORWARD_CHAIN, dropped)
+
+
+def test_egress_exceptions_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv(network.EGRESS_ALLOW_ENV, " 10.20.0.0/16,,192.168.7.0/24 ,10.20.0.0/16")
+    assert network.egress_allow_from_env() == ("10.20.0.0/16", "192.168.7.0/24")
+    # an exception comes before the drop of its range, for the open network only
+    rules = network.forward_rules()
+    allow = ["-d", "10.20.0.0/16", "-i", network.networks()[0].bridge, "-j", "RETURN"]
+    drop = ["-d", "10.0.0.0/8", "-i", network.networks()[0].bridge, "-j", "DROP"]
+    assert rules.index(allow) < rules.index(drop)
+    assert rules.index(["-i", network.networks()[1].bridge, "-j", "DROP"]) == 0
+
+
+def test_ensure_refuses_a_forward_chain_that_accepts_before_docker_user():
+    # given the firewall with one drop gone, and a rule that accepts ahead of DOCKER-USER
+    network.ensure(hub_port=8081)
+    dropped = ["-d", "10.0.0.0/8", "-i", network.networks()[0].bridge, "-j", "DROP"]
+    iptables("-D", network.FORWARD_CHAIN, *dropped)
+    early_accept = ["-i", "nac-tbogus0", "-j", "ACCEPT"]  # no such interface: harmless
+    iptables("-I", "FORWARD", "1", *early_accept)
+    before = forward_chain()
+    try:
+        # when ensure runs, then it refuses loudly, naming the rule
+        with pytest.raises(network.NetworkError, match="before its jump to DOCKER-USER") as err:
+            network.ensure(hub_port=8081)
+        assert "-A FORWARD -i nac-tbogus0 -j ACCEPT" in str(err.value)
+        # and changed nothing (the missing drop is not quietly repaired behind a bypass)
+        assert forward_chain() == before
+    finally:
+        iptables("-D", "FORWARD", *early_accept)
+        network.ensure(hub_port=8081)
+    assert iptables_check(network.FORWARD_CHAIN, dropped)
+
+
+def test_ensure_puts_its_jump_first_in_docker_user():
+    # given someone accepted everything in DOCKER-USER ahead of the sandbox chain
+    network.ensure(hub_port=8081)
+    accept = ["-i", "nac-tbogus0", "-j", "ACCEPT"]
+    iptables("-I", "DOCKER-USER", "1", *accept)
+    try:
+        # when ensure runs, then the sandbox chain is first again, and it says so
+        changed = network.ensure(hub_port=8081)
+        assert changed == [f"DOCKER-USER not first -A DOCKER-USER -j {network.FORWARD_CHAIN}"]
+        assert iptables("-S", "DOCKER-USER")[1] == f"-A DOCKER-USER -j {network.FORWARD_CHAIN}"
+    finally:
+        iptables("-D", "DOCKER-USER", *accept)
+    assert network.ensure(hub_port=8081) == []
