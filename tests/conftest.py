@@ -47,6 +47,54 @@ def totp_code_now() -> str:
     return format_hotp_value(hotp_value(TOTP_SECRET, counter))
 
 
+def record_sign_in(session, user, *, second_factor: bool) -> None:
+    """Write into `session` allauth's records of a sign-in by `user`: the password, and the TOTP
+    code when `second_factor` (what programme-manager authority looks for)."""
+    from allauth.account.authentication import AUTHENTICATION_METHODS_SESSION_KEY
+    from allauth.account.internal.flows.login import _AUTHENTICATION_METHODS_USER_SESSION_KEY
+
+    records = [{"method": "password", "at": time.time(), "email": user.email}]
+    if second_factor:
+        records.append({"method": "mfa", "at": time.time(), "type": "totp"})
+    session[AUTHENTICATION_METHODS_SESSION_KEY] = records
+    session[_AUTHENTICATION_METHODS_USER_SESSION_KEY] = str(user.pk)
+    session.save()
+
+
+def sign_in_with_password_only(client, user) -> None:
+    """A session signed in without the second factor, though the account may have one (one
+    opened before TOTP was set up, say)."""
+    client.force_login(user)
+    record_sign_in(client.session, user, second_factor=False)
+
+
+@pytest.fixture(autouse=True)
+def _force_login_passes_the_second_factor(monkeypatch):
+    """`force_login` stands for allauth's whole sign-in, which for a person with an
+    authenticator includes the code: their session records it, as a real one would. A test
+    that wants a session without it says so (`sign_in_with_password_only`)."""
+    from allauth.mfa.models import Authenticator
+    from asgiref.sync import sync_to_async
+    from django.test.client import ClientMixin
+
+    force_login, aforce_login = ClientMixin.force_login, ClientMixin.aforce_login
+
+    def _record(session, user) -> None:
+        if Authenticator.objects.filter(user_id=user.pk).exists():
+            record_sign_in(session, user, second_factor=True)
+
+    def patched(self, user, backend=None):
+        force_login(self, user, backend)
+        _record(self.session, user)
+
+    async def apatched(self, user, backend=None):
+        await aforce_login(self, user, backend)
+        await sync_to_async(_record)(await self.asession(), user)
+
+    monkeypatch.setattr(ClientMixin, "force_login", patched)
+    monkeypatch.setattr(ClientMixin, "aforce_login", apatched)
+
+
 @pytest.fixture
 def user(db):
     return UserFactory()

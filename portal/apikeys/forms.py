@@ -5,8 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 from portal.organisations.models import Organisation, Role
 
-from .scopes import SCOPES, scopes_allowed_for
-from .services import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS
+from .scopes import PROGRAMME_SCOPES, SCOPES, scopes_allowed_for
+from .services import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, PROGRAMME_MAX_EXPIRY_DAYS
 
 PERSONAL = "personal"
 
@@ -52,7 +52,8 @@ class ApiKeyForm(forms.Form):
         min_value=1,
         max_value=MAX_EXPIRY_DAYS,
         initial=DEFAULT_EXPIRY_DAYS,
-        help_text=_("From 1 to %(max)s days.") % {"max": MAX_EXPIRY_DAYS},
+        help_text=_("From 1 to %(max)s days; at most %(programme)s with a programme scope.")
+        % {"max": MAX_EXPIRY_DAYS, "programme": PROGRAMME_MAX_EXPIRY_DAYS},
     )
 
     def __init__(self, *args, user, **kwargs):
@@ -67,6 +68,22 @@ class ApiKeyForm(forms.Form):
         self.fields["scopes"].choices = [
             (scope, f"{scope}: {label}") for scope, label in SCOPES.items() if scope in allowed
         ]
+        if allowed & PROGRAMME_SCOPES:  # a programme manager: their keys are short-lived
+            self.fields["expires_in_days"].initial = PROGRAMME_MAX_EXPIRY_DAYS
+
+    def clean(self):
+        cleaned = super().clean()
+        days = cleaned.get("expires_in_days")
+        if self.asks_for_programme_scopes() and days and days > PROGRAMME_MAX_EXPIRY_DAYS:
+            self.add_error(
+                "expires_in_days",
+                _("A key with programme scopes lives at most %(max)s days.")
+                % {"max": PROGRAMME_MAX_EXPIRY_DAYS},
+            )
+        return cleaned
+
+    def asks_for_programme_scopes(self) -> bool:
+        return bool(PROGRAMME_SCOPES & set(self.cleaned_data.get("scopes") or ()))
 
     def chosen_organisation(self):
         """The organisation chosen as the owner, or None for a personal key."""

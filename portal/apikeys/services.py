@@ -15,11 +15,12 @@ from portal.core.mail import mail_send_after_commit
 from portal.organisations.models import Membership, Role
 
 from .models import ApiKey, answerable_is_manager
-from .scopes import ALL_SCOPES, scopes_allowed_for
+from .scopes import ALL_SCOPES, PROGRAMME_SCOPES, scopes_allowed_for
 from .tokens import key_generate, key_parse, secret_hash, secret_matches
 
 DEFAULT_EXPIRY_DAYS = 90
 MAX_EXPIRY_DAYS = 365
+PROGRAMME_MAX_EXPIRY_DAYS = 30  # a key with programme authority is short-lived
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
@@ -112,6 +113,12 @@ def apikey_create(
     ):
         raise ApplicationError(
             _("A key lives from 1 to %(max)s days.") % {"max": MAX_EXPIRY_DAYS},
+            field="expires_in_days",
+        )
+    if PROGRAMME_SCOPES & set(scopes) and expires_in_days > PROGRAMME_MAX_EXPIRY_DAYS:
+        raise ApplicationError(
+            _("A key with programme scopes lives at most %(max)s days.")
+            % {"max": PROGRAMME_MAX_EXPIRY_DAYS},
             field="expires_in_days",
         )
     full_key, key_id, secret = key_generate()

@@ -4,6 +4,7 @@ Thin: the form in, the services do the work. The full key exists only in the res
 POST that made it: never in a message, a redirect, the session or a log.
 """
 
+from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -16,10 +17,12 @@ from django.views.decorators.http import require_POST
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
+from portal.users.selectors import PROGRAMME_MFA_REQUIRED, programme_authority
 
 from . import services
 from .forms import ApiKeyForm
 from .models import ApiKey
+from .scopes import PROGRAMME_SCOPES
 
 
 def _page(request: HttpRequest, form: ApiKeyForm, *, created=None, status: int = 200):
@@ -33,12 +36,27 @@ def _page(request: HttpRequest, form: ApiKeyForm, *, created=None, status: int =
     return render(request, "apikeys/list.html", context, status=status)
 
 
+def _programme_key_asked_with_authority(request: HttpRequest) -> bool:
+    """A POST for a key with a programme scope, from a session that has the authority to make
+    one: such a key needs a recent re-authentication too (allauth's, its time window)."""
+    return (
+        request.method == "POST"
+        and bool(PROGRAMME_SCOPES & set(request.POST.getlist("scopes")))
+        and programme_authority(request)
+    )
+
+
 @never_cache  # the response to a creation holds the secret: no cache may keep it
 @login_required
+@reauthentication_required(enabled=_programme_key_asked_with_authority)
 def apikey_list(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _page(request, ApiKeyForm(user=request.user))
     form = ApiKeyForm(request.POST, user=request.user)
+    if form.is_valid() and form.asks_for_programme_scopes() and not programme_authority(request):
+        # A programme key carries the authority of a session that passed MFA; this one has not.
+        form.add_error("scopes", PROGRAMME_MFA_REQUIRED)
+        return _page(request, form, status=403)
     if form.is_valid():
         organisation = form.chosen_organisation()
         try:

@@ -24,15 +24,14 @@ from .units import credit_seconds_to_pkr, month_bounds
 K = LedgerTransaction.Kind
 
 
-def account_visible_to(*, user, public_id) -> CreditAccount | None:
-    """The account, when the person may read it: their organisation's, their own, or any for a
-    programme manager. None otherwise (the caller answers 404)."""
-    from portal.users.selectors import user_is_programme_manager
-
+def account_visible_to(*, user, public_id, programme_authority: bool) -> CreditAccount | None:
+    """The account, when the person may read it: their organisation's, their own, or any with
+    programme-manager authority (the caller says whether the request has it: a programme
+    manager in a session that passed MFA). None otherwise."""
     accounts = CreditAccount.objects.select_related("organisation", "user").filter(
         public_id=public_id
     )
-    if not user_is_programme_manager(user=user):
+    if not programme_authority:
         accounts = accounts.filter(Q(organisation__memberships__user=user) | Q(user=user)).exclude(
             kind=CreditAccount.Kind.SYSTEM
         )

@@ -5,6 +5,7 @@ import datetime as dt
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -18,6 +19,11 @@ from portal.core.forms import add_service_error
 from portal.core.spreadsheets import csv_cell
 from portal.organisations.selectors import membership_get
 from portal.organisations.views import organisation_or_404
+from portal.users.selectors import (
+    PROGRAMME_MFA_REQUIRED,
+    programme_authority,
+    user_is_programme_manager,
+)
 
 from . import applications as workflow
 from .forms import ApplicationForm, MessageForm
@@ -149,6 +155,10 @@ def application_action(request: HttpRequest, slug: str, public_id, action: str) 
     application = _application(organisation, public_id)
     try:
         if action == "comment":
+            # A programme manager's message counts as a reviewer's (and is mailed to the
+            # applicants as one): it needs their authority, a session that passed MFA.
+            if user_is_programme_manager(user=request.user) and not programme_authority(request):
+                raise ApplicationError(str(PROGRAMME_MFA_REQUIRED))
             form = MessageForm(request.POST)
             if not form.is_valid():
                 raise ApplicationError(_("Write a message."))
@@ -177,11 +187,24 @@ def _month(value: str) -> dt.date:
     return month
 
 
+def _statement_account(request: HttpRequest, public_id):
+    """The account whose statement is asked for, when this request may read it. Someone
+    else's needs programme-manager authority: a programme manager whose session has not
+    passed MFA is told so (403); anyone else gets 404."""
+    authority = programme_authority(request)
+    account = account_visible_to(
+        user=request.user, public_id=public_id, programme_authority=authority
+    )
+    if account is None:
+        if not authority and user_is_programme_manager(user=request.user):
+            raise DjangoPermissionDenied(PROGRAMME_MFA_REQUIRED)
+        raise Http404
+    return account
+
+
 @login_required
 def statement(request: HttpRequest, public_id, month: str) -> HttpResponse:
-    account = account_visible_to(user=request.user, public_id=public_id)
-    if account is None:
-        raise Http404
+    account = _statement_account(request, public_id)
     data = statement_for(account=account, month=_month(month))
     return render(
         request,
@@ -192,9 +215,7 @@ def statement(request: HttpRequest, public_id, month: str) -> HttpResponse:
 
 @login_required
 def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
-    account = account_visible_to(user=request.user, public_id=public_id)
-    if account is None:
-        raise Http404
+    account = _statement_account(request, public_id)
     data = statement_for(account=account, month=_month(month))
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="statement-{month}.csv"'

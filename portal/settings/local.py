@@ -38,6 +38,7 @@ def _development_secret_key() -> str:
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _development_secret_key()
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or f"dev-pepper:{SECRET_KEY}"
+MFA_ENCRYPTION_KEY = env.str("MFA_ENCRYPTION_KEY", default="") or f"dev-mfa:{SECRET_KEY}"
 
 # No NVIDIA driver on a laptop or a CI machine: four pretend H100s, labelled as such everywhere.
 SANDBOX_GPU_BACKEND = env.str("SANDBOX_GPU_BACKEND", default="simulated:4xH100-80GB")

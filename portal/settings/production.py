@@ -28,6 +28,7 @@ CSRF_COOKIE_NAME = "__Host-csrftoken"
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https"
 DEMO_SEED_ALLOWED = False
 API_KEY_PEPPER = env.str("API_KEY_PEPPER")  # required: a secret apart from SECRET_KEY
+MFA_ENCRYPTION_KEY = env.str("MFA_ENCRYPTION_KEY")  # required: encrypts TOTP secrets
 
 
 # Required: the RSA key that signs the hub's ID tokens (PEM, unencrypted; "\n" escapes allowed).

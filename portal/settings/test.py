@@ -26,6 +26,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 API_KEY_PEPPER = "test-pepper-not-for-production"  # noqa: S105
+MFA_ENCRYPTION_KEY = "test-mfa-key-not-for-production"  # noqa: S105
 SANDBOX_GPU_BACKEND = "simulated:2xH100-80GB"
 HUB_CLIENT_RETRIES = 0
 # Nothing listens there: the tests that need a hub start a real one, and pass its address to

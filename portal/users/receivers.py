@@ -77,3 +77,21 @@ def _mfa_event(sender, request, user, authenticator, signal, **kwargs):
 
 for _signal in MFA_ACTIONS:
     _signal.connect(_mfa_event, dispatch_uid=f"audit:{MFA_ACTIONS[_signal]}")
+
+
+@receiver(mfa_signals.authenticator_added, dispatch_uid="users:mfa_enrolled")
+def _mfa_enrolled(sender, request, user, authenticator, **kwargs):
+    """TOTP set up (recovery codes come with it and change nothing here): the session in hand
+    has just entered a valid code from it, so it counts as having passed MFA (allauth's record
+    of the step, as at a sign-in); every other session of the account ends."""
+    from allauth.account.internal.flows.login import record_authentication
+    from allauth.mfa.models import Authenticator
+
+    from .services import user_mfa_enrolled
+
+    if authenticator.type == Authenticator.Type.RECOVERY_CODES:
+        return
+    record_authentication(request, user, "mfa", id=authenticator.pk, type=authenticator.type)
+    user_mfa_enrolled(
+        user=user, current_session_key=request.session.session_key, ip=client_ip(request)
+    )

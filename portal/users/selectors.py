@@ -1,14 +1,26 @@
 """Reads about people."""
 
+from types import SimpleNamespace
+
+from allauth.account.authentication import get_authentication_records
 from allauth.account.models import EmailAddress
 from allauth.mfa.utils import is_mfa_enabled
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 from .models import User
 
+# What a programme manager is told when their session has not passed the second factor.
+PROGRAMME_MFA_REQUIRED = _(
+    "Programme-manager actions need a sign-in with two-factor authentication."
+)
+
 
 def user_is_programme_manager(*, user) -> bool:
-    """Active, signed in and in the programme-managers group. Cached on the user object."""
+    """Active, signed in and in the programme-managers group. Cached on the user object.
+
+    The role alone grants nothing in a browser session: see `programme_authority`.
+    """
     if not (user.is_authenticated and user.is_active) or getattr(user, "is_service_account", False):
         return False
     cached = getattr(user, "_is_programme_manager", None)
@@ -19,7 +31,38 @@ def user_is_programme_manager(*, user) -> bool:
 
 
 def user_has_mfa(*, user: User) -> bool:
+    """The account has a second factor set up. Says nothing about the session in hand."""
     return is_mfa_enabled(user)
+
+
+def session_passed_mfa(*, session, user) -> bool:
+    """This session's sign-in included the second factor.
+
+    allauth records every authentication step of a session, for the person it signed in: "mfa"
+    for a TOTP or recovery code, at sign-in or at a re-authentication. An account that has TOTP
+    is not enough: a session opened before TOTP was set up, or by any door that skipped the
+    code, has no such record. `session` is a Django session (an HTTP request's, or the one a
+    WebSocket handshake carried).
+    """
+    if session is None or user is None or not user.is_authenticated:
+        return False
+    # allauth reads the records from `request.session` and checks they are this person's.
+    records = get_authentication_records(SimpleNamespace(session=session), user)
+    return any(record.get("method") == "mfa" for record in records)
+
+
+def programme_authority(request) -> bool:
+    """Programme-manager authority for a browser session: a programme manager, in a session
+    that passed MFA. The one check behind the programme pages, the admin, the API with a
+    session, programme-scoped keys (made only by such a session), other holders' statements,
+    reviewer comments and the cluster stream.
+
+    A request made with an API key is not a session: its authority is the key's scopes.
+    """
+    user = request.user
+    return user_is_programme_manager(user=user) and session_passed_mfa(
+        session=getattr(request, "session", None), user=user
+    )
 
 
 def user_has_verified_email(*, user: User) -> bool:

@@ -74,8 +74,9 @@ def programme_manager_revoke(
     return user
 
 
-def user_sessions_end(*, user_ids: Iterable[int]) -> int:
-    """Sign these people out everywhere: delete their sessions. Returns how many ended.
+def user_sessions_end(*, user_ids: Iterable[int], keep_session_key: str | None = None) -> int:
+    """Sign these people out everywhere: delete their sessions (all but `keep_session_key`, the
+    one in hand, when given). Returns how many ended.
 
     allauth's usersessions records each session, indexed by person: at sign-in through allauth,
     and any other (a Django admin sign-in) at its first request, in its middleware. So no scan
@@ -88,10 +89,29 @@ def user_sessions_end(*, user_ids: Iterable[int]) -> int:
 
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     ended = 0
-    for session in UserSession.objects.filter(user_id__in=list(user_ids)).order_by("pk"):
+    sessions = UserSession.objects.filter(user_id__in=list(user_ids))
+    if keep_session_key:
+        sessions = sessions.exclude(session_key=keep_session_key)
+    for session in sessions.order_by("pk"):
         store.delete(session.session_key)
         session.delete()
         ended += 1
+    return ended
+
+
+@transaction.atomic
+def user_mfa_enrolled(*, user: User, current_session_key: str | None, ip: str | None = None) -> int:
+    """A second factor was just set up: end the account's other sessions, which were opened
+    with the password alone (whoever held it then may hold one of them), and keep the one in
+    hand, which has just proven the new factor. Audited. Returns how many ended."""
+    ended = user_sessions_end(user_ids=[user.pk], keep_session_key=current_session_key)
+    audit_record(
+        actor=user,
+        action="auth.other_sessions_ended",
+        target=user,
+        ip=ip,
+        data={"reason": "mfa_enrolled", "sessions": ended},
+    )
     return ended
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from portal.apikeys.models import ApiKey
 from portal.apikeys.services import KeyRejected, apikey_authenticate, apikey_effective_scopes
 from portal.organisations.models import Membership, Organisation
-from portal.users.selectors import user_has_mfa, user_is_programme_manager
+from portal.users.selectors import session_passed_mfa, user_is_programme_manager
 
 from .broadcast import CLUSTER_GROUP, organisation_group, user_group
 
@@ -38,9 +38,12 @@ class Viewer:
     user: object | None
     key: ApiKey | None = None
     scopes: frozenset[str] = frozenset()
+    passed_mfa: bool = False  # a session whose sign-in included the second factor
 
 
-def viewer_from_handshake(*, session_user, authorization: list[bytes], ip: str | None) -> Viewer:
+def viewer_from_handshake(
+    *, session_user, authorization: list[bytes], ip: str | None, session=None
+) -> Viewer:
     """The key in `Authorization: Bearer <key>` when there is one (it wins over a session:
     browsers cannot set the header), else the session's person."""
     if authorization:
@@ -57,7 +60,9 @@ def viewer_from_handshake(*, session_user, authorization: list[bytes], ip: str |
         return Viewer(user=key.user if key.user_id else None, key=key, scopes=scopes)
     if session_user is None or not session_user.is_authenticated:
         raise StreamRefused(NOT_SIGNED_IN)
-    return Viewer(user=session_user)
+    return Viewer(
+        user=session_user, passed_mfa=session_passed_mfa(session=session, user=session_user)
+    )
 
 
 def stream_group(*, viewer: Viewer, stream: str, organisation_public_id=None) -> str:
@@ -86,9 +91,9 @@ def stream_group(*, viewer: Viewer, stream: str, organisation_public_id=None) ->
         user = viewer.user
         if user is None or not user_is_programme_manager(user=user):
             raise StreamRefused(FORBIDDEN)
-        # A browser session passes the programme pages' gate (MFA set up); a key must carry
+        # A browser session must have passed MFA (the programme pages' gate); a key must carry
         # programme:read, which only a programme manager's key can hold.
-        allowed = PROGRAMME_SCOPE in viewer.scopes if viewer.key else user_has_mfa(user=user)
+        allowed = PROGRAMME_SCOPE in viewer.scopes if viewer.key else viewer.passed_mfa
         if not allowed:
             raise StreamRefused(FORBIDDEN)
         return CLUSTER_GROUP
@@ -102,7 +107,10 @@ def live_stream_group(
     ip: str | None,
     stream: str,
     organisation_public_id=None,
+    session=None,
 ) -> str:
     """The whole check, as one call for one trip to a database thread."""
-    viewer = viewer_from_handshake(session_user=session_user, authorization=authorization, ip=ip)
+    viewer = viewer_from_handshake(
+        session_user=session_user, authorization=authorization, ip=ip, session=session
+    )
     return stream_group(viewer=viewer, stream=stream, organisation_public_id=organisation_public_id)

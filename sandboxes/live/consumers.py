@@ -85,6 +85,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             ip=client[0],
             stream=kwargs["stream"],
             organisation_public_id=kwargs.get("public_id"),
+            session=self.scope.get("session"),  # the cluster stream needs one that passed MFA
         )
         self.access_checked_at = time.monotonic()
         return group

@@ -4,8 +4,13 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 
 from portal.apikeys.models import ApiKey
-from portal.apikeys.scopes import scopes_allowed_for
+from portal.apikeys.scopes import PROGRAMME_SCOPES, scopes_allowed_for
 from portal.apikeys.services import apikey_effective_scopes
+from portal.users.selectors import (
+    PROGRAMME_MFA_REQUIRED,
+    programme_authority,
+    user_is_programme_manager,
+)
 
 
 def granted_scopes(request) -> frozenset[str]:
@@ -13,7 +18,10 @@ def granted_scopes(request) -> frozenset[str]:
     the signed-in person may do."""
     if isinstance(request.auth, ApiKey):
         return apikey_effective_scopes(request.auth)
-    return scopes_allowed_for(user=request.user)
+    allowed = scopes_allowed_for(user=request.user)
+    if not programme_authority(request):  # a session holds programme scopes only after MFA
+        allowed -= PROGRAMME_SCOPES
+    return allowed
 
 
 def required_scopes(view, method: str) -> list[str]:
@@ -36,6 +44,11 @@ class HasScopes(BasePermission):
         needed = required_scopes(view, request.method)
         missing = set(needed) - granted_scopes(request)
         if missing:
+            by_session = not isinstance(request.auth, ApiKey)
+            manager = user_is_programme_manager(user=request.user)
+            if by_session and manager and missing & PROGRAMME_SCOPES:
+                self.message = PROGRAMME_MFA_REQUIRED  # a session that has not passed MFA
+                return False
             self.message = _("Missing scope: %(scopes)s.") % {"scopes": ", ".join(sorted(missing))}
             return False
         return True

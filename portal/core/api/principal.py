@@ -22,7 +22,17 @@ def organisations_visible(request) -> QuerySet[Organisation]:
 
 
 def is_programme_manager(request) -> bool:
-    return not is_service(request) and user_is_programme_manager(user=request.user)
+    """Programme-manager authority for this API request. With a person's key, the key binds it
+    (a programme scope was granted only to a session that passed MFA, and the routes still
+    check the key's scopes); with a browser session, the session must have passed MFA."""
+    from portal.apikeys.models import ApiKey
+    from portal.users.selectors import programme_authority
+
+    if is_service(request):
+        return False
+    if isinstance(request.auth, ApiKey):
+        return user_is_programme_manager(user=request.user)
+    return programme_authority(request)
 
 
 def organisation_from_query(request) -> Organisation | None:

@@ -1,6 +1,11 @@
 """The role matrix over every programme URL: each page, each export and each action, for every
-kind of person. Only a programme manager with MFA gets in; everyone else is turned away before
-anything is read or written, and a refused request changes nothing.
+kind of person. Only a programme manager whose session passed MFA gets in; everyone else is
+turned away before anything is read or written, and a refused request changes nothing. A
+programme manager who has TOTP but whose session did not use it is turned away too.
+
+Programme-manager authority outside /programme/ is in the matrix as well: the API with a
+session (approving an application, reading another organisation's statement), statements of
+other holders (HTML and CSV) and programme-scoped keys on the key page.
 
 The URLs are read from the `dashboard` namespace itself, so a page added without a row here
 fails `test_every_programme_url_is_in_the_matrix`.
@@ -13,12 +18,14 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from portal.apikeys.models import ApiKey
 from portal.audit.models import AuditEvent
 from portal.credits.models import (
     ApplicationState,
@@ -34,8 +41,15 @@ from portal.dashboard.views import REVIEW_ACTIONS
 from portal.onboarding.models import Cohort
 from portal.organisations.models import Organisation, Role
 from portal.users.models import User
-from tests.conftest import totp_activate
-from tests.factories import CohortFactory, MembershipFactory, StudentProfileFactory
+from portal.users.selectors import PROGRAMME_MFA_REQUIRED
+from tests.conftest import sign_in_with_password_only, totp_activate, totp_code_now
+from tests.factories import (
+    PASSWORD,
+    CohortFactory,
+    MembershipFactory,
+    OrganisationFactory,
+    StudentProfileFactory,
+)
 from tests.portal.credits.helpers import lot
 
 pytestmark = pytest.mark.django_db
@@ -44,8 +58,9 @@ HOUR = 3600
 ANONYMOUS = "anonymous"
 WITHOUT_ROLE = ["student", "startup member", "organisation admin", "organisation owner"]
 PM_WITHOUT_MFA = "programme manager without MFA"
+PM_PASSWORD_ONLY = "programme manager with MFA, session signed in without it"
 PM = "programme manager with MFA"
-ROLES = [ANONYMOUS, *WITHOUT_ROLE, PM_WITHOUT_MFA, PM]
+ROLES = [ANONYMOUS, *WITHOUT_ROLE, PM_WITHOUT_MFA, PM_PASSWORD_ONLY, PM]
 
 
 @dataclass
@@ -114,10 +129,27 @@ def people(world, request) -> dict[str, User | None]:
     (the `programme_manager` fixture gives the one without MFA an authenticator)."""
     people = dict(world.people)
     callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("role") == PM:
-        people[PM] = request.getfixturevalue("programme_manager")
+    role = callspec.params.get("role") if callspec is not None else None
+    if role in (PM, PM_PASSWORD_ONLY):
+        people[role] = request.getfixturevalue("programme_manager")
         del people[PM_WITHOUT_MFA]
     return people
+
+
+def sign_in(client, role: str, person: User | None) -> None:
+    """As `role` would be signed in: a programme manager with MFA has passed it in this session
+    (force_login records it), except the one who signed in with the password alone."""
+    if person is None:
+        return
+    if role == PM_PASSWORD_ONLY:
+        sign_in_with_password_only(client, person)
+    else:
+        client.force_login(person)
+
+
+def code_entry_url(next_url: str) -> str:
+    """Where a session without the second factor is sent: enter a code, then come back."""
+    return f"{reverse('mfa_reauthenticate')}?{urlencode({'next': next_url})}"
 
 
 def state() -> dict:
@@ -449,8 +481,7 @@ def test_role_matrix(client, world, people, role, case):
     # given the world in the state the action needs, and the person signed in (or not)
     case.prepare(world)
     person = people[role]
-    if person is not None:
-        client.force_login(person)
+    sign_in(client, role, person)
     before = state()
     pm_events = AuditEvent.objects.filter(actor=person).count() if role == PM else 0
 
@@ -467,6 +498,9 @@ def test_role_matrix(client, world, people, role, case):
     elif role == PM_WITHOUT_MFA:
         assert response.status_code == 302
         assert response["Location"] == reverse("mfa_activate_totp")
+    elif role == PM_PASSWORD_ONLY:
+        assert response.status_code == 302
+        assert response["Location"] == code_entry_url(case.url(world))
     else:
         assert response.status_code == case.status, response.content[:500]
         if response.status_code == 302:
@@ -532,8 +566,7 @@ def test_a_missing_object_is_403_for_others_and_404_only_for_the_manager(
 @pytest.mark.parametrize("role", ROLES)
 def test_the_admin_requires_a_programme_manager_with_mfa(client, people, role):
     person = people[role]
-    if person is not None:
-        client.force_login(person)
+    sign_in(client, role, person)
     response = client.get(reverse("admin:index"), follow=True)
     chain = [url for url, _status in response.redirect_chain]
     if role == ANONYMOUS:
@@ -544,6 +577,8 @@ def test_the_admin_requires_a_programme_manager_with_mfa(client, people, role):
         assert response.status_code == 403
     elif role == PM_WITHOUT_MFA:
         assert reverse("mfa_activate_totp") in chain
+    elif role == PM_PASSWORD_ONLY:
+        assert chain[-1] == code_entry_url(reverse("admin:index"))
     else:
         assert chain == []
         assert response.status_code == 200
@@ -558,16 +593,168 @@ def test_a_superuser_without_mfa_does_not_see_the_ledger_in_the_admin(
     page = reverse("admin:credits_ledgerentry_changelist")
     response = client.get(page, follow=True)
     assert reverse("mfa_activate_totp") in [url for url, _status in response.redirect_chain]
+    # TOTP set up elsewhere (this session did not use it): a code is asked for first
     totp_activate(programme_manager_without_mfa)
+    response = client.get(page, follow=True)
+    assert response.redirect_chain[-1][0] == code_entry_url(page)
+    response = client.post(code_entry_url(page), {"code": totp_code_now()})
+    assert response.status_code == 302
     assert client.get(page).status_code == 200
 
 
 @pytest.mark.parametrize("role", [role for role in ROLES if role != PM])
 def test_a_refused_admin_post_changes_nothing(client, world, people, role):
     person = people[role]
-    if person is not None:
-        client.force_login(person)
+    sign_in(client, role, person)
     before = state()
     client.post(reverse("admin:auth_group_add"), {"name": "sneaky"}, follow=True)
     assert not Group.objects.filter(name="sneaky").exists()
+    assert state() == before
+
+
+# --- Programme-manager authority outside /programme/ -----------------------------------------
+#
+# The same people, with the same sessions, where a programme manager's authority reaches beyond
+# the programme pages: the API with a browser session, statements of other holders, and keys
+# with programme scopes. Only a session that passed MFA carries the authority.
+
+REFUSED_WITH_THE_MFA_MESSAGE = (PM_WITHOUT_MFA, PM_PASSWORD_ONLY)
+
+
+def _api_error(response) -> dict:
+    return response.json()["error"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_approving_through_the_api_with_a_session(client, world, people, role):
+    # given a submitted application and the person signed in to the portal in a browser
+    person = people[role]
+    sign_in(client, role, person)
+    before = state()
+    url = f"/api/v1/credit-applications/{world.application.public_id}/approve"
+    body = {
+        "gpu_hours": 60,
+        "expires_on": (timezone.localdate() + dt.timedelta(days=90)).isoformat(),
+        "rate_pkr_per_gpu_hour": "600.00",
+    }
+
+    # when they approve it through the API with that session (no key)
+    response = client.post(url, body, content_type="application/json")
+
+    # then only a programme manager whose session passed MFA decides; the others change nothing
+    if role == ANONYMOUS:
+        assert response.status_code == 401
+    elif role in WITHOUT_ROLE:
+        assert response.status_code == 403
+        assert _api_error(response)["message"] == "Missing scope: programme:write."
+    elif role in REFUSED_WITH_THE_MFA_MESSAGE:
+        assert response.status_code == 403
+        assert _api_error(response)["message"] == str(PROGRAMME_MFA_REQUIRED)
+    else:
+        assert response.status_code == 200, response.content[:500]
+        _approved(world, response)
+        assert AuditEvent.objects.filter(actor=person, action="application.approved").exists()
+        return
+    assert state() == before
+
+
+@pytest.fixture
+def other_account(world) -> CreditAccount:
+    """An organisation nobody in the world belongs to, with something on its statement."""
+    account = account_for_organisation(OrganisationFactory())
+    lot(account, 7 * HOUR)
+    return account
+
+
+STATEMENT_FORMATS = ["html", "csv"]
+
+
+@pytest.mark.parametrize("fmt", STATEMENT_FORMATS)
+@pytest.mark.parametrize("role", ROLES)
+def test_reading_another_organisations_statement(client, world, people, other_account, role, fmt):
+    # given a statement of an organisation the person does not belong to
+    person = people[role]
+    sign_in(client, role, person)
+    before = state()
+    month = f"{timezone.localdate():%Y-%m}"
+    name = "credits:statement_csv" if fmt == "csv" else "credits:statement"
+    url = reverse(name, kwargs={"public_id": other_account.public_id, "month": month})
+
+    # when they ask for it
+    response = client.get(url)
+
+    # then only a programme manager whose session passed MFA reads it
+    if role == ANONYMOUS:
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("account_login"))
+    elif role in WITHOUT_ROLE:
+        assert response.status_code == 404
+    elif role in REFUSED_WITH_THE_MFA_MESSAGE:
+        assert response.status_code == 403
+    else:
+        assert response.status_code == 200
+        if fmt == "csv":
+            assert response.content.startswith(b"section,date,kind")
+        assert b"7.00" in response.content  # the lot of 7 GPU-hours is on it
+    assert state() == before
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_reading_another_organisations_statement_through_the_api(
+    client, world, people, other_account, role
+):
+    # given the same statement, asked for through the API with a browser session
+    person = people[role]
+    sign_in(client, role, person)
+    month = f"{timezone.localdate():%Y-%m}"
+    url = f"/api/v1/credits/statements/{month}?organisation={other_account.organisation.public_id}"
+
+    # when they ask for it
+    response = client.get(url)
+
+    # then nobody reads it there: the API shows the caller's own organisations only
+    assert response.status_code == (401 if role == ANONYMOUS else 404)
+    assert b"closing_credit_seconds" not in response.content
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_making_a_programme_key(client, world, people, role):
+    # given the person on the key page
+    person = people[role]
+    sign_in(client, role, person)
+    before = state()
+    keys = ApiKey.objects.count()
+    body = {
+        "name": "review bot",
+        "owner": "personal",
+        "scopes": ["programme:write", "applications:read"],
+        "expires_in_days": 30,
+    }
+
+    # when they ask for a key with a programme scope
+    response = client.post(reverse("apikeys:list"), body)
+
+    # then only a programme manager whose session passed MFA, and who has just proven who they
+    # are again, gets one
+    if role == ANONYMOUS:
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("account_login"))
+    elif role in WITHOUT_ROLE:
+        assert response.status_code == 400  # the scope is not offered to them
+    elif role in REFUSED_WITH_THE_MFA_MESSAGE:
+        assert response.status_code == 403
+        assert str(PROGRAMME_MFA_REQUIRED) in response.content.decode()
+    else:
+        # not recently: allauth asks for the password again, then makes the key asked for
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("account_reauthenticate"))
+        assert ApiKey.objects.count() == keys
+        response = client.post(response["Location"], {"password": PASSWORD})
+        assert response.status_code == 200, response.content[:500]
+        key = ApiKey.objects.get(user=person)
+        assert sorted(key.scopes) == ["applications:read", "programme:write"]
+        assert key.expires_at <= timezone.now() + dt.timedelta(days=30)
+        assert key.key_id in response.content.decode()  # shown once, in this response
+        return
+    assert ApiKey.objects.count() == keys
     assert state() == before
