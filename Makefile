@@ -9,8 +9,12 @@ MANAGE := $(PY) manage.py
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 PORTAL_PORT ?= 8000
 IMAGES ?= python-cpu
+# var/ holds the development secrets and databases: owner only, and so is every file that the
+# commands of `run` and the processes under honcho create (SQLite's WAL files take the database's
+# mode).
+PRIVATE := umask 077 &&
 
-.PHONY: help install system-deps messages run test test-sqlite lint format check lock vendor bench images
+.PHONY: help install system-deps messages run test test-sqlite lint format check lock vendor bench images images-lock
 
 help:
 	@echo "make run    install what is missing, migrate, seed the demo, start the portal stack"
@@ -32,11 +36,12 @@ system-deps:
 	@.ci/system-deps.sh run
 
 run: system-deps install
-	$(MANAGE) migrate --no-input
-	$(MANAGE) collectstatic --no-input -v 0
-	$(MANAGE) seed_demo
-	$(MANAGE) gpus_sync
-	$(MANAGE) hub_configure
+	@mkdir -p var && chmod 700 var
+	$(PRIVATE) $(MANAGE) migrate --no-input
+	$(PRIVATE) $(MANAGE) collectstatic --no-input -v 0
+	$(PRIVATE) $(MANAGE) seed_demo
+	$(PRIVATE) $(MANAGE) gpus_sync
+	$(PRIVATE) $(MANAGE) hub_configure
 	@echo ""
 	@echo "  Portal       http://127.0.0.1:$(PORTAL_PORT)/"
 	@echo "  Admin        http://127.0.0.1:$(PORTAL_PORT)/admin/"
@@ -46,7 +51,7 @@ run: system-deps install
 	@echo "  E-mails (verification links) are printed below by the web process."
 	@echo "  Ctrl-C stops everything."
 	@echo ""
-	PORTAL_PORT=$(PORTAL_PORT) $(VENV)/bin/honcho -f .procfile -e var/hub.env start
+	$(PRIVATE) PORTAL_PORT=$(PORTAL_PORT) $(VENV)/bin/honcho -f .procfile -e var/hub.env start
 
 test: export DATABASE_URL = $(TEST_DATABASE_URL)
 test:
@@ -92,6 +97,9 @@ lock: ## re-resolve the pinned dependencies from pyproject.toml (maintainers onl
 images: ## the sandbox images nac/<image>:2026.11, built locally (no registry; see sandboxes/images/README.md)
 	@.ci/system-deps.sh run
 	sandboxes/images/build.sh $(IMAGES)
+
+images-lock: ## (maintainers) record the SHA-256 of every wheel the images install, in <image>/requirements.lock (IMAGES="python-cpu pytorch-gpu")
+	sandboxes/images/build.sh --lock $(IMAGES)
 
 vendor: ## refresh the vendored front-end assets under static/vendor (maintainers only)
 	.ci/vendor-assets.sh

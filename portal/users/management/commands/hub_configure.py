@@ -66,6 +66,14 @@ def env_file_read(path: Path) -> dict[str, str]:
     return values
 
 
+def var_dir_secure(folder: Path) -> None:
+    """var/ holds this file, the development keys and the hub's database and cookie secret: its
+    owner only (0700), created so or tightened when an earlier step left it open."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+
+
 def env_file_write(path: Path, values: dict[str, str]) -> None:
     """Replace the file in one step, readable by its owner only."""
     text = HEADER + "".join(f"{key}={value}\n" for key, value in values.items())
@@ -92,6 +100,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, print_path: bool, **options):
         path = Path(settings.HUB_ENV_FILE)
+        var_dir_secure(Path(settings.VAR_DIR))
+        # Another folder (HUB_ENV_FILE elsewhere) is made owner-only when missing, else left alone.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         existing = env_file_read(path)
         superseded = {key for key, old in SUPERSEDED_DEFAULTS.items() if existing.get(key) == old}
         existing_kept = {k: v for k, v in existing.items() if k not in superseded}
