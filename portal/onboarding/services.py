@@ -15,6 +15,7 @@ from portal.organisations.services import organisation_create
 from portal.users.models import User
 from portal.users.selectors import user_has_verified_email, user_is_programme_manager
 from portal.users.services import SuspensionOutcome, suspension_check
+from sandboxes.launcher.leaving import hub_sessions_end
 from sandboxes.launcher.models import Sandbox
 from sandboxes.launcher.services import suspension_enforce
 
@@ -212,6 +213,7 @@ def student_suspend(
         acting_user=acting_user,
         ip=ip,
     )
+    hub_sessions_end(user_ids=[student.pk], reason="student.suspended")
     audit_record(
         actor=acting_user,
         action="student.suspended",

@@ -27,6 +27,7 @@ from portal.users.services import (
     email_normalise,
     suspension_check,
 )
+from sandboxes.launcher.leaving import hub_sessions_end, organisation_sandboxes_enforce
 from sandboxes.launcher.models import Sandbox
 from sandboxes.launcher.services import suspension_enforce
 
@@ -285,12 +286,21 @@ def membership_role_change(
     previous = membership.role
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
+    # Every role may run on the account today, so this stops nothing unless that rule changes.
+    stopped = organisation_sandboxes_enforce(
+        user=membership.user, organisation=organisation, acting_user=acting_user, ip=ip
+    )
     audit_record(
         actor=acting_user,
         action="membership.role_changed",
         target=organisation,
         ip=ip,
-        data={"user": membership.user.email, "from": previous, "to": role},
+        data={
+            "user": membership.user.email,
+            "from": previous,
+            "to": role,
+            **({"sandboxes_stopped": stopped} if stopped else {}),
+        },
     )
     apikeys_answerable_left(organisation=organisation, user=membership.user)
     return membership
@@ -311,12 +321,22 @@ def membership_remove(*, membership: Membership, acting_user: User, ip: str | No
         if acting.role == Role.ADMIN and membership.role != Role.MEMBER:
             raise PermissionDenied(_("Only the owner can remove an admin."))
     membership.delete()
+    # Leaving stops what they run on this organisation's account (their home volume stays) and
+    # ends their hub session, so no notebook tab or hub token of theirs outlives the removal.
+    stopped = organisation_sandboxes_enforce(
+        user=membership.user, organisation=organisation, acting_user=acting_user, ip=ip
+    )
+    hub_sessions_end(user_ids=[membership.user_id], reason="membership.removed")
     audit_record(
         actor=acting_user,
         action="membership.removed",
         target=organisation,
         ip=ip,
-        data={"user": membership.user.email, "role": membership.role},
+        data={
+            "user": membership.user.email,
+            "role": membership.role,
+            "sandboxes_stopped": stopped,
+        },
     )
     apikeys_answerable_left(organisation=organisation, user=membership.user)
 
@@ -340,12 +360,21 @@ def ownership_transfer(
     }
     Membership.objects.filter(pk=current.pk).update(role=Role.ADMIN, updated_at=timezone.now())
     Membership.objects.filter(pk=new_owner.pk).update(role=Role.OWNER, updated_at=timezone.now())
+    # The previous owner is demoted to admin, who may still run on the account: nothing stops
+    # unless that rule changes.
+    stopped = organisation_sandboxes_enforce(
+        user=acting_user, organisation=organisation, acting_user=acting_user, ip=ip
+    )
     audit_record(
         actor=acting_user,
         action="organisation.ownership_transferred",
         target=organisation,
         ip=ip,
-        data={"from": acting_user.email, "to": locked[new_owner.pk].user.email},
+        data={
+            "from": acting_user.email,
+            "to": locked[new_owner.pk].user.email,
+            **({"sandboxes_stopped": stopped} if stopped else {}),
+        },
     )
 
 
@@ -407,6 +436,7 @@ def organisation_suspend(
         acting_user=acting_user,
         ip=ip,
     )
+    hub_sessions_end(user_ids=members, reason="organisation.suspended")
     audit_record(
         actor=acting_user,
         action="organisation.suspended",

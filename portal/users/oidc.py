@@ -18,7 +18,14 @@ from django.contrib.auth.hashers import check_password
 from django.db import transaction
 from django.utils.translation import gettext as _
 from oauth2_provider.exceptions import OAuthToolkitError
-from oauth2_provider.models import AbstractApplication, get_application_model
+from oauth2_provider.models import (
+    AbstractApplication,
+    get_access_token_model,
+    get_application_model,
+    get_grant_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views import AuthorizationView
@@ -174,3 +181,26 @@ def hub_client_ensure(
         application.clean()  # e.g. an http redirect URI where only https is allowed
         application.save()
     return application, changed
+
+
+def hub_oidc_tokens_revoke(*, user_ids) -> int:
+    """Revoke what the portal issued to the hub for these people: refresh tokens (the hub can
+    no longer get fresh tokens), access and ID tokens (its userinfo checks fail), codes not yet
+    exchanged. Part of ending their hub session; the hub's auth refresh (with auth state kept)
+    then asks them to sign in again. Returns how many tokens and codes were revoked."""
+    user_ids = list(user_ids)
+    hub = get_application_model().objects.filter(name=HUB_CLIENT_NAME)
+    revoked = 0
+    for refresh in (
+        get_refresh_token_model()
+        .objects.filter(user_id__in=user_ids, application__in=hub, revoked__isnull=True)
+        .order_by("pk")
+    ):
+        refresh.revoke()  # revokes its access token too
+        revoked += 1
+    for model in (get_access_token_model(), get_id_token_model(), get_grant_model()):
+        deleted, _by_model = model.objects.filter(
+            user_id__in=user_ids, application__in=hub
+        ).delete()
+        revoked += deleted
+    return revoked

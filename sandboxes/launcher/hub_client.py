@@ -213,6 +213,45 @@ class HubClient:
         )
         return response.json()["token"]
 
+    # --- a person's hub session ------------------------------------------------------------
+    #
+    # JupyterHub 6 keeps no session table: its login cookie holds the user's `cookie_id`, which
+    # no API rotates. Deleting the hub user takes that id with it (a user made again gets a new
+    # one), so the cookie then finds nobody and the hub sends the browser to log in. Tokens are
+    # separate: OAuth tokens of the person's notebook sessions, access tokens the portal minted.
+
+    def user_tokens(self, user: str) -> list[dict]:
+        """The user's unexpired hub tokens (the hub's token models); none for an unknown user."""
+        response = self._request("GET", f"/users/{quote(user, safe='')}/tokens", ok=(200, 404))
+        if response.status_code == 404:
+            return []
+        return response.json().get("api_tokens") or []
+
+    def token_delete(self, user: str, token_id: str) -> None:
+        """Delete one token (for an OAuth token: every token of that OAuth client, as the hub
+        does). A token already gone is deleted."""
+        path = f"/users/{quote(user, safe='')}/tokens/{quote(token_id, safe='')}"
+        self._request("DELETE", path, ok=(204, 404))
+
+    def user_tokens_revoke(self, user: str) -> int:
+        """Delete every token the person holds, except a running server's own credential (its
+        note is "Server at ...": the server needs it to check its visitors, and it dies with
+        the server). Returns how many were deleted."""
+        deleted = 0
+        for token in self.user_tokens(user):
+            if (token.get("note") or "").startswith("Server at "):
+                continue
+            self.token_delete(user, token["id"])
+            deleted += 1
+        return deleted
+
+    def user_delete(self, user: str) -> bool:
+        """Delete the hub user, which ends their hub login everywhere (see above). True when it
+        was deleted now, False when it did not exist. The hub refuses (400) while a server of
+        theirs is stopping; the caller makes sure none runs."""
+        response = self._request("DELETE", f"/users/{quote(user, safe='')}", ok=(200, 204, 404))
+        return response.status_code != 404
+
 
 def _message(response: httpx.Response) -> str:
     try:

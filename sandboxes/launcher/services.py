@@ -126,6 +126,11 @@ def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: Res
         and not Organisation.objects.filter(pk=holder.organisation.pk, is_active=True).exists()
     ):
         raise PermissionDenied(_("This organisation is suspended; sandboxes cannot be launched."))
+    if (
+        holder.organisation is not None
+        and not Organisation.objects.for_user(user).filter(pk=holder.organisation.pk).exists()
+    ):  # removed meanwhile (leaving.organisation_sandboxes_enforce holds the same lock)
+        raise PermissionDenied(_("You are not a member of that organisation."))
     if not image.is_active:
         raise ApplicationError(_("That image is not offered."), field="image")
     if not profile.is_active:

@@ -134,3 +134,37 @@ def sandboxes_reconcile() -> dict:
     from .reconcile import reconcile
 
     return reconcile()
+
+HUB_SESSION_END_RETRIES = 10
+
+
+@shared_task(name="launcher.hub_session_end", acks_late=True)
+def hub_session_end(user_id: int, reason: str = "", attempt: int = 0) -> str:
+    """End a person's hub session (leaving.hub_session_end). Tried again later, with back-off,
+    while the hub is unreachable or a sandbox of theirs is still stopping; after
+    HUB_SESSION_END_RETRIES it gives up, logged: their tokens at the portal are revoked already.
+    (Enqueued again rather than Celery's retry, which an eager run raises to its caller.)"""
+    from .leaving import hub_session_end as end
+
+    try:
+        outcome = end(user_id=user_id, reason=reason)
+    except HubError as exc:
+        logger.warning("hub session of user %s, attempt %s: %s", user_id, attempt, exc)
+        return _hub_session_end_later(user_id, reason, attempt, giving_up="failed")
+    if outcome.pending:
+        return _hub_session_end_later(user_id, reason, attempt, giving_up="pending")
+    if outcome.hub_user_deleted:
+        return "ended"
+    return "servers_running" if outcome.servers_running else "tokens_revoked"
+
+
+def _hub_session_end_later(user_id: int, reason: str, attempt: int, *, giving_up: str) -> str:
+    if attempt >= HUB_SESSION_END_RETRIES:
+        logger.error("gave up ending the hub session of user %s (%s)", user_id, giving_up)
+        return giving_up
+    hub_session_end.apply_async(
+        (user_id,),
+        {"reason": reason, "attempt": attempt + 1},
+        countdown=min(5 * 2**attempt, 300),
+    )
+    return "again"
