@@ -28,8 +28,8 @@ class ApiKeyForm(forms.Form):
     owner = forms.ChoiceField(
         label=_("Belongs to"),
         help_text=_(
-            "A key for you acts as you. A key for an organisation acts as the organisation and "
-            "keeps working if you leave it."
+            "A key for you acts as you. A key for an organisation acts only inside it, and "
+            "stops if you leave it or stop being an admin, until its owner re-confirms it."
         ),
         error_messages={
             "invalid_choice": _(

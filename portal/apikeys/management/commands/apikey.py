@@ -1,4 +1,4 @@
-"""API keys from the command line, for operators: `manage.py apikey create|list|revoke`.
+"""API keys from the command line, for operators: `manage.py apikey create|list|revoke|confirm`.
 
     apikey create --email EMAIL --name NAME --scopes s1,s2 [--expires-days N]
     apikey create --org SLUG --by EMAIL --name NAME --scopes s1,s2 [--expires-days N]
