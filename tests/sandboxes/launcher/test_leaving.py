@@ -9,7 +9,8 @@ import datetime as dt
 
 import httpx
 import pytest
-from django.test import TestCase
+from django.conf import settings as django_settings
+from django.test import Client, TestCase
 from django.urls import reverse
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
@@ -25,6 +26,8 @@ from sandboxes.launcher.hub_client import HubClient
 from sandboxes.launcher.models import Sandbox
 from tests.factories import MembershipFactory, StudentProfileFactory
 from tests.portal.credits.helpers import lot
+from tests.sandboxes.hub import running_hub
+from tests.sandboxes.spawner.conftest import docker_client  # noqa: F401
 
 from .helpers import committed, funded_founder, funded_student, gpus, image, profile
 
@@ -33,9 +36,12 @@ Status = Sandbox.Status
 
 
 @pytest.fixture(autouse=True)
-def hub_session_tasks(_no_hub_tasks, monkeypatch):
-    """hub_session_end is recorded like the other hub tasks (the real-hub test runs it)."""
+def hub_session_tasks(request, _no_hub_tasks, monkeypatch):
+    """hub_session_end is recorded like the other hub tasks, except for the real-hub test."""
     from sandboxes.launcher import tasks
+
+    if "real_hub" in request.fixturenames:
+        return _no_hub_tasks
 
     class Recorder:
         def delay(self, *args, **kwargs):
@@ -386,3 +392,91 @@ def test_the_task_tries_again_later_while_the_hub_is_down_then_gives_up(
     last = {"reason": "x", "attempt": HUB_SESSION_END_RETRIES}
     assert task.apply(args=(colleague.pk,), kwargs=last).get() == "failed"
     assert hub_session_tasks == []
+
+
+# --- Against a real hub ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def real_hub(live_server, settings, docker_client):  # noqa: F811
+    """A real JupyterHub whose OIDC provider is this portal (pytest-django's live server)."""
+    with running_hub(portal_internal_url=live_server.url) as hub:
+        settings.HUB_API_URL = hub.api_url
+        settings.HUB_API_TOKEN = hub.api_token
+        settings.HUB_PUBLIC_URL = hub.public_url
+        hub_client_ensure(
+            client_id=hub.env["HUB_OIDC_CLIENT_ID"],
+            client_secret=hub.env["HUB_OIDC_CLIENT_SECRET"],
+            hub_public_url=hub.public_url,
+        )
+        yield hub
+
+
+def _hub_sign_in(hub, browser: httpx.Client, portal_session: str) -> None:
+    """The hub's OIDC login, hop by hop: the portal's hops carry the portal's session cookie
+    only, the hub's hops the hub's cookies only (two hosts, as in a browser)."""
+    login = browser.get(f"{hub.public_url}/hub/oauth_login")
+    assert login.status_code == 302, login.text
+    authorize = httpx.get(
+        login.headers["location"],
+        headers={"Cookie": f"{django_settings.SESSION_COOKIE_NAME}={portal_session}"},
+    )
+    assert authorize.status_code == 302, authorize.text
+    callback = authorize.headers["location"]
+    assert callback.startswith(f"{hub.public_url}/hub/oauth_callback?code="), callback
+    signed_in = browser.get(callback)
+    assert signed_in.status_code == 302, signed_in.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_portal_sign_out_the_hub_cookie_and_tokens_no_longer_work(real_hub):
+    # given a person with a hub user (made as the portal makes it at a first start), signed in
+    # to the portal, then to the hub through the portal's OIDC, and holding a hub token
+    hub = real_hub
+    person = funded_student()
+    sandbox = _launch(person)
+    services.sandbox_mark_stopped(sandbox_id=sandbox.pk, reason="done")
+    name = person.hub_username
+    with hub.client() as api:
+        assert api.post(f"/users/{name}").status_code == 201
+    portal = Client()
+    portal.force_login(person)
+    with httpx.Client(timeout=30) as browser:
+        _hub_sign_in(hub, browser, portal.cookies[django_settings.SESSION_COOKIE_NAME].value)
+        home = f"{hub.public_url}/hub/home"
+        assert browser.get(home).status_code == 200  # signed in to the hub
+        token = HubClient().token_create(
+            name, scopes=[f"read:users!user={name}"], expires_in=600, note="portal access token"
+        )
+        me = f"{hub.api_url}/user"
+        assert httpx.get(me, headers={"Authorization": f"token {token}"}).status_code == 200
+        refresh = RefreshToken.objects.get(user=person).token
+
+        # when they sign out of the portal (the task runs at the commit: Celery is eager here)
+        response = portal.post(reverse("account_logout"))
+        assert response.status_code == 302
+
+        # then the hub's login cookie finds nobody: the hub sends the browser to log in again
+        again = browser.get(home)
+        assert again.status_code == 302
+        assert "/hub/login" in again.headers["location"]
+        # the hub token is refused, and the hub user is gone (the next launch makes it again)
+        assert httpx.get(me, headers={"Authorization": f"token {token}"}).status_code == 403
+    with hub.client() as api:
+        assert api.get(f"/users/{name}").status_code == 404
+    # and the hub can no longer refresh its OIDC tokens at the portal
+    refreshed = Client().post(
+        "/o/token/",
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "client_id": hub.env["HUB_OIDC_CLIENT_ID"],
+            "client_secret": hub.env["HUB_OIDC_CLIENT_SECRET"],
+        },
+    )
+    assert refreshed.status_code == 400
+    assert refreshed.json()["error"] == "invalid_grant"
+    assert not AccessToken.objects.filter(user=person).exists()
+    event = AuditEvent.objects.get(action="hub.session_ended")
+    assert event.data["hub_user_deleted"] is True
+    assert event.data["tokens_revoked"] >= 1
