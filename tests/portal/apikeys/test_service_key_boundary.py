@@ -2,7 +2,10 @@
 longer an owner or admin there, the owners are told, and only an owner can take it on again.
 An undecodable bearer is a plain 401 (§7). Each test plays the one holding the key."""
 
+import importlib
+
 import pytest
+from django.apps import apps as django_apps
 from django.core import mail
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -269,3 +272,26 @@ def test_the_live_stream_refuses_a_bearer_that_is_not_ascii(value):
     with pytest.raises(StreamRefused) as refused:
         live_stream_group(session_user=None, authorization=[value], ip=None, stream="user")
     assert refused.value.code == NOT_SIGNED_IN
+
+
+def test_the_migration_keeps_keys_with_a_maker_and_stops_those_without(
+    organisation, owner, admin_member
+):
+    # given two organisation keys as they were before the migration: one with its maker
+    # recorded, one made by the CLI with none; neither has anyone answering for it yet
+    with_maker, with_maker_full = apikey_create(
+        name="ui", scopes=["profile:read"], acting_user=admin_member, organisation=organisation
+    )
+    no_maker, no_maker_full = apikey_create(
+        name="cli", scopes=["profile:read"], acting_user=owner, organisation=organisation
+    )
+    ApiKey.objects.filter(pk=with_maker.pk).update(answerable_by=None)
+    ApiKey.objects.filter(pk=no_maker.pk).update(answerable_by=None, created_by=None)
+    # when the data migration runs
+    migration = importlib.import_module("portal.apikeys.migrations.0002_service_keys_answerable")
+    migration.answerable_is_the_maker(django_apps, None)
+    # then the maker answers for their key, which works; the other acts as no one
+    with_maker.refresh_from_db()
+    assert with_maker.answerable_by == admin_member
+    assert _me(with_maker_full).status_code == 200
+    assert_error(_me(no_maker_full), 401, "not_authenticated")
