@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Build the sandbox images without a container registry and without PyPI inside the build.
-#   sandboxes/images/build.sh [IMAGE...]      IMAGE: a recipe folder here; default python-cpu
+#   sandboxes/images/build.sh [IMAGE...]         IMAGE: a recipe folder here; default python-cpu
+#   sandboxes/images/build.sh --lock [IMAGE...]  (maintainers) write IMAGE/requirements.lock: the
+#                                                SHA-256 of every wheel requirements.txt names
 # For each image: (1) a base image, (2) a wheelhouse downloaded on this machine for the image's
-# interpreter, (3) `docker build` with that wheelhouse in the context. An image whose recipe,
-# base and interpreter did not change is not rebuilt. See README.md next to this script.
+# interpreter, checked against requirements.lock, (3) `docker build` with that wheelhouse in the
+# context, installed with pip --require-hashes, on top of the base's security updates. An image
+# whose recipe, base and interpreter did not change is not rebuilt. See README.md here.
 # Environment:
 #   BASE_IMAGE     build FROM this registry image (e.g. debian:bookworm-slim); default: the local
 #                  nac/base:bookworm, made with debootstrap when it is missing
-#   DEBIAN_MIRROR  mirror for debootstrap and the base's apt; default: the one apt here uses
+#   DEBIAN_MIRROR  Debian mirror for debootstrap and the images' apt; default: the one this
+#                  machine's apt uses (/etc/apt/sources.list, sources.list.d/*.list, *.sources)
+#   DEBIAN_SECURITY_MIRROR  where bookworm-security comes from; default: this machine's apt's
 #   IMAGE_TAG      default 2026.11
 #   IMAGE_PYTHON   interpreter the wheels are for; default 3.11.2 (Debian bookworm's python3)
 #   IMAGE_GLIBC    newest manylinux glibc the wheels may need; default 2.36 (bookworm)
@@ -44,16 +49,35 @@ recipe_hash() {
     sha256sum | cut -c1-64
 }
 
-# The Debian mirror apt on this machine uses (one-line or deb822 sources).
+# The Debian mirror apt on this machine uses for a suite (one-line or deb822 sources): "release"
+# (bookworm, or another Debian release: one mirror serves them all) or "security"
+# (bookworm-security, or another release's). Prints nothing when apt has none.
 apt_mirror() {
-  python3 - <<'PY'
-import glob, re
+  python3 - "$1" <<'PY'
+import glob, re, sys
+
+want = sys.argv[1]
+# Debian's release names, so that a third-party repository (its own suite names) is never taken.
+DEBIAN = {"bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+          "oldstable", "stable", "testing", "unstable"}
+
+
+def fits(suite):
+    if want == "security":
+        return suite.endswith("-security") and suite.split("-")[0] in DEBIAN
+    return suite in DEBIAN
+
+
+def rank(suite):
+    return 0 if suite.startswith("bookworm") else 1
+
 
 def one_line(path):
     for line in open(path):
         f = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
-        if len(f) >= 3 and f[0] == "deb" and f[2] == "bookworm":
-            return f[1]
+        if len(f) >= 4 and f[0] == "deb" and fits(f[2]) and "main" in f[3:]:
+            yield rank(f[2]), f[1]
+
 
 def deb822(path):
     for stanza in re.split(r"\n\s*\n", open(path).read()):
@@ -62,20 +86,39 @@ def deb822(path):
             if ":" in line and not line.startswith(("#", " ")):
                 key, value = line.split(":", 1)
                 fields[key.strip().lower()] = value.split()
-        if "deb" in fields.get("types", []) and "bookworm" in fields.get("suites", []):
-            if fields.get("enabled", ["yes"])[0] != "no" and fields.get("uris"):
-                return fields["uris"][0]
+        if "deb" not in fields.get("types", []) or not fields.get("uris"):
+            continue
+        if fields.get("enabled", ["yes"])[0] == "no" or "main" not in fields.get("components", []):
+            continue
+        for suite in fields.get("suites", []):
+            if fits(suite):
+                yield rank(suite), fields["uris"][0]
 
-found = None
+
+found = []
 for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
     try:
-        found = found or one_line(path)
+        found += one_line(path)
     except OSError:
         pass
 for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-    found = found or deb822(path)
-print(found or "http://deb.debian.org/debian")
+    found += deb822(path)
+# bookworm's own entries first, then the order apt reads them in (sort is stable).
+print(sorted(found, key=lambda f: f[0])[0][1] if found else "")
 PY
+}
+
+# The mirrors the base and the images' apt use: the settings, else this machine's apt's.
+debian_mirror=""
+debian_security_mirror=""
+mirrors_pick() {
+  [ -z "$debian_mirror" ] || return 0
+  debian_mirror=${DEBIAN_MIRROR:-$(apt_mirror release)}
+  [ -n "$debian_mirror" ] ||
+    die "no Debian mirror in this machine's apt sources (/etc/apt/sources.list*): set DEBIAN_MIRROR"
+  debian_security_mirror=${DEBIAN_SECURITY_MIRROR:-$(apt_mirror security)}
+  [ -n "$debian_security_mirror" ] ||
+    say "warning: no bookworm-security in this machine's apt sources and no DEBIAN_SECURITY_MIRROR: the images get no security updates"
 }
 
 ensure_base() {
@@ -90,7 +133,8 @@ ensure_base() {
   command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] ||
     die "debootstrap is missing: run .ci/system-deps.sh run"
   local mirror started rootfs log=/tmp/nac-debootstrap.log
-  mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
+  mirrors_pick
+  mirror=$debian_mirror
   started=$(now)
   say "Base image $local_base: debootstrap --variant=minbase bookworm from $mirror (log: $log)"
   rootfs=$(mktemp -d /var/tmp/nac-base.XXXXXX)
@@ -100,8 +144,8 @@ ensure_base() {
     die "debootstrap failed; see $log"
   printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" |
     $SUDO tee "$rootfs/etc/apt/sources.list" >/dev/null
-  if [ -n "${DEBIAN_SECURITY_MIRROR:-}" ]; then
-    printf 'deb %s bookworm-security main\n' "$DEBIAN_SECURITY_MIRROR" |
+  if [ -n "$debian_security_mirror" ]; then
+    printf 'deb %s bookworm-security main\n' "$debian_security_mirror" |
       $SUDO tee -a "$rootfs/etc/apt/sources.list" >/dev/null
   fi
   $SUDO rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/tmp/*
@@ -125,9 +169,40 @@ pick_pip() {
   fi
 }
 
-# var/wheelhouse/<image>/: every wheel requirements.txt names, for the image's interpreter.
+# <image>/requirements.lock must exist and have been made from this requirements.txt.
+lock_check() {
+  local image=$1 lock=$here/$1/requirements.lock recorded
+  [ -f "$lock" ] || die "$image: no requirements.lock: run \`make images-lock IMAGES=$image\`"
+  recorded=$(sed -n 's/^# requirements.txt sha256: //p' "$lock")
+  [ "$recorded" = "$(sha256sum <"$here/$image/requirements.txt" | cut -c1-64)" ] ||
+    die "$image: requirements.lock was not made from this requirements.txt: run \`make images-lock IMAGES=$image\`"
+}
+
+# (maintainers) <image>/requirements.lock: requirements.txt with the SHA-256 of each wheel, as
+# the configured index gives them for the image's interpreter and platform (metadata only, no
+# wheel is downloaded). Review the diff like code: it decides which bytes the images run.
+lock_write() {
+  local image=$1 req=$here/$1/requirements.txt work started
+  [ -f "$req" ] || die "no recipe $here/$image (requirements.txt)"
+  pick_pip
+  started=$(now)
+  say "$image: resolving requirements.txt for CPython $py_version on $arch to record the wheels' hashes"
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064  # expand now: the trap must remove this very folder
+  trap "rm -rf '$work'" EXIT
+  "${pip_cmd[@]}" install -qq --disable-pip-version-check --dry-run --ignore-installed \
+    --target "$work/target" --report "$work/report.json" \
+    --only-binary=:all: --implementation cp --python-version "$py_version" "${platforms[@]}" -r "$req"
+  python3 "$here/wheel_lock.py" "$work/report.json" "$req" "$here/$image/requirements.lock"
+  rm -rf "$work"
+  trap - EXIT
+  say "$image: wrote ${here#"$root"/}/$image/requirements.lock ($(grep -c -- '--hash=' "$here/$image/requirements.lock") hashes, $(since "$started"))"
+}
+
+# var/wheelhouse/<image>/: every wheel requirements.lock names, for the image's interpreter,
+# each checked against its recorded hash as it is downloaded.
 ensure_wheelhouse() {
-  local image=$1 req=$here/$1/requirements.txt dir=$var/wheelhouse/$1 key started
+  local image=$1 req=$here/$1/requirements.lock dir=$var/wheelhouse/$1 key started
   key=$({ sha256sum <"$req"; echo "$py_version ${platforms[*]}"; } | sha256sum | cut -c1-64)
   if [ "$(cat "$dir/.complete" 2>/dev/null)" = "$key" ]; then
     say "$image: wheelhouse up to date ($(find "$dir" -name '*.whl' | wc -l) wheels)"
@@ -142,7 +217,7 @@ ensure_wheelhouse() {
   [ -d "$dir" ] && reuse=(--find-links "$dir")
   "${pip_cmd[@]}" download -qq --disable-pip-version-check --dest "$dir.tmp" \
     --only-binary=:all: --implementation cp --python-version "$py_version" "${platforms[@]}" \
-    "${reuse[@]}" -r "$req"
+    "${reuse[@]}" --require-hashes -r "$req"
   echo "$key" >"$dir.tmp/.complete"
   rm -rf "$dir"
   mv "$dir.tmp" "$dir"
@@ -153,6 +228,7 @@ build_image() {
   local image=$1 name="nac/$1:$tag" rhash base_id key existing started ctx
   [ -f "$here/$image/Dockerfile" ] && [ -f "$here/$image/requirements.txt" ] ||
     die "no recipe $here/$image (Dockerfile + requirements.txt)"
+  lock_check "$image"
   rhash=$(recipe_hash "$image")
   base_id=$(docker image inspect -f '{{.Id}}' "$base")
   key=$(printf '%s\n' "$rhash" "$base" "$base_id" "$py_version" "$arch" | sha256sum | cut -c1-64)
@@ -170,8 +246,13 @@ build_image() {
   cp -a "$here/$image/." "$ctx/"
   # Hard links: the wheelhouse is not copied, only linked into the context.
   cp -al "$var/wheelhouse/$image" "$ctx/wheelhouse" 2>/dev/null || cp -a "$var/wheelhouse/$image" "$ctx/wheelhouse"
+  mirrors_pick
+  # SECURITY_UPDATES_AS_OF: a rebuild on a later day upgrades again instead of reusing the
+  # cached apt layer.
   docker build \
     --build-arg BASE_IMAGE="$base" --build-arg RECIPE_HASH="$rhash" --build-arg IMAGE_VERSION="$tag" \
+    --build-arg DEBIAN_MIRROR="$debian_mirror" --build-arg DEBIAN_SECURITY_MIRROR="$debian_security_mirror" \
+    --build-arg SECURITY_UPDATES_AS_OF="$(date -u +%F)" \
     --label nac.build-key="$key" --label nac.base-image="$base@$base_id" \
     --tag "$name" "$ctx"
   rm -rf "$ctx"
@@ -180,7 +261,13 @@ build_image() {
   say "$image: built $name, $(docker image inspect -f '{{.Size}}' "$name" | awk '{ printf "%.0f MB", $1 / 1e6 }') ($(since "$started"))"
 }
 
+lock_mode=""
+if [ "${1:-}" = --lock ]; then lock_mode=1 && shift; fi
 [ $# -gt 0 ] || set -- python-cpu
+if [ -n "$lock_mode" ]; then
+  for image in "$@"; do lock_write "$image"; done
+  exit 0
+fi
 total=$(now)
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer: run .ci/system-deps.sh run"
 ensure_base

@@ -6,6 +6,11 @@ fresh home volume, and say (by label) which recipe it was built from.
 """
 
 import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -16,6 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 RECIPE = REPO / "sandboxes" / "images" / "python-cpu"
 IMAGE = "nac/python-cpu:2026.11"
+WHEELHOUSE = REPO / "var" / "wheelhouse" / "python-cpu"
+BUILD_SH = REPO / "sandboxes" / "images" / "build.sh"
 
 
 def recipe_hash(folder: Path) -> str:
@@ -121,3 +128,92 @@ def test_jupyterlab_fetches_no_news_and_checks_for_no_updates(client, image):
     news, update = run(client, "bash", "-c", script).splitlines()[-2:]
     assert news == '"news": {"disabled": true}'
     assert update == '{"notification": null}'
+
+
+def pins(text: str) -> dict[str, str]:
+    """name -> version of every `name==version` line (a lock's continuation lines skipped)."""
+    return dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", text, flags=re.MULTILINE))
+
+
+@pytest.mark.parametrize("recipe", ["python-cpu", "pytorch-gpu"])
+def test_every_recipe_installs_its_wheels_by_hash_from_a_current_lock(recipe):
+    # given the recipe's requirements.txt, its lock and its Dockerfile
+    folder = RECIPE.parent / recipe
+    requirements = (folder / "requirements.txt").read_bytes()
+    lock = (folder / "requirements.lock").read_text()
+    dockerfile = (folder / "Dockerfile").read_text()
+
+    # then the lock was made from this requirements.txt and pins the same versions
+    assert f"# requirements.txt sha256: {hashlib.sha256(requirements).hexdigest()}" in lock
+    assert pins(lock) == pins(requirements.decode())
+    # and every package carries at least one SHA-256
+    entries = re.split(r"(?<!\\)\n", lock)
+    for entry in (e for e in entries if e and not e.startswith("#")):
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), entry
+    # and the image installs the lock, in hash-checking mode, from the wheelhouse only
+    assert "--no-index --find-links /tmp/wheelhouse --require-hashes -r /tmp/requirements.lock" in (
+        dockerfile
+    )
+
+
+def pip_from_wheelhouse(wheelhouse: Path, lock: Path, dest: Path) -> subprocess.CompletedProcess:
+    """What build.sh's download does, offline: take every locked wheel from `wheelhouse`."""
+    options = [
+        "download",
+        "--quiet",
+        "--no-index",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--implementation=cp",
+        "--python-version=3.11.2",
+        "--platform=manylinux2014_x86_64",
+        "--require-hashes",
+    ]
+    options += [f"--platform=manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)]
+    # only this wheelhouse: none of the machine's pip settings (indexes, find-links, caps)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "pip", *options, "--find-links", str(wheelhouse)]
+        + ["--dest", str(dest), "-r", str(lock)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**env, "PIP_CONFIG_FILE": os.devnull},
+    )
+
+
+def test_a_wheel_that_is_not_the_locked_one_stops_the_build(tmp_path):
+    # given the wheelhouse build.sh downloaded for the image (make images), as hard links
+    if not (WHEELHOUSE / ".complete").exists():
+        pytest.fail(f"{WHEELHOUSE} is missing: run `make images` first")
+    lock = RECIPE / "requirements.lock"
+    wheelhouse = tmp_path / "wheelhouse"
+    shutil.copytree(WHEELHOUSE, wheelhouse, copy_function=os.link)
+    assert pip_from_wheelhouse(wheelhouse, lock, tmp_path / "ok").returncode == 0
+
+    # when a mirror serves one wheel altered by a single byte
+    victim = next(wheelhouse.glob("jupyterhub-*.whl"))
+    data = bytearray(victim.read_bytes())
+    victim.unlink()  # a new file: the hard-linked original stays intact
+    data[-100] ^= 0x01
+    victim.write_bytes(bytes(data))
+    result = pip_from_wheelhouse(wheelhouse, lock, tmp_path / "bad")
+
+    # then pip refuses it, naming the hash it expected
+    assert result.returncode != 0
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in result.stderr
+    assert "jupyterhub" in result.stderr
+
+
+def test_the_image_has_the_security_updates_from_the_hosts_mirror(client, image):
+    # given the security mirror build.sh reads from this machine's apt configuration
+    script = f'source <(sed -n "/^apt_mirror() {{/,/^}}/p" {BUILD_SH}); apt_mirror security'
+    mirror = subprocess.run(  # noqa: S603
+        ["/bin/bash", "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert mirror, "this machine's apt has no bookworm-security: nothing to check against"
+
+    # then the image's apt uses it and the build ran an upgrade against it
+    assert f"deb {mirror} bookworm-security main" in run(client, "cat", "/etc/apt/sources.list")
+    history = run(client, "cat", "/var/log/apt/history.log")
+    assert "Commandline: apt-get upgrade" in history
