@@ -406,6 +406,18 @@ SANDBOX_MAX_LIVE_PER_USER = env.int("SANDBOX_MAX_LIVE_PER_USER", default=3)
 SANDBOX_MAX_GPUS_PER_HOLDER = env.int("SANDBOX_MAX_GPUS_PER_HOLDER", default=4)
 SANDBOX_RECONCILE_INTERVAL = env.int("SANDBOX_RECONCILE_INTERVAL", default=60)
 SANDBOX_HOME_VOLUME_PREFIX = "nac-home-"
+# A person whose starts failed this many times within the window waits before launching again
+# (0: no limit); a start holds its GPUs, and is charged, until it fails.
+SANDBOX_FAILED_STARTS_LIMIT = env.int("SANDBOX_FAILED_STARTS_LIMIT", default=5)
+SANDBOX_FAILED_STARTS_WINDOW_SECONDS = env.int("SANDBOX_FAILED_STARTS_WINDOW_SECONDS", default=900)
+# How often sandboxes past their profile's maximum age (ResourceProfile.max_age_seconds) stop.
+SANDBOX_MAX_AGE_CHECK_INTERVAL = env.int("SANDBOX_MAX_AGE_CHECK_INTERVAL", default=60)
+# The only addresses the internal API (/internal/hub/) answers: the hub's (loopback, and the
+# gateway of the sandbox network, where the hub listens). Matched against the connection's peer
+# (REMOTE_ADDR), never a forwarded header; addresses or networks.
+HUB_INTERNAL_ALLOWED_IPS = env.list(
+    "HUB_INTERNAL_ALLOWED_IPS", default=["127.0.0.1", "::1", "172.30.0.1"]
+)
 HUB_CLIENT_TIMEOUT = env.float("HUB_CLIENT_TIMEOUT", default=10.0)
 HUB_CLIENT_RETRIES = env.int("HUB_CLIENT_RETRIES", default=3)
 HUB_SPAWN_TIMEOUT = env.int("HUB_SPAWN_TIMEOUT", default=180)
@@ -420,6 +432,10 @@ CELERY_BEAT_SCHEDULE.update(
         "launcher-reconcile": {
             "task": "launcher.sandboxes_reconcile",
             "schedule": SANDBOX_RECONCILE_INTERVAL,
+        },
+        "launcher-stop-over-age": {
+            "task": "launcher.sandboxes_stop_over_age",
+            "schedule": SANDBOX_MAX_AGE_CHECK_INTERVAL,
         },
     }
 )

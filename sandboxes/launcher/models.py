@@ -94,6 +94,16 @@ class ResourceProfile(PublicIdModel):
     egress = models.CharField(
         _("network access"), max_length=16, choices=Egress.choices, default=Egress.OPEN
     )
+    max_age_seconds = models.PositiveIntegerField(
+        _("maximum age (seconds)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(60)],
+        help_text=_(
+            "A sandbox of this profile is stopped this long after its start (its home folder "
+            "stays). Empty: no limit."
+        ),
+    )
     is_active = models.BooleanField(_("offered"), default=True)
     sort_order = models.PositiveSmallIntegerField(default=0)
 
@@ -209,3 +219,48 @@ class Sandbox(PublicIdModel):
     @property
     def display_name(self) -> str:
         return self.name or f"{self.image.name} · {self.profile.name}"
+
+
+class SandboxStart(PublicIdModel):
+    """One start of a sandbox: from the moment its resources were allocated (`starting`) to
+    their release (`stopped` or `failed`).
+
+    Its public id travels in the spawn spec and comes back with the hub's `server-stopped`, so
+    a late report about an earlier start cannot end a later one (a restart reuses the server
+    name). Failed starts are counted per person to rate-limit launches that keep failing.
+    """
+
+    class Outcome(models.TextChoices):
+        STOPPED = "stopped", _("Stopped")
+        FAILED = "failed", _("Failed")
+
+    sandbox = models.ForeignKey(Sandbox, on_delete=models.PROTECT, related_name="starts")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text=_("The sandbox's owner (failed starts are counted per person)."),
+    )
+    started_at = models.DateTimeField(_("allocated at"))
+    ended_at = models.DateTimeField(_("released at"), null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sandbox"],
+                condition=Q(ended_at__isnull=True),
+                name="launcher_one_open_start_per_sandbox",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["user", "ended_at"],
+                condition=Q(outcome="failed"),
+                name="launcher_failed_starts",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"start {self.public_id} of sandbox {self.sandbox_id}"

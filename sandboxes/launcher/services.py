@@ -7,6 +7,8 @@ audit event), and whatever talks to the hub runs afterwards in Celery (`transact
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
 import secrets
 import string
 from dataclasses import dataclass
@@ -14,8 +16,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
@@ -29,8 +32,9 @@ from sandboxes.gpus.selectors import inventory_is_simulated, uuids_held_by
 from sandboxes.live import broadcast
 from sandboxes.metering import services as metering
 
-from .models import Audience, ResourceProfile, Sandbox, SandboxImage
+from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
 
+logger = logging.getLogger(__name__)
 Status = Sandbox.Status
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -131,6 +135,7 @@ def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: Res
         and not Organisation.objects.for_user(user).filter(pk=holder.organisation.pk).exists()
     ):  # removed meanwhile (leaving.organisation_sandboxes_enforce holds the same lock)
         raise PermissionDenied(_("You are not a member of that organisation."))
+    _check_failed_starts(user=user)
     if not image.is_active:
         raise ApplicationError(_("That image is not offered."), field="image")
     if not profile.is_active:
@@ -174,6 +179,41 @@ def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: Res
             _("You have %(n)s sandboxes running or waiting; stop one first.") % {"n": live.count()},
             code="wrong_state",
         )
+
+
+def _check_failed_starts(*, user) -> None:
+    """Starts that keep failing still hold GPUs while they fail (and are charged for it): after
+    SANDBOX_FAILED_STARTS_LIMIT failures within the window, the person waits until the oldest of
+    them leaves the window."""
+    limit = settings.SANDBOX_FAILED_STARTS_LIMIT
+    if not limit:
+        return
+    window = dt.timedelta(seconds=settings.SANDBOX_FAILED_STARTS_WINDOW_SECONDS)
+    now = timezone.now()
+    recent = list(
+        SandboxStart.objects.filter(
+            user=user, outcome=SandboxStart.Outcome.FAILED, ended_at__gt=now - window
+        )
+        .order_by("-ended_at")
+        .values_list("ended_at", flat=True)[:limit]
+    )
+    if len(recent) < limit:
+        return
+    retry_at = recent[-1] + window
+    wait_minutes = max(1, math.ceil((retry_at - now).total_seconds() / 60))
+    raise ApplicationError(
+        _(
+            "%(count)s starts of your sandboxes failed in the last %(window)s minutes, so "
+            "launches are paused: you may try again at %(time)s (in %(wait)s)."
+        )
+        % {
+            "count": len(recent),
+            "window": settings.SANDBOX_FAILED_STARTS_WINDOW_SECONDS // 60,
+            "time": formats.time_format(timezone.localtime(retry_at), "H:i"),
+            "wait": ngettext("%(n)s minute", "%(n)s minutes", wait_minutes) % {"n": wait_minutes},
+        },
+        code="rate_limited",
+    )
 
 
 def sandbox_launch(
@@ -331,6 +371,18 @@ def _to_starting(sandbox: Sandbox, *, message: str) -> None:
     sandbox.save(
         update_fields=["status", "starting_at", "progress", "status_message", "updated_at"]
     )
+    # Its resources are allocated from now: the start is recorded and its time is charged,
+    # whether or not the server ever becomes ready. (A start left open by a status changed
+    # behind the services' back ends here, so the new one is the only current start.)
+    SandboxStart.objects.filter(sandbox=sandbox, ended_at__isnull=True).update(
+        ended_at=sandbox.starting_at,
+        outcome=SandboxStart.Outcome.STOPPED,
+        updated_at=sandbox.starting_at,
+    )
+    SandboxStart.objects.create(
+        sandbox=sandbox, user_id=sandbox.user_id, started_at=sandbox.starting_at
+    )
+    metering.run_open(sandbox=sandbox, at=sandbox.starting_at)
     broadcast.sandbox_status(sandbox)
     transaction.on_commit(lambda: tasks.sandbox_start.delay(sandbox.pk))
 
@@ -369,7 +421,8 @@ def sandbox_mark_running(*, sandbox_id: int) -> bool:
         sandbox.save(
             update_fields=["status", "running_at", "progress", "status_message", "updated_at"]
         )
-        metering.run_open(sandbox=sandbox, at=sandbox.running_at)
+        # Normally open since the start (`_to_starting`); this covers a start older than that.
+        metering.run_open(sandbox=sandbox, at=sandbox.starting_at or sandbox.running_at)
         broadcast.sandbox_status(sandbox)
     return True
 
@@ -397,6 +450,41 @@ def sandbox_mark_stopped(*, sandbox_id: int, reason: str, actor=None) -> bool:
     return True
 
 
+def sandbox_server_gone(*, hub_username: str, server_name: str, start_id: str | None) -> bool:
+    """The hub reports a server gone (idle culler, the person's stop in the hub UI, a crash).
+
+    It ends a running or stopping sandbox, and only when the report is about the sandbox's
+    current start: a restart reuses the server name, and a late report about an earlier start
+    must not release the GPUs (and end the charging) of the one running now. A report without a
+    start id (a server started before starts had ids) is believed."""
+    sandbox = sandbox_for_server(hub_username=hub_username, server_name=server_name)
+    if sandbox is None:
+        return False
+    with transaction.atomic():
+        locked = _locked(sandbox.pk)
+        if locked.status not in (Status.RUNNING, Status.STOPPING):
+            return False
+        if start_id is not None:
+            current = (
+                SandboxStart.objects.filter(sandbox=locked, ended_at__isnull=True)
+                .values_list("public_id", flat=True)
+                .first()
+            )
+            if current is None or str(current) != start_id:
+                logger.warning(
+                    "ignored server-stopped of %s/%s for start %s: the current start is %s",
+                    hub_username,
+                    server_name,
+                    start_id,
+                    current,
+                )
+                return False
+        reason = _("The notebook server stopped.")
+        _end(locked, Status.STOPPED, reason)
+        audit_record(actor=None, action="sandbox.stopped", target=locked, data={"reason": reason})
+    return True
+
+
 def _end(sandbox: Sandbox, status: str, message: str) -> None:
     from . import tasks
 
@@ -405,6 +493,15 @@ def _end(sandbox: Sandbox, status: str, message: str) -> None:
     sandbox.stopped_at = timezone.now()
     sandbox.status_message = message[:500]
     sandbox.save(update_fields=["status", "stopped_at", "status_message", "updated_at"])
+    SandboxStart.objects.filter(sandbox=sandbox, ended_at__isnull=True).update(
+        ended_at=sandbox.stopped_at,
+        outcome=(
+            SandboxStart.Outcome.FAILED if status == Status.FAILED else SandboxStart.Outcome.STOPPED
+        ),
+        updated_at=sandbox.stopped_at,
+    )
+    # Released: the run (opened at the start) ends here, and its last partial interval is
+    # settled once, after the commit.
     metering.run_close(sandbox=sandbox, at=sandbox.stopped_at)
     broadcast.sandbox_status(sandbox)
     if had_gpus:
@@ -475,6 +572,51 @@ def suspension_enforce(*, sandboxes, user_ids, acting_user, ip: str | None = Non
         sandboxes_stopped=[str(sandbox.public_id) for sandbox in stopped],
         sessions_ended=user_sessions_end(user_ids=user_ids),
     )
+
+
+def _age_label(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return ngettext("%(n)s hour", "%(n)s hours", hours) % {"n": hours}
+    minutes = max(1, seconds // 60)
+    return ngettext("%(n)s minute", "%(n)s minutes", minutes) % {"n": minutes}
+
+
+def sandboxes_stop_over_age(*, now: dt.datetime | None = None) -> list[Sandbox]:
+    """Stop every sandbox that has held its resources longer than its profile's maximum age
+    (counted from its start, as it is charged); its home volume stays, and the stop message
+    tells the person why. Returns those asked to stop."""
+    now = now or timezone.now()
+    candidates = Sandbox.objects.filter(
+        status__in=[Status.STARTING, Status.RUNNING],
+        profile__max_age_seconds__isnull=False,
+        starting_at__isnull=False,
+    ).select_related("profile")
+    stopped = []
+    for sandbox in candidates.order_by("starting_at", "pk"):
+        max_age = sandbox.profile.max_age_seconds
+        if now - sandbox.starting_at < dt.timedelta(seconds=max_age):
+            continue
+        reason = _(
+            "Stopped: this sandbox reached the maximum age of its profile (%(age)s). Your files "
+            "are kept; start it again to continue."
+        ) % {"age": _age_label(max_age)}
+        try:
+            with transaction.atomic():
+                locked = sandbox_stop(sandbox=sandbox, acting_user=None, reason=reason)
+                audit_record(
+                    actor=None,
+                    action="sandbox.max_age_reached",
+                    target=locked,
+                    data={
+                        "max_age_seconds": max_age,
+                        "started_at": sandbox.starting_at.isoformat(),
+                    },
+                )
+        except ApplicationError:  # it ended on its own in the meantime
+            continue
+        stopped.append(locked)
+    return stopped
 
 
 def sandbox_restart(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> Sandbox:
@@ -571,9 +713,16 @@ def spawn_spec(*, hub_username: str, server_name: str) -> dict:
     environment = {"NAC_SANDBOX_ID": str(sandbox.public_id), "NAC_PROFILE": profile.slug}
     if simulated:
         environment["NAC_SIMULATED_GPUS"] = ",".join(uuids)
+    start = (
+        SandboxStart.objects.filter(sandbox=sandbox, ended_at__isnull=True)
+        .values_list("public_id", flat=True)
+        .first()
+    )
     return {
         "version": 1,
         "sandbox": str(sandbox.public_id),
+        # Which start this is: the spawner sends it back with server-stopped.
+        "start": str(start) if start else "",
         "image": sandbox.image.image,
         "cpu_limit": float(profile.cpu_cores),
         "mem_limit_bytes": profile.memory_mib * mib,

@@ -135,6 +135,13 @@ def sandboxes_reconcile() -> dict:
 
     return reconcile()
 
+
+@shared_task(name="launcher.sandboxes_stop_over_age", acks_late=True)
+def sandboxes_stop_over_age() -> list[str]:
+    """Stop the sandboxes past their profile's maximum age (Celery beat)."""
+    return [str(sandbox.public_id) for sandbox in services.sandboxes_stop_over_age()]
+
+
 HUB_SESSION_END_RETRIES = 10
 
 

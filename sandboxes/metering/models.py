@@ -1,9 +1,10 @@
 """What a running sandbox used and what it was charged.
 
-- `SandboxRun`: one stretch of allocated time, from the moment the notebook server is ready to the
-  moment its GPUs are released. This is what is billed (allocation, not utilisation). The rate and
-  the interval are fixed when the run opens, so a later change of either never re-prices or
-  re-slices time already used.
+- `SandboxRun`: one stretch of allocated time, from the moment the sandbox's resources are
+  allocated (it is `starting`) to the moment they are released, whether the server became ready
+  or the start failed. This is what is billed (allocation, not utilisation). The rate and the
+  interval are fixed when the run opens, so a later change of either never re-prices or re-slices
+  time already used.
 - `UsageCharge`: one interval of one run, what was due and what the ledger took. Its key is the
   ledger transaction's idempotency key, so an interval is charged once however often it is tried.
 - `UsageSample` / `DeviceSample`: telemetry, one row per sandbox (per device) per tick; pruned after

@@ -3,8 +3,9 @@
 `tick()` runs every METERING_INTERVAL seconds (Celery beat). In a fixed number of queries,
 whatever the number of sandboxes, it:
 
-1. opens a run for any running sandbox that has none (a run is normally opened by
-   `run_open` when the server becomes ready) and reads every unsettled run;
+1. opens a run for any live sandbox holding its resources that has none (a run is normally
+   opened by `run_open` when the resources are allocated, at `starting`) and reads every
+   unsettled run;
 2. reads telemetry (Docker stats, NVML or the simulated GPUs) and stores samples in bulk;
 3. charges every complete interval of every run, and the last partial one of an ended run,
    through the ledger in one batch (`credits.services.usage_charge_batch`), keyed by (run,
@@ -67,8 +68,10 @@ _local_lock = threading.Lock()  # SQLite has no advisory locks: one tick per pro
 
 
 def run_open(*, sandbox: Sandbox, at: dt.datetime) -> SandboxRun:
-    """The sandbox is ready: its allocated time starts counting. Called inside the transaction
-    that marks it running; idempotent (one open run per sandbox, enforced by the database)."""
+    """The sandbox's resources are allocated (it is `starting`): its allocated time starts
+    counting, whether or not the server ever becomes ready (a start that fails is charged up to
+    its failure). Called inside the transaction that allocates; idempotent (one open run per
+    sandbox, enforced by the database)."""
     existing = SandboxRun.objects.filter(sandbox=sandbox, ended_at__isnull=True).first()
     if existing is not None:
         return existing
@@ -97,13 +100,12 @@ def run_close(*, sandbox: Sandbox, at: dt.datetime) -> SandboxRun | None:
 
 
 def _runs_open_missing(now: dt.datetime) -> None:
-    """A running sandbox without an open run (it was running before metering existed, or its
-    run was never opened): count it from when it became ready."""
+    """A sandbox holding its resources (starting, running or stopping) without an open run (it
+    started before metering existed, or its run was never opened): count it from its start."""
     open_run = SandboxRun.objects.filter(sandbox=OuterRef("pk"), ended_at__isnull=True)
+    held = [Sandbox.Status.STARTING, Sandbox.Status.RUNNING, Sandbox.Status.STOPPING]
     missing = list(
-        Sandbox.objects.filter(status=Sandbox.Status.RUNNING)
-        .filter(~Exists(open_run))
-        .select_related("profile")
+        Sandbox.objects.filter(status__in=held).filter(~Exists(open_run)).select_related("profile")
     )
     if missing:
         SandboxRun.objects.bulk_create(
@@ -113,8 +115,8 @@ def _runs_open_missing(now: dt.datetime) -> None:
                     account_id=s.account_id,
                     rate_millicredits=s.profile.charge_millicredits_per_second,
                     interval_seconds=settings.METERING_INTERVAL,
-                    started_at=s.running_at or now,
-                    charged_until=s.running_at or now,
+                    started_at=s.starting_at or s.running_at or now,
+                    charged_until=s.starting_at or s.running_at or now,
                 )
                 for s in missing
             ],

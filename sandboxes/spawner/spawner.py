@@ -6,7 +6,9 @@ network, environment and labels. Nothing the browser or a user token sends (`use
 spawn form, query parameters) has any effect. A refusal from the portal becomes a
 `SpawnException` carrying the portal's reason, so the user (and the portal's progress stream)
 sees why. After a stop the spawner tells the portal (`POST /internal/hub/server-stopped/`), best
-effort: the portal's reconciler covers a lost message.
+effort: the portal's reconciler covers a lost message. It sends back the spec's `start` id (kept
+in the spawner's state, so a hub restart does not lose it): a restart reuses the server name,
+and the portal must not take a late report about an earlier start for the current one.
 
 Docker SDK calls stay off the event loop (DockerSpawner runs them in its thread pool); the portal
 is called with an async HTTP client.
@@ -41,6 +43,7 @@ _background: set[asyncio.Future] = set()  # strong references to fire-and-forget
 _RESERVED_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_", "NVIDIA_", "CUDA_VISIBLE_DEVICES")
 _BRACES = re.compile(r"[{}]")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_START_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 class PortalUnreachable(Exception):
@@ -62,6 +65,7 @@ class SpawnSpec:
     gpu_uuids: tuple[str, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    start: str = ""  # which start of the sandbox this is; empty from an older portal
 
     @classmethod
     def from_json(cls, data: object) -> SpawnSpec:
@@ -116,6 +120,9 @@ class SpawnSpec:
         sandbox = data.get("sandbox")
         if not isinstance(sandbox, str) or not sandbox:
             raise ValueError("sandbox must be the sandbox id")
+        start = data.get("start") or ""
+        if not isinstance(start, str) or (start and not _START_ID.match(start)):
+            raise ValueError("start must be the start id")
         return cls(
             sandbox=sandbox,
             image=image,
@@ -128,6 +135,7 @@ class SpawnSpec:
             gpu_uuids=tuple(uuids),
             environment=dict(environment),
             labels=dict(labels),
+            start=start,
         )
 
 
@@ -135,6 +143,7 @@ class PortalSpawner(DockerSpawner):
     """Start a sandbox container exactly as the portal's spawn spec says, or not at all."""
 
     spawn_spec: SpawnSpec | None = None  # the spec of the current (or last) start
+    portal_start: str = ""  # the portal's id of the current start (persisted in the state)
 
     portal_internal_url = Unicode(
         help="""Base URL of the portal's internal API, as the hub reaches it
@@ -223,8 +232,25 @@ class PortalSpawner(DockerSpawner):
     def _portal_payload(self) -> dict:
         return {"username": self.user.name, "server_name": self.name}
 
-    async def _portal_post(self, path: str, *, retries: int) -> httpx.Response:
-        """POST the payload to the portal; retries connection errors, timeouts and 5xx."""
+    def get_state(self):
+        state = super().get_state()
+        if self.portal_start:
+            state["nac_start"] = self.portal_start
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.portal_start = state.get("nac_start", "") or self.portal_start
+
+    def clear_state(self):
+        super().clear_state()
+        self.portal_start = ""
+
+    async def _portal_post(
+        self, path: str, *, retries: int, extra: dict | None = None
+    ) -> httpx.Response:
+        """POST the payload (and `extra`) to the portal; retries connection errors, timeouts
+        and 5xx."""
         url = self.portal_internal_url.rstrip("/") + path
         headers = {"Authorization": f"Bearer {self.spawn_secret}"}
         delay = 0.5
@@ -235,7 +261,9 @@ class PortalSpawner(DockerSpawner):
                     await asyncio.sleep(delay)
                     delay *= 2
                 try:
-                    response = await client.post(url, json=self._portal_payload(), headers=headers)
+                    response = await client.post(
+                        url, json={**self._portal_payload(), **(extra or {})}, headers=headers
+                    )
                 except httpx.TransportError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
                 else:
@@ -292,6 +320,7 @@ class PortalSpawner(DockerSpawner):
     def apply_spawn_spec(self, spec: SpawnSpec) -> None:
         """Set every container setting from the spec; nothing is left to earlier state."""
         self.spawn_spec = spec
+        self.portal_start = spec.start
         self.user_options = {}
         self.image = spec.image
         self.allowed_images = {}
@@ -384,15 +413,21 @@ class PortalSpawner(DockerSpawner):
             except Exception:
                 self.log.exception("post_stop_hook failed for %s", self._log_name)
         # In the background: the hub's stop (and a failed spawn's cleanup, during which the
-        # progress API answers "not starting") should not wait on the portal's answer.
-        task = asyncio.ensure_future(self.notify_stopped())
+        # progress API answers "not starting") should not wait on the portal's answer. The start
+        # id is read now: the hub clears the state right after this hook.
+        task = asyncio.ensure_future(self.notify_stopped(start=self.portal_start))
         _background.add(task)
         task.add_done_callback(_background.discard)
 
-    async def notify_stopped(self) -> None:
-        """Tell the portal the server is gone; best effort (its reconciler catches misses)."""
+    async def notify_stopped(self, start: str = "") -> None:
+        """Tell the portal the server of `start` is gone; best effort (its reconciler catches
+        misses)."""
         try:
-            response = await self._portal_post("/internal/hub/server-stopped/", retries=1)
+            response = await self._portal_post(
+                "/internal/hub/server-stopped/",
+                retries=1,
+                extra={"start": start} if start else None,
+            )
         except PortalUnreachable as exc:
             self.log.warning("could not tell the portal %s stopped: %s", self._log_name, exc)
             return

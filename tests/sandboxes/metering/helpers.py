@@ -11,8 +11,8 @@ from tests.sandboxes.launcher.helpers import committed, image, profile
 
 
 def running(user, slug: str = "gpu-1", *, ago: float = 0) -> tuple[Sandbox, SandboxRun]:
-    """Launch and mark running; `ago` seconds back-dates the run (as if the server had been
-    ready that long)."""
+    """Launch and mark running; `ago` seconds back-dates the run (as if its resources had been
+    allocated that long ago)."""
     sandbox = committed(launcher.sandbox_launch, user=user, image=image(), profile=profile(slug))
     committed(launcher.sandbox_mark_running, sandbox_id=sandbox.pk)
     run = SandboxRun.objects.get(sandbox=sandbox, ended_at__isnull=True)

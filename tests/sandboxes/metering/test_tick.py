@@ -217,13 +217,13 @@ def test_reconciliation_finds_no_drift_then_reports_a_tampered_counter(settings,
     assert AuditEvent.objects.filter(action="metering.drift").exists()
 
 
-def test_a_running_sandbox_without_a_run_gets_one_from_when_it_became_ready(enqueued):
+def test_a_running_sandbox_without_a_run_gets_one_from_its_start(enqueued):
     gpus(2)
     student = funded_student(hours=10)
     sandbox, run = running(student, "cpu-small")
     SandboxRun.objects.filter(pk=run.pk).delete()
     services.tick()
-    assert SandboxRun.objects.get(sandbox=sandbox).started_at == sandbox.running_at
+    assert SandboxRun.objects.get(sandbox=sandbox).started_at == sandbox.starting_at
 
 
 def test_system_accounts_balance_with_usage(enqueued):

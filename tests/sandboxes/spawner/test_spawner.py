@@ -9,7 +9,7 @@ import pytest
 from jupyterhub.objects import Hub
 from jupyterhub.spawner import SpawnException
 
-from sandboxes.spawner.spawner import PortalSpawner, SpawnSpec
+from sandboxes.spawner.spawner import PortalSpawner, SpawnSpec, _background
 from tests.sandboxes.spawner.conftest import remove_user_containers
 from tests.sandboxes.spawner.stub_portal import StubPortal, spec
 
@@ -185,3 +185,37 @@ def test_a_spec_from_the_contract_is_accepted():
     assert parsed.egress == "internal"
     assert parsed.gpu_uuids == ()
     assert parsed.volume == "nac-home-alice"
+
+
+def test_server_stopped_carries_the_start_id_of_the_spec_even_after_a_hub_restart(portal):
+    # given a spawner that fetched a spec for start A (as a start does)
+    server = "sb-startid0001"
+    start = "5e1c0a2b-3d4e-4f50-8a6b-7c8d9e0f1a2b"
+    portal.answer(
+        server, (200, {**spec(user="alice", image="nac/python-cpu:2026.11"), "start": start})
+    )
+    spawner = make_spawner(portal, user="alice", server=server)
+    spawner.apply_spawn_spec(asyncio.run(spawner.fetch_spawn_spec()))
+    # and the hub restarted since: a new spawner object, loaded from the stored state
+    restored = make_spawner(portal, user="alice", server=server)
+    restored.load_state(spawner.get_state())
+
+    # when the server stops (the hub runs the post-stop hook, then clears the state at once)
+    async def stop():
+        await restored.run_post_stop_hook()
+        restored.clear_state()
+        await asyncio.sleep(0)
+        await asyncio.gather(*list(_background))
+
+    asyncio.run(stop())
+
+    # then the portal is told which start ended, and the state no longer holds it
+    [call] = portal.calls_for(StubPortal.SERVER_STOPPED, server)
+    assert call.body == {"username": "alice", "server_name": server, "start": start}
+    assert "nac_start" not in restored.get_state()
+
+
+@pytest.mark.parametrize("start", [7, "not a start id!", "x" * 65])
+def test_a_malformed_start_id_is_rejected(start):
+    with pytest.raises(ValueError, match="start"):
+        SpawnSpec.from_json({**spec(user="alice", image="nac/python-cpu:2026.11"), "start": start})
