@@ -11,7 +11,7 @@ from sandboxes.gpus.selectors import free_count
 
 from .hub_urls import server_url
 from .models import ResourceProfile, Sandbox, SandboxImage
-from .services import Holder, holder_for, profile_allowed, runway_seconds
+from .services import Holder, age_label, holder_for, profile_allowed, runway_seconds
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,12 @@ class ProfileChoice:
     @property
     def runway_ok(self) -> bool:
         return self.runway_seconds >= settings.SANDBOX_MIN_RUNWAY_MINUTES * 60
+
+    @property
+    def max_age_label(self) -> str:
+        """ "2 hours" when the profile's sandboxes stop at a maximum age, else ""."""
+        seconds = self.profile.max_age_seconds
+        return age_label(seconds) if seconds else ""
 
 
 @dataclass(frozen=True)

@@ -574,7 +574,8 @@ def suspension_enforce(*, sandboxes, user_ids, acting_user, ip: str | None = Non
     )
 
 
-def _age_label(seconds: int) -> str:
+def age_label(seconds: int) -> str:
+    """A maximum age for people to read: whole hours, else minutes."""
     if seconds % 3600 == 0:
         hours = seconds // 3600
         return ngettext("%(n)s hour", "%(n)s hours", hours) % {"n": hours}
@@ -600,7 +601,7 @@ def sandboxes_stop_over_age(*, now: dt.datetime | None = None) -> list[Sandbox]:
         reason = _(
             "Stopped: this sandbox reached the maximum age of its profile (%(age)s). Your files "
             "are kept; start it again to continue."
-        ) % {"age": _age_label(max_age)}
+        ) % {"age": age_label(max_age)}
         try:
             with transaction.atomic():
                 locked = sandbox_stop(sandbox=sandbox, acting_user=None, reason=reason)

@@ -27,6 +27,7 @@ APPLICATION_STATUS = {
     "wrong_state": status.HTTP_409_CONFLICT,
     "insufficient_credits": status.HTTP_409_CONFLICT,
     "unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "rate_limited": status.HTTP_429_TOO_MANY_REQUESTS,
 }
 
 

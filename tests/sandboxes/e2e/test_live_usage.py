@@ -154,7 +154,7 @@ def test_a_student_watches_the_notebook_work_and_pays_for_allocated_time(
         == run.charged_credit_seconds
         == owed(rate_millicredits=1000, started_at=run.started_at, until=run.ended_at)
     )
-    allocated = (sandbox.stopped_at - sandbox.running_at).total_seconds()
+    allocated = (sandbox.stopped_at - sandbox.starting_at).total_seconds()  # from allocation
     assert abs(charged - allocated) <= INTERVAL  # rate 1 credit-second per second
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 import time_machine
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 
 from portal.audit.models import AuditEvent
@@ -105,6 +106,32 @@ def test_failed_starts_are_counted_per_person_and_stops_do_not_count(enqueued):
     assert launched.status == Status.STARTING
 
 
+def test_the_api_answers_a_paused_launch_with_429(enqueued):
+    from portal.apikeys.scopes import ALL_SCOPES, PROGRAMME_SCOPES
+    from tests.portal.api.conftest import key_client, make_key
+
+    # given a student whose five starts failed
+    student = funded_student(hours=100)
+    with at(0):
+        for _ in range(5):
+            sandbox = launch(student)
+            committed(services.sandbox_mark_failed, sandbox_id=sandbox.pk, message="boom")
+    before = state()
+    _key, full = make_key(user=student, scopes=sorted(ALL_SCOPES - PROGRAMME_SCOPES))
+
+    # when they launch through the API
+    with at(1):
+        response = key_client(full).post(
+            "/api/v1/sandboxes", {"image": "python-cpu", "profile": "cpu-small"}, format="json"
+        )
+
+    # then it is a 429 that says when to try again, and nothing was made
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert "in 14 minutes" in response.json()["error"]["message"]
+    assert state() == before
+
+
 def test_the_failed_start_limit_is_a_setting(settings, enqueued):
     # given a limit of two failures
     settings.SANDBOX_FAILED_STARTS_LIMIT = 2
@@ -165,6 +192,15 @@ def test_a_sandbox_past_its_profiles_maximum_age_is_stopped_and_told_why(enqueue
     sandbox.refresh_from_db()
     assert sandbox.status == Status.STOPPED
     assert "maximum age" in sandbox.status_message
+
+
+def test_the_launch_page_says_when_a_profiles_sandboxes_stop(client):
+    limited = profile("cpu-small")
+    limited.max_age_seconds = 2 * 3600
+    limited.save()
+    client.force_login(funded_student(hours=10))
+    page = client.get(reverse("launcher:list")).content.decode()
+    assert "stops after 2 hours" in page
 
 
 def test_the_maximum_age_task_is_on_the_beat_schedule():
