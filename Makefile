@@ -62,6 +62,7 @@ test:
 	$(MANAGE) makemigrations --check --dry-run --settings=portal.settings.test
 	SECRET_KEY="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(64))')" \
 	API_KEY_PEPPER="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" \
+	MFA_ENCRYPTION_KEY="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" \
 	ALLOWED_HOSTS=portal.example.pk \
 	OIDC_RSA_PRIVATE_KEY="$$($(PY) -c 'from jwcrypto.jwk import JWK; print(JWK.generate(kty="RSA", size=2048).export_to_pem(True, None).decode())')" \
 	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production

@@ -70,7 +70,7 @@ def apikey_create(
     user=None,
     organisation=None,
     answerable_by=None,
-    expires_in_days: int = DEFAULT_EXPIRY_DAYS,
+    expires_in_days: int | None = None,
     ip: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Make a key for a person (`user`) or an organisation (a service key). Returns the key and
@@ -106,6 +106,9 @@ def apikey_create(
             % {"scopes": ", ".join(sorted(set(scopes) - allowed))},
             field="scopes",
         )
+    if expires_in_days is None:  # unsaid: the default, or the most a programme key may live
+        programme = PROGRAMME_SCOPES & set(scopes)
+        expires_in_days = PROGRAMME_MAX_EXPIRY_DAYS if programme else DEFAULT_EXPIRY_DAYS
     if (
         isinstance(expires_in_days, bool)
         or not isinstance(expires_in_days, int)

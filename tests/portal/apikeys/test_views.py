@@ -12,7 +12,7 @@ from portal.apikeys.models import ApiKey
 from portal.apikeys.services import apikey_create
 from portal.apikeys.tokens import secret_hash
 from portal.organisations.models import Role
-from tests.factories import MembershipFactory, OrganisationFactory, UserFactory
+from tests.factories import PASSWORD, MembershipFactory, OrganisationFactory, UserFactory
 
 from .helpers import api_get, assert_secret_stored_nowhere, create_through_page, secret_of
 
@@ -262,14 +262,17 @@ def test_a_programme_manager_gets_programme_scopes_but_their_organisation_does_n
 ):
     # given a programme manager who also owns an organisation
     MembershipFactory(organisation=organisation, user=programme_manager, role=Role.OWNER)
-    client.force_login(programme_manager)
-    # when they make a personal key with a programme scope
-    personal = create_through_page(client, scopes=["programme:read"])
+    client.force_login(programme_manager)  # a session that passed MFA
+    client.post(reverse("account_reauthenticate"), {"password": PASSWORD})  # and recently
+    # when they make a personal key with a programme scope (for 30 days at most)
+    personal = create_through_page(client, scopes=["programme:read"], expires_in_days="30")
     # then it is made
     assert personal.status_code == 200
     assert ApiKey.objects.get().scopes == ["programme:read"]
     # when they ask the same for the organisation
-    org = create_through_page(client, owner=str(organisation.public_id), scopes=["programme:read"])
+    org = create_through_page(
+        client, owner=str(organisation.public_id), scopes=["programme:read"], expires_in_days="30"
+    )
     # then the service refuses, on the scopes field, and nothing more is made
     assert org.status_code == 400
     assert org.context["form"].errors["scopes"] == ["This key cannot have: programme:read."]

@@ -17,7 +17,7 @@ ROOT = Path(settings.BASE_DIR)
 
 
 def _django(settings_module: str, env: dict, *args: str) -> subprocess.CompletedProcess:
-    removed = {"SECRET_KEY", "ALLOWED_HOSTS", "API_KEY_PEPPER"}
+    removed = {"SECRET_KEY", "ALLOWED_HOSTS", "API_KEY_PEPPER", "MFA_ENCRYPTION_KEY"}
     clean = {k: v for k, v in os.environ.items() if k not in removed}
     return subprocess.run(  # noqa: S603 - our own interpreter and manage.py
         [sys.executable, "manage.py", *args, f"--settings={settings_module}"],
@@ -43,11 +43,19 @@ def test_production_refuses_to_start_without_an_api_key_pepper():
     assert "API_KEY_PEPPER" in result.stderr
 
 
+def test_production_refuses_to_start_without_an_mfa_encryption_key():
+    env = {"SECRET_KEY": "s" * 60, "ALLOWED_HOSTS": "portal.example.pk", "API_KEY_PEPPER": "p" * 40}
+    result = _django("portal.settings.production", env, "check")
+    assert result.returncode != 0
+    assert "MFA_ENCRYPTION_KEY" in result.stderr
+
+
 def test_production_passes_the_deploy_checklist_with_zero_warnings():
     env = {
         "SECRET_KEY": "k" * 20 + "-unique-Value-0123456789-abcdefghijklmnop",
         "ALLOWED_HOSTS": "a.pk",
         "API_KEY_PEPPER": "another-long-random-secret",
+        "MFA_ENCRYPTION_KEY": "a-third-long-random-secret",
         "OIDC_RSA_PRIVATE_KEY": JWK.generate(kty="RSA", size=2048)
         .export_to_pem(private_key=True, password=None)
         .decode(),

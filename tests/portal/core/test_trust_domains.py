@@ -97,6 +97,7 @@ def test_production_cookies_carry_the_host_prefix():
         "SECRET_KEY": "k" * 50,
         "ALLOWED_HOSTS": "portal.example.pk",
         "API_KEY_PEPPER": "p" * 40,
+        "MFA_ENCRYPTION_KEY": "m" * 40,
         "OIDC_RSA_PRIVATE_KEY": JWK.generate(kty="RSA", size=2048)
         .export_to_pem(private_key=True, password=None)
         .decode(),
