@@ -234,17 +234,13 @@ class PortalSpawner(DockerSpawner):
 
     def get_state(self):
         state = super().get_state()
-        if self.portal_start:
+        if self.portal_start and self.object_id:  # while a container exists
             state["nac_start"] = self.portal_start
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.portal_start = state.get("nac_start", "") or self.portal_start
-
-    def clear_state(self):
-        super().clear_state()
-        self.portal_start = ""
 
     async def _portal_post(
         self, path: str, *, retries: int, extra: dict | None = None
@@ -414,8 +410,10 @@ class PortalSpawner(DockerSpawner):
                 self.log.exception("post_stop_hook failed for %s", self._log_name)
         # In the background: the hub's stop (and a failed spawn's cleanup, during which the
         # progress API answers "not starting") should not wait on the portal's answer. The start
-        # id is read now: the hub clears the state right after this hook.
-        task = asyncio.ensure_future(self.notify_stopped(start=self.portal_start))
+        # id is taken now (DockerSpawner.stop has cleared the state already, but not this), and
+        # only once: the next start brings its own.
+        start, self.portal_start = self.portal_start, ""
+        task = asyncio.ensure_future(self.notify_stopped(start=start))
         _background.add(task)
         task.add_done_callback(_background.discard)
 

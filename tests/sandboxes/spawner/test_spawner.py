@@ -188,20 +188,23 @@ def test_a_spec_from_the_contract_is_accepted():
 
 
 def test_server_stopped_carries_the_start_id_of_the_spec_even_after_a_hub_restart(portal):
-    # given a spawner that fetched a spec for start A (as a start does)
+    # given a spawner that fetched a spec for start A and created its container
     server = "sb-startid0001"
     start = "5e1c0a2b-3d4e-4f50-8a6b-7c8d9e0f1a2b"
-    portal.answer(
-        server, (200, {**spec(user="alice", image="nac/python-cpu:2026.11"), "start": start})
-    )
+    answer = {**spec(user="alice", image="nac/python-cpu:2026.11"), "start": start}
+    portal.answer(server, (200, answer))
     spawner = make_spawner(portal, user="alice", server=server)
     spawner.apply_spawn_spec(asyncio.run(spawner.fetch_spawn_spec()))
+    spawner.object_id = "0123456789ab"
     # and the hub restarted since: a new spawner object, loaded from the stored state
     restored = make_spawner(portal, user="alice", server=server)
     restored.load_state(spawner.get_state())
 
-    # when the server stops (the hub runs the post-stop hook, then clears the state at once)
+    # when the server stops as the hub stops it: DockerSpawner.stop removes the container and
+    # clears the state, then the hub runs the post-stop hook, then clears the state again
     async def stop():
+        restored.object_id = ""
+        restored.clear_state()
         await restored.run_post_stop_hook()
         restored.clear_state()
         await asyncio.sleep(0)
@@ -209,9 +212,10 @@ def test_server_stopped_carries_the_start_id_of_the_spec_even_after_a_hub_restar
 
     asyncio.run(stop())
 
-    # then the portal is told which start ended, and the state no longer holds it
+    # then the portal is told which start ended, and nothing keeps that start any more
     [call] = portal.calls_for(StubPortal.SERVER_STOPPED, server)
     assert call.body == {"username": "alice", "server_name": server, "start": start}
+    assert restored.portal_start == ""
     assert "nac_start" not in restored.get_state()
 
 
