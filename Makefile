@@ -43,11 +43,11 @@ run: system-deps install
 	$(PRIVATE) $(MANAGE) gpus_sync
 	$(PRIVATE) $(MANAGE) hub_configure
 	@echo ""
-	@echo "  Portal       http://127.0.0.1:$(PORTAL_PORT)/"
-	@echo "  Admin        http://127.0.0.1:$(PORTAL_PORT)/admin/"
-	@echo "  Programme    http://127.0.0.1:$(PORTAL_PORT)/programme/"
-	@echo "  Health       http://127.0.0.1:$(PORTAL_PORT)/readyz"
-	@echo "  JupyterHub   http://127.0.0.1:8001/ (sandboxes; settings in var/hub.env)"
+	@echo "  Portal       http://portal.localhost:$(PORTAL_PORT)/"
+	@echo "  Admin        http://portal.localhost:$(PORTAL_PORT)/admin/"
+	@echo "  Programme    http://portal.localhost:$(PORTAL_PORT)/programme/"
+	@echo "  Health       http://portal.localhost:$(PORTAL_PORT)/readyz"
+	@echo "  JupyterHub   http://hub.localhost:8001/ (each person's sandboxes on <name>.hub.localhost:8001)"
 	@echo "  E-mails (verification links) are printed below by the web process."
 	@echo "  Ctrl-C stops everything."
 	@echo ""
