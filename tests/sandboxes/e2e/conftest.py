@@ -184,3 +184,21 @@ def stack(portal_server, settings, tmp_path, docker_client, sandbox_image, stack
                 status=Sandbox.Status.STOPPED
             )
             celery_app.conf.task_always_eager = eager
+
+
+def hub_sign_in_allowed(hub, settings) -> None:
+    """Let a browser sign in to this throwaway hub through the portal: the hub's OIDC client is
+    registered, and the portal's form-action policy names the hub's origin (its own port)."""
+    from urllib.parse import urlsplit
+
+    from portal.users.oidc import hub_client_ensure
+
+    hub_client_ensure(
+        client_id=hub.env["HUB_OIDC_CLIENT_ID"],
+        client_secret=hub.env["HUB_OIDC_CLIENT_SECRET"],
+        hub_public_url=hub.public_url,
+    )
+    configured = "{0.scheme}://{0.netloc}".format(urlsplit(settings.HUB_PUBLIC_URL))
+    settings.CONTENT_SECURITY_POLICY = settings.CONTENT_SECURITY_POLICY.replace(
+        f"form-action 'self' {configured}", f"form-action 'self' {hub.public_url}"
+    )

@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from portal.users.oidc import hub_client_ensure
 from sandboxes.launcher.models import Sandbox
 from tests.browser.conftest import chromium
 from tests.factories import PASSWORD
 from tests.sandboxes.launcher.helpers import funded_student
+
+from .conftest import hub_sign_in_allowed
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -29,16 +30,7 @@ def browser(monkeypatch):
 
 
 def test_a_student_launches_and_lands_in_jupyterlab(stack, portal_server, browser, settings):
-    hub_client_ensure(
-        client_id=stack.env["HUB_OIDC_CLIENT_ID"],
-        client_secret=stack.env["HUB_OIDC_CLIENT_SECRET"],
-        hub_public_url=stack.public_url,
-    )
-    # The portal's form-action policy names the hub's origin (here a throwaway port).
-    configured = "{0.scheme}://{0.netloc}".format(urlsplit(settings.HUB_PUBLIC_URL))
-    settings.CONTENT_SECURITY_POLICY = settings.CONTENT_SECURITY_POLICY.replace(
-        f"form-action 'self' {configured}", f"form-action 'self' {stack.public_url}"
-    )
+    hub_sign_in_allowed(stack, settings)
     student = funded_student()
     context = browser.new_context(base_url=portal_server.url, locale="en-GB")
     context.set_default_timeout(30_000)

@@ -23,13 +23,13 @@ import pytest
 from django.conf import settings as django_settings
 from playwright.sync_api import expect
 
-from portal.users.oidc import hub_client_ensure
 from sandboxes.launcher.models import Sandbox
 from tests.browser.conftest import chromium
 from tests.factories import PASSWORD
 from tests.sandboxes.launcher.helpers import funded_student
 from tests.sandboxes.launcher.test_api import client_for
 
+from .conftest import hub_sign_in_allowed
 from .test_sandbox_lifecycle import API, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -132,15 +132,7 @@ def test_a_hostile_server_gets_no_cookie_of_the_victim_and_reads_nothing_of_thei
     stack, portal_server, settings, monkeypatch
 ):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls beside Playwright's loop
-    hub_client_ensure(
-        client_id=stack.env["HUB_OIDC_CLIENT_ID"],
-        client_secret=stack.env["HUB_OIDC_CLIENT_SECRET"],
-        hub_public_url=stack.public_url,
-    )
-    configured = "{0.scheme}://{0.netloc}".format(urlsplit(settings.HUB_PUBLIC_URL))
-    settings.CONTENT_SECURITY_POLICY = settings.CONTENT_SECURITY_POLICY.replace(
-        f"form-action 'self' {configured}", f"form-action 'self' {stack.public_url}"
-    )
+    hub_sign_in_allowed(stack, settings)
     # given a victim with a running sandbox (a real container behind the real proxy)
     victim = funded_student()
     launched = client_for(victim).post(
