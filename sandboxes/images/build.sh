@@ -3,6 +3,9 @@
 #   sandboxes/images/build.sh [IMAGE...]         IMAGE: a recipe folder here; default python-cpu
 #   sandboxes/images/build.sh --lock [IMAGE...]  (maintainers) write IMAGE/requirements.lock: the
 #                                                SHA-256 of every wheel requirements.txt names
+#   sandboxes/images/build.sh --wheelhouse [IMAGE...]  only var/wheelhouse/IMAGE (no Docker): an
+#                                                image that is up to date is not rebuilt, so its
+#                                                wheelhouse may be missing from a fresh clone
 # For each image: (1) a base image, (2) a wheelhouse downloaded on this machine for the image's
 # interpreter, checked against requirements.lock, (3) `docker build` with that wheelhouse in the
 # context, installed with pip --require-hashes, on top of the base's security updates. An image
@@ -261,11 +264,18 @@ build_image() {
   say "$image: built $name, $(docker image inspect -f '{{.Size}}' "$name" | awk '{ printf "%.0f MB", $1 / 1e6 }') ($(since "$started"))"
 }
 
-lock_mode=""
-if [ "${1:-}" = --lock ]; then lock_mode=1 && shift; fi
+mode=build
+case "${1:-}" in
+  --lock) mode=lock && shift ;;
+  --wheelhouse) mode=wheelhouse && shift ;;
+esac
 [ $# -gt 0 ] || set -- python-cpu
-if [ -n "$lock_mode" ]; then
+if [ "$mode" = lock ]; then
   for image in "$@"; do lock_write "$image"; done
+  exit 0
+fi
+if [ "$mode" = wheelhouse ]; then
+  for image in "$@"; do lock_check "$image" && ensure_wheelhouse "$image"; done
   exit 0
 fi
 total=$(now)
