@@ -144,7 +144,7 @@ c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 c.JupyterHub.default_url = "/hub/home"
 c.JupyterHub.redirect_to_server = False
 c.JupyterHub.implicit_spawn_seconds = 0
-# Prometheus metrics at /hub/metrics for the portal's service token only.
+# Prometheus metrics at /hub/metrics only for a token that holds read:metrics (none by default).
 c.JupyterHub.authenticate_prometheus = True
 
 # --- spawner -----------------------------------------------------------------------------------
@@ -231,13 +231,16 @@ c.JupyterHub.load_roles = [
         "name": "portal-driver",
         "description": "The portal: create hub users, start/stop/read their servers, mint "
         "short-lived server-access tokens for them",
+        # Only what sandboxes/launcher/hub_client.py calls. JupyterHub 6 has no narrower scope
+        # that creates a user than admin:users (it carries users, delete:users and
+        # admin:auth_state); nothing here reaches users' servers (access:servers), the proxy,
+        # the hub's own state, shutdown or metrics. test_hub.py checks the token's scopes.
         "scopes": [
-            "admin:users",  # POST /users/{name}: the only scope that creates users
-            "list:users",
-            "read:users",
-            "servers",  # read:servers, start:servers, delete:servers
-            "tokens",  # POST /users/{name}/tokens (bounded by that user's own scopes)
-            "read:metrics",
+            "admin:users",  # POST /users/{name}, DELETE /users/{name}, GET /users?state=active
+            "read:servers",  # GET .../servers/{name}, .../progress
+            "start:servers",  # POST .../servers/{name}
+            "delete:servers",  # DELETE .../servers/{name}
+            "tokens",  # GET, POST, DELETE /users/{name}/tokens (bounded by that user's scopes)
         ],
         "services": ["portal"],
     },

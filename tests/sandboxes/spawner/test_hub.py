@@ -33,6 +33,25 @@ def test_hub_starts_and_answers_through_the_proxy(hub):
         assert api.get("/users").status_code == 200
 
 
+def test_the_portals_service_token_holds_only_what_the_hub_client_calls(hub, hub_user):
+    # given the portal's service token, as the hub expands its role
+    with hub.client() as api:
+        scopes = set(api.get("/user").json()["scopes"])
+        metrics = api.get(hub.api_url.removesuffix("/api") + "/metrics")
+        proxy = api.get("/proxy")
+        shutdown = api.post("/shutdown", json={})
+
+    # then it holds what hub_client.py needs ...
+    assert {"admin:users", "read:servers", "start:servers", "delete:servers", "tokens"} <= scopes
+    # ... and nothing that reaches users' servers, the proxy, the hub's state or its metrics
+    forbidden = {
+        "access:servers", "admin:servers", "admin:server_state", "proxy", "shutdown",
+        "read:metrics", "read:hub", "admin:groups", "admin:services", "shares", "read:roles",
+    }  # fmt: skip
+    assert scopes & forbidden == set()
+    assert metrics.status_code == proxy.status_code == shutdown.status_code == 403
+
+
 def test_a_user_cannot_start_a_server_with_their_own_token(
     hub, hub_user, stub_portal, docker_client
 ):
