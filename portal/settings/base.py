@@ -449,6 +449,15 @@ CELERY_BEAT_SCHEDULE["launcher-firewall-check"] = {
     "options": {"expires": SANDBOX_FIREWALL_CHECK_INTERVAL},
 }
 
+# Home volumes are measured this often (launcher.disk): warnings near a profile's quota, and the
+# figure a start is checked against.
+SANDBOX_HOME_MEASURE_INTERVAL = env.int("SANDBOX_HOME_MEASURE_INTERVAL", default=15 * 60)
+CELERY_BEAT_SCHEDULE["launcher-home-usage-measure"] = {
+    "task": "launcher.home_usage_measure",
+    "schedule": SANDBOX_HOME_MEASURE_INTERVAL,
+    "options": {"expires": SANDBOX_HOME_MEASURE_INTERVAL},
+}
+
 # --- Metering: samples, charges, the stop countdown ------------------------------------------
 # Every interval of every running sandbox is charged rate × allocated seconds (not utilisation);
 # at an empty account the sandbox stops after the grace period (its home volume stays).

@@ -104,6 +104,22 @@ class ResourceProfile(PublicIdModel):
             "stays). Empty: no limit."
         ),
     )
+    home_quota_mib = models.PositiveIntegerField(
+        _("home folder quota (MiB)"),
+        default=10240,
+        help_text=_(
+            "A start is refused while the person's home folder holds more than this (they are "
+            "warned from 80%). 0: no quota."
+        ),
+    )
+    disk_mib = models.PositiveIntegerField(
+        _("writable layer (MiB)"),
+        default=20480,
+        help_text=_(
+            "Size limit of the container's own files outside the home folder, where the Docker "
+            "storage driver can enforce one (overlay2 on XFS with pquota, btrfs, zfs). 0: none."
+        ),
+    )
     is_active = models.BooleanField(_("offered"), default=True)
     sort_order = models.PositiveSmallIntegerField(default=0)
 
@@ -264,3 +280,19 @@ class SandboxStart(PublicIdModel):
 
     def __str__(self) -> str:
         return f"start {self.public_id} of sandbox {self.sandbox_id}"
+
+
+class HomeUsage(models.Model):
+    """How much a person's home volume held when last measured (launcher.disk, on beat)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="home_usage"
+    )
+    volume = models.CharField(_("volume"), max_length=200)
+    bytes = models.BigIntegerField(_("bytes"))
+    measured_at = models.DateTimeField(_("measured at"))
+    # When the owner was last told they are near a quota; cleared when they fall below it.
+    warned_at = models.DateTimeField(_("warned at"), null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.volume}: {self.bytes} bytes"

@@ -32,6 +32,7 @@ from sandboxes.gpus.selectors import inventory_is_simulated, uuids_held_by
 from sandboxes.live import broadcast
 from sandboxes.metering import services as metering
 
+from .disk import home_quota_check
 from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: Res
             code="insufficient_credits",
             field="profile",
         )
+    home_quota_check(user=user, profile=profile)
     live = Sandbox.objects.filter(user=user, status__in=Sandbox.LIVE)
     if live.filter(status__in=[Status.REQUESTED, Status.STARTING]).exists():
         raise _already_starting()
@@ -729,6 +731,7 @@ def spawn_spec(*, hub_username: str, server_name: str) -> dict:
         "mem_limit_bytes": profile.memory_mib * mib,
         "shm_size_bytes": profile.shm_mib * mib,
         "pids_limit": profile.pids_limit,
+        "disk_bytes": profile.disk_mib * mib,  # 0: no limit
         "gpu_uuids": [] if simulated else uuids,
         "volume": home_volume(sandbox.user),
         "egress": profile.egress,

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from . import services
+from .disk import home_usage_measure
 from .hub_client import HubError, HubUnavailable, hub_client
 from .models import Sandbox
 
@@ -127,6 +128,11 @@ def home_volume_delete(user_id: int) -> bool:
 
     user = User.objects.filter(pk=user_id).first()
     return user is not None and volume_remove(services.home_volume(user))
+
+
+@shared_task(name="launcher.home_usage_measure")
+def home_usage_measure_task() -> dict:
+    return home_usage_measure()
 
 
 @shared_task(name="launcher.sandboxes_reconcile", acks_late=True)

@@ -37,6 +37,7 @@ from sandboxes.metering.selectors import (
 )
 
 from . import services
+from .disk import home_quota_check
 from .forms import DeleteForm, LaunchForm
 from .selectors import launch_choices, open_url, sandboxes_for_user
 
@@ -79,6 +80,9 @@ def sandbox_list(request: HttpRequest) -> HttpResponse:
                     messages.info(request, _("No GPU is free right now: your sandbox is queued."))
                 else:
                     messages.success(request, _("Your sandbox is starting."))
+                warning = home_quota_check(user=request.user, profile=sandbox.profile)
+                if warning:
+                    messages.warning(request, warning)
                 return redirect("launcher:list")
         status = 400
     context = {

@@ -66,6 +66,7 @@ class SpawnSpec:
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     start: str = ""  # which start of the sandbox this is; empty from an older portal
+    disk_bytes: int = 0  # writable-layer limit, where the storage driver has one; 0: none
 
     @classmethod
     def from_json(cls, data: object) -> SpawnSpec:
@@ -120,6 +121,9 @@ class SpawnSpec:
         sandbox = data.get("sandbox")
         if not isinstance(sandbox, str) or not sandbox:
             raise ValueError("sandbox must be the sandbox id")
+        disk_bytes = data.get("disk_bytes", 0)
+        if isinstance(disk_bytes, bool) or not isinstance(disk_bytes, int) or disk_bytes < 0:
+            raise ValueError("disk_bytes must be a whole number of bytes (0: no limit)")
         start = data.get("start") or ""
         if not isinstance(start, str) or (start and not _START_ID.match(start)):
             raise ValueError("start must be the start id")
@@ -136,13 +140,31 @@ class SpawnSpec:
             environment=dict(environment),
             labels=dict(labels),
             start=start,
+            disk_bytes=disk_bytes,
         )
+
+
+def storage_description(info: dict) -> str:
+    status = dict(info.get("DriverStatus") or [])
+    backing = status.get("Backing Filesystem")
+    return f"{info.get('Driver')} on {backing}" if backing else str(info.get("Driver"))
+
+
+def storage_size_supported(info: dict) -> bool:
+    """Whether `docker info` names a storage driver that enforces `--storage-opt size`: overlay2
+    only on XFS (which must also be mounted with pquota: the engine refuses the container
+    otherwise, and the spawn fails loudly rather than running unbounded)."""
+    driver = info.get("Driver")
+    backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem")
+    return driver in ("btrfs", "zfs", "devicemapper") or (driver == "overlay2" and backing == "xfs")
 
 
 class PortalSpawner(DockerSpawner):
     """Start a sandbox container exactly as the portal's spawn spec says, or not at all."""
 
     spawn_spec: SpawnSpec | None = None  # the spec of the current (or last) start
+    # Whether the engine can cap a writable layer (storage_opt size); asked once per hub process.
+    writable_layer_limit: bool | None = None
     portal_start: str = ""  # the portal's id of the current start (persisted in the state)
 
     portal_internal_url = Unicode(
@@ -349,6 +371,8 @@ class PortalSpawner(DockerSpawner):
         if dns:
             # internal: a name server nothing answers, so no query leaves by the engine's resolver
             host_config["dns"] = dns
+        if spec.disk_bytes and self.writable_layer_limit:
+            host_config["storage_opt"] = {"size": str(spec.disk_bytes)}
         if spec.gpu_uuids:
             host_config["device_requests"] = [
                 {
@@ -371,6 +395,15 @@ class PortalSpawner(DockerSpawner):
 
     async def start(self):
         spec = await self.fetch_spawn_spec()
+        if PortalSpawner.writable_layer_limit is None:
+            info = await self.docker("info")
+            PortalSpawner.writable_layer_limit = storage_size_supported(info)
+            if not PortalSpawner.writable_layer_limit:
+                self.log.warning(
+                    "The Docker storage driver (%s) cannot limit a container's writable layer: "
+                    "sandboxes' own files are bounded only by the disk (home folders have quotas)",
+                    storage_description(info),
+                )
         self.apply_spawn_spec(spec)
         self.log.info(
             "Starting sandbox %s for %s: image=%s cpus=%s mem=%d gpus=%s egress=%s",

@@ -9,7 +9,12 @@ import pytest
 from jupyterhub.objects import Hub
 from jupyterhub.spawner import SpawnException
 
-from sandboxes.spawner.spawner import PortalSpawner, SpawnSpec, _background
+from sandboxes.spawner.spawner import (
+    PortalSpawner,
+    SpawnSpec,
+    _background,
+    storage_size_supported,
+)
 from tests.sandboxes.spawner.conftest import remove_user_containers
 from tests.sandboxes.spawner.stub_portal import StubPortal, spec
 
@@ -170,6 +175,9 @@ def test_a_wrong_secret_is_a_refusal_not_a_retry(portal):
         ({"environment": {"CUDA_VISIBLE_DEVICES": "0"}}, "CUDA_VISIBLE_DEVICES"),
         ({"labels": {"nac.user": "{username}"}}, "labels"),
         ({"image": ""}, "image"),
+        ({"disk_bytes": -1}, "disk_bytes"),
+        ({"disk_bytes": "20G"}, "disk_bytes"),
+        ({"disk_bytes": 1.5}, "disk_bytes"),
     ],
 )
 def test_a_malformed_spec_is_rejected(change, error):
@@ -223,3 +231,49 @@ def test_server_stopped_carries_the_start_id_of_the_spec_even_after_a_hub_restar
 def test_a_malformed_start_id_is_rejected(start):
     with pytest.raises(ValueError, match="start"):
         SpawnSpec.from_json({**spec(user="alice", image="nac/python-cpu:2026.11"), "start": start})
+
+
+def _info(driver: str, backing: str | None = None) -> dict:
+    status = [["Backing Filesystem", backing]] if backing else []
+    return {"Driver": driver, "DriverStatus": [*status, ["Supports d_type", "true"]]}
+
+
+@pytest.mark.parametrize(
+    ("info", "supported"),
+    [
+        (_info("overlay2", "extfs"), False),  # this kind of machine: ext4 under overlay2
+        (_info("overlay2", "xfs"), True),
+        (_info("btrfs"), True),
+        (_info("zfs"), True),
+        (_info("vfs"), False),
+        (_info("fuse-overlayfs"), False),
+    ],
+)
+def test_the_writable_layer_is_limited_only_where_the_storage_driver_can(info, supported):
+    assert storage_size_supported(info) is supported
+
+
+def test_the_engine_here_is_read_as_docker_info_reports_it(docker_client):
+    # the real engine's answer parses: a driver name, and a verdict that matches it
+    info = docker_client.info()
+    assert info["Driver"]
+    assert storage_size_supported(info) is (
+        info["Driver"] in ("btrfs", "zfs", "devicemapper")
+        or dict(info.get("DriverStatus") or []).get("Backing Filesystem") == "xfs"
+    )
+
+
+@pytest.mark.parametrize("limit", [True, False])
+def test_the_spec_disk_size_reaches_docker_when_the_engine_can_enforce_it(
+    portal, monkeypatch, limit
+):
+    # given an engine that can (or cannot) cap a writable layer, and a spec asking for 20 GiB
+    monkeypatch.setattr(PortalSpawner, "writable_layer_limit", limit)
+    spawner = make_spawner(portal, user="alice", server="sb-disk000001")
+    data = {**spec(user="alice", image="nac/python-cpu:2026.11"), "disk_bytes": 20 << 30}
+
+    spawner.apply_spawn_spec(SpawnSpec.from_json(data))
+
+    # then docker is asked for that size exactly where it can enforce it, and nowhere else
+    expected = {"size": str(20 << 30)} if limit else None
+    assert spawner.extra_host_config.get("storage_opt") == expected
