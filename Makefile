@@ -19,7 +19,7 @@ PRIVATE := umask 077 &&
 help:
 	@echo "make run    install what is missing, migrate, seed the demo, start the portal stack"
 	@echo "make test   the whole suite (lint, Django checks, PostgreSQL + Redis + Chromium tests)"
-	@echo "make lint   ruff and the Django checks"
+	@echo "make lint   ruff, the import layers (lint-imports) and the Django checks"
 	@echo "make images the sandbox images (IMAGES=\"python-cpu pytorch-gpu\"); quick when nothing changed"
 
 $(STAMP): $(LOCK)
@@ -85,6 +85,7 @@ test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(MANAGE) check --fail-level WARNING
 
 format: install
