@@ -13,7 +13,9 @@
 #   PORTAL_PUBLIC_URL         browser -> portal: OIDC authorize, logout
 #                             (default http://portal.localhost:8000)
 #   HUB_OIDC_CLIENT_ID, HUB_OIDC_CLIENT_SECRET   the hub's OIDC client at the portal (required)
-#   JUPYTERHUB_CRYPT_KEY      optional; auth state is kept only when it is set
+#   JUPYTERHUB_CRYPT_KEY      encrypts the auth state (the portal's tokens)          (required)
+#   HUB_AUTH_REFRESH_AGE      seconds a hub login is trusted before the portal is asked again
+#                             (default 300): a portal sign-out ends the hub login within it
 #   CONFIGPROXY_AUTH_TOKEN    optional; else generated once into HUB_DATA_DIR
 #   SANDBOX_NETWORK, SANDBOX_NETWORK_INTERNAL    docker networks (see network.py)
 #   HUB_IDLE_TIMEOUT          idle culler timeout in seconds (default 3600)
@@ -186,8 +188,13 @@ c.GenericOAuthenticator.logout_redirect_url = f"{portal_public_url}/"
 c.GenericOAuthenticator.allow_all = False
 c.GenericOAuthenticator.allow_existing_users = True
 c.GenericOAuthenticator.admin_users = set()
-crypt_key = env("JUPYTERHUB_CRYPT_KEY")
-c.GenericOAuthenticator.enable_auth_state = bool(crypt_key)
+# The hub keeps the portal's tokens of each login (encrypted) and re-asks the portal's userinfo
+# with them once a login is HUB_AUTH_REFRESH_AGE old. Signing out of the portal (or suspension,
+# or removal) revokes those tokens, so the hub's own login cookie stops working within that age
+# even while a sandbox runs: JupyterHub offers no other way to void it short of deleting the user.
+required("JUPYTERHUB_CRYPT_KEY")  # JupyterHub's CryptKeeper reads it from the environment
+c.GenericOAuthenticator.enable_auth_state = True
+c.GenericOAuthenticator.auth_refresh_age = int(env("HUB_AUTH_REFRESH_AGE", "300"))
 c.GenericOAuthenticator.refresh_pre_spawn = False
 
 # --- roles and services ------------------------------------------------------------------------

@@ -136,6 +136,7 @@ def running_hub(
             "HUB_SPAWN_SECRET": secrets.token_urlsafe(32),
             "HUB_OIDC_CLIENT_ID": "test-hub",
             "HUB_OIDC_CLIENT_SECRET": secrets.token_urlsafe(32),
+            "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
             "PORTAL_INTERNAL_URL": portal_internal_url,
             "PORTAL_PUBLIC_URL": portal_internal_url,
             "CONFIGPROXY_AUTH_TOKEN": "",

@@ -148,7 +148,13 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def stack(portal_server, settings, tmp_path, docker_client, sandbox_image, stack_env):  # noqa: F811
+def hub_env() -> dict[str, str]:
+    """More environment for the stack's hub: a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def stack(portal_server, settings, tmp_path, docker_client, sandbox_image, stack_env, hub_env):  # noqa: F811
     """The whole stack, wired together; yields the running hub."""
     from tests.sandboxes.launcher.helpers import catalogue
 
@@ -156,7 +162,8 @@ def stack(portal_server, settings, tmp_path, docker_client, sandbox_image, stack
     secret = secrets.token_urlsafe(32)
     settings.HUB_SPAWN_SECRET = secret
     portal = portal_server.url
-    with running_hub(portal_internal_url=portal, env={"HUB_SPAWN_SECRET": secret}) as hub:
+    hub_variables = {"HUB_SPAWN_SECRET": secret, **hub_env}
+    with running_hub(portal_internal_url=portal, env=hub_variables) as hub:
         settings.HUB_API_URL = hub.api_url
         settings.HUB_API_TOKEN = hub.api_token
         settings.HUB_PUBLIC_URL = hub.public_url

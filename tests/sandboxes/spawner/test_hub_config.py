@@ -14,6 +14,7 @@ REQUIRED = {
     "HUB_SPAWN_SECRET": "s" * 32,
     "HUB_OIDC_CLIENT_ID": "hub",
     "HUB_OIDC_CLIENT_SECRET": "c" * 32,
+    "JUPYTERHUB_CRYPT_KEY": "k" * 64,
 }
 
 
@@ -65,3 +66,18 @@ def test_a_hub_on_an_address_or_on_the_portals_host_refuses_to_start(
     with pytest.raises(SystemExit) as stopped:
         load(monkeypatch, tmp_path, HUB_PUBLIC_URL=hub, PORTAL_PUBLIC_URL=portal)
     assert says in str(stopped.value.code)
+
+
+def test_a_hub_login_is_rechecked_with_the_portal_and_needs_the_crypt_key(monkeypatch, tmp_path):
+    # the portal's tokens are kept (encrypted) and re-checked once a login is this old: a portal
+    # sign-out revokes them, which ends the hub login
+    c = load(monkeypatch, tmp_path, HUB_AUTH_REFRESH_AGE="120")
+    assert c.GenericOAuthenticator.enable_auth_state is True
+    assert c.GenericOAuthenticator.auth_refresh_age == 120
+    monkeypatch.delenv("HUB_AUTH_REFRESH_AGE")
+    assert load(monkeypatch, tmp_path).GenericOAuthenticator.auth_refresh_age == 300
+    # without the key there would be no auth state to re-check: the hub refuses to start
+    monkeypatch.delenv("JUPYTERHUB_CRYPT_KEY")
+    loader = PyFileConfigLoader(CONFIG.name, path=str(CONFIG.parent))
+    with pytest.raises(SystemExit, match="JUPYTERHUB_CRYPT_KEY"):
+        loader.load_config()
