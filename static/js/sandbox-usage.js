@@ -18,7 +18,10 @@
     { name: "gpu_power_w", digits: 1 },
     { name: "cpu_pct", digits: 1, percent: true },
     { name: "memory_used_mib", digits: 0 },
-  ];
+  ].filter(function (metric) {
+    // only what the page charts: a CPU-only sandbox has no GPU figures
+    return root.querySelector('[data-chart="' + metric.name + '"]');
+  });
   var LIVE_STATUSES = ["requested", "queued", "starting", "running", "stopping"];
   var range = cfg.range;
   var series = cfg.series;

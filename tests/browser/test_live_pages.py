@@ -204,6 +204,49 @@ def test_usage_and_the_stop_countdown_arrive_live_on_the_sandbox_page(portal_ser
     log.assert_only_live_server()
 
 
+def test_a_cpu_only_sandbox_shows_only_what_it_has(portal_server, browser):
+    # Given a student's running CPU-only sandbox
+    student = funded_student(hours=10)
+    sandbox, _run = running(student, "cpu-small")
+    sandbox_id = str(sandbox.public_id)
+    context = browser.new_context(base_url=portal_server.url, locale="en-GB")
+    context.set_default_timeout(TIMEOUT_MS)
+    signed_in(context, portal_server.url, student)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    # When they open its page, and a sample arrives
+    page.goto(f"/sandboxes/{sandbox_id}/")
+    expect(page.locator(".chart canvas")).to_have_count(2)
+    group = user_group(student.pk)
+    sample = {
+        "type": "usage.sample",
+        "sandbox": sandbox_id,
+        "user": student.email,
+        "at": timezone.now().isoformat(),
+        "simulated": False,
+        "gpu_util_pct": None,
+        "gpu_memory_used_mib": None,
+        "gpu_memory_total_mib": None,
+        "gpu_power_w": None,
+        "gpu_temperature_c": None,
+        "cpu_pct": 42.5,
+        "memory_used_mib": 512,
+        "memory_limit_mib": 2048,
+        "charged_credit_seconds": 60,
+        "gpus": [],
+    }
+    reading = page.locator('[data-reading="cpu_pct"]')
+    push_until([(group, sample)], lambda ms: expect(reading).to_have_text("42.5", timeout=ms))
+
+    # Then it charts CPU and memory only: no empty GPU charts, and the page's script is content
+    assert page.locator('[data-chart^="gpu_"]').count() == 0
+    expect(page.locator('[data-chart="cpu_pct"]')).to_have_attribute("data-points", "1")
+    assert errors == []
+    context.close()
+
+
 def test_the_organisation_page_and_the_cluster_view_update_live(portal_server, browser):
     # Given an organisation with a member's running sandbox, and a programme manager
     gpus(2)
