@@ -1,7 +1,7 @@
 """The programme directory: organisations and students, their detail pages, and suspension.
 
-Views parse and render; the directory selectors read, the organisations' and the onboarding
-services suspend and reactivate. Every page is behind the programme managers' gate.
+Views parse and render; the directory selectors read, portal.suspension suspends and
+reactivates. Every page is behind the programme managers' gate.
 """
 
 from django.contrib import messages
@@ -15,10 +15,8 @@ from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
 from portal.credits.models import CreditApplication
-from portal.onboarding.services import student_reactivate, student_suspend
 from portal.organisations.selectors import memberships_list
-from portal.organisations.services import organisation_reactivate, organisation_suspend
-from portal.users.services import SuspensionOutcome
+from portal.suspension.services import SuspensionOutcome, reactivate, suspend
 
 from . import directory_selectors as selectors
 from .access import programme_manager_required
@@ -128,7 +126,7 @@ def organisation(request: HttpRequest, public_id) -> HttpResponse:
 
 def _organisation_decision(request: HttpRequest, public_id, service, done: str) -> HttpResponse:
     organisation = _organisation_or_404(public_id)
-    refused = _decide(request, service, {"organisation": organisation}, done=done)
+    refused = _decide(request, service, {"subject": organisation}, done=done)
     if refused is None:
         return redirect("dashboard:organisation", public_id=public_id)
     form, status = refused
@@ -139,16 +137,14 @@ def _organisation_decision(request: HttpRequest, public_id, service, done: str) 
 @programme_manager_required
 @require_POST
 def organisation_suspend_view(request: HttpRequest, public_id) -> HttpResponse:
-    return _organisation_decision(
-        request, public_id, organisation_suspend, _("The organisation is suspended.")
-    )
+    return _organisation_decision(request, public_id, suspend, _("The organisation is suspended."))
 
 
 @programme_manager_required
 @require_POST
 def organisation_reactivate_view(request: HttpRequest, public_id) -> HttpResponse:
     return _organisation_decision(
-        request, public_id, organisation_reactivate, _("The organisation is active again.")
+        request, public_id, reactivate, _("The organisation is active again.")
     )
 
 
@@ -205,7 +201,7 @@ def student(request: HttpRequest, hub_username: str) -> HttpResponse:
 
 def _student_decision(request: HttpRequest, hub_username: str, service, done: str):
     student = _student_or_404(hub_username)
-    refused = _decide(request, service, {"student": student.user}, done=done)
+    refused = _decide(request, service, {"subject": student.user}, done=done)
     if refused is None:
         return redirect("dashboard:student", hub_username=hub_username)
     form, status = refused
@@ -215,12 +211,10 @@ def _student_decision(request: HttpRequest, hub_username: str, service, done: st
 @programme_manager_required
 @require_POST
 def student_suspend_view(request: HttpRequest, hub_username: str) -> HttpResponse:
-    return _student_decision(request, hub_username, student_suspend, _("The student is suspended."))
+    return _student_decision(request, hub_username, suspend, _("The student is suspended."))
 
 
 @programme_manager_required
 @require_POST
 def student_reactivate_view(request: HttpRequest, hub_username: str) -> HttpResponse:
-    return _student_decision(
-        request, hub_username, student_reactivate, _("The student is active again.")
-    )
+    return _student_decision(request, hub_username, reactivate, _("The student is active again."))

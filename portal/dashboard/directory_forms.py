@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from portal.onboarding.models import Cohort, University
 from portal.organisations.models import Province, Sector
-from portal.users.services import SUSPENSION_REASON_MAX_LENGTH
+from portal.suspension.services import SUSPENSION_REASON_MAX_LENGTH
 
 from .directory_selectors import ACTIVE, SUSPENDED
 

@@ -6,18 +6,13 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from portal.apikeys.selectors import api_key_ids_in_force
 from portal.audit.services import audit_record
-from portal.core.exceptions import ApplicationError, PermissionDenied
+from portal.core.exceptions import ApplicationError
 from portal.credits.tasks import student_allowance_grant as student_allowance_grant_task
 from portal.organisations.models import Organisation
 from portal.organisations.services import organisation_create
 from portal.users.models import User
-from portal.users.selectors import user_has_verified_email, user_is_programme_manager
-from portal.users.services import SuspensionOutcome, suspension_check
-from sandboxes.launcher.leaving import hub_sessions_end
-from sandboxes.launcher.models import Sandbox
-from sandboxes.launcher.services import suspension_enforce
+from portal.users.selectors import user_has_verified_email
 
 from .models import Cohort, StudentProfile, University
 from .selectors import OnboardingState, onboarding_state, university_for_email
@@ -162,97 +157,6 @@ def cohort_create(
         },
     )
     return cohort
-
-
-# --- Suspension by the programme -------------------------------------------------------------
-
-
-def _student_for_decision(*, student: User, acting_user: User) -> User:
-    if not StudentProfile.objects.filter(user_id=student.pk).exists():
-        raise ApplicationError(_("This person is not a student."))
-    if student.pk == acting_user.pk:
-        raise PermissionDenied(_("You cannot suspend or reactivate yourself."))
-    student = User.objects.select_for_update(no_key=True).get(pk=student.pk)
-    if user_is_programme_manager(user=student):
-        raise PermissionDenied(
-            _("This person is a programme manager: take the role away in the admin first.")
-        )
-    return student
-
-
-@transaction.atomic
-def student_suspend(
-    *, student: User, reason: str, acting_user: User, ip: str | None = None
-) -> SuspensionOutcome:
-    """Suspend a student: the person's account is deactivated (`User.is_active` False).
-
-    The flag is Django's own, and everything already honours it, so no new field had to be
-    taught to each of them: sign-in is refused (allauth's "account inactive" page), a session
-    that survived would resolve to nobody (the auth backend refuses inactive people), the
-    person's API keys answer 401 (not revoked: a reactivation restores them), the spawner's
-    entitlement check refuses a start, the live streams close, the monthly allowance skips
-    them and grants are refused. It suspends the person, not only the student role: if they
-    also belong to an organisation, they cannot act for it either.
-
-    Their live sandboxes (whoever pays) are stopped through the launcher with the reason
-    "Suspended by the programme", and their sessions are deleted now, so a browser that is
-    signed in is anonymous on its next request. The person's row is locked first: a launch
-    holds it until it commits, so a racing launch is either refused or stopped here.
-    Idempotent: suspending a suspended student changes nothing (`changed` False). Refused for
-    oneself and for programme managers (their role is taken away in the admin first).
-    """
-    reason = suspension_check(acting_user=acting_user, reason=reason)
-    student = _student_for_decision(student=student, acting_user=acting_user)
-    if not student.is_active:
-        return SuspensionOutcome(changed=False)
-    student.is_active = False
-    student.save(update_fields=["is_active"])
-    outcome = suspension_enforce(
-        sandboxes=Sandbox.objects.filter(user=student),
-        user_ids=[student.pk],
-        acting_user=acting_user,
-        ip=ip,
-    )
-    hub_sessions_end(user_ids=[student.pk], reason="student.suspended")
-    audit_record(
-        actor=acting_user,
-        action="student.suspended",
-        target=student,
-        ip=ip,
-        data={
-            "reason": reason,
-            "sandboxes_stopped": outcome.sandboxes_stopped,
-            "sessions_ended": outcome.sessions_ended,
-            "api_keys_suspended": api_key_ids_in_force(user=student),
-        },
-    )
-    return outcome
-
-
-@transaction.atomic
-def student_reactivate(
-    *, student: User, reason: str, acting_user: User, ip: str | None = None
-) -> SuspensionOutcome:
-    """Lift a student's suspension: the account is active again, so they can sign in, and their
-    unexpired, unrevoked keys work again. This month's allowance, which the monthly run skipped
-    while they were suspended, is granted after the commit (once: it is idempotent per month).
-    Stopped sandboxes stay stopped. Idempotent, like the suspension."""
-    reason = suspension_check(acting_user=acting_user, reason=reason)
-    student = _student_for_decision(student=student, acting_user=acting_user)
-    if student.is_active:
-        return SuspensionOutcome(changed=False)
-    student.is_active = True
-    student.save(update_fields=["is_active"])
-    audit_record(
-        actor=acting_user,
-        action="student.reactivated",
-        target=student,
-        ip=ip,
-        data={"reason": reason, "api_keys_restored": api_key_ids_in_force(user=student)},
-    )
-    user_id = student.pk
-    transaction.on_commit(lambda: student_allowance_grant_task.delay(user_id=user_id))
-    return SuspensionOutcome(changed=True)
 
 
 def _cohort_locked(cohort: Cohort) -> Cohort:

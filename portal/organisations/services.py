@@ -1,5 +1,5 @@
-"""Writes about organisations: creation, invitations, roles, removal, ownership transfer,
-suspension by the programme.
+"""Writes about organisations: creation, invitations, roles, removal, ownership transfer.
+Suspension by the programme is portal.suspension's.
 
 Every function takes the acting person and refuses what their role does not allow, so the HTML
 views and (later) the API share one set of rules.
@@ -16,20 +16,13 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from portal.apikeys.selectors import api_key_ids_in_force
 from portal.apikeys.services import apikeys_answerable_left
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
 from portal.users.models import User
-from portal.users.services import (
-    SuspensionOutcome,
-    email_normalise,
-    suspension_check,
-)
+from portal.users.services import email_normalise
 from sandboxes.launcher.leaving import hub_sessions_end, organisation_sandboxes_enforce
-from sandboxes.launcher.models import Sandbox
-from sandboxes.launcher.services import suspension_enforce
 
 from .models import Invitation, Membership, Organisation, Role
 
@@ -376,104 +369,3 @@ def ownership_transfer(
             **({"sandboxes_stopped": stopped} if stopped else {}),
         },
     )
-
-
-# --- Suspension by the programme -------------------------------------------------------------
-
-
-def _organisation_for_decision(*, organisation: Organisation, acting_user: User) -> Organisation:
-    # FOR NO KEY UPDATE: a launch inserting a sandbox that refers to this row (FOR KEY SHARE)
-    # is not blocked by it, so it cannot deadlock with the members' locks below.
-    organisation = Organisation.objects.select_for_update(no_key=True).get(pk=organisation.pk)
-    if Membership.objects.filter(organisation=organisation, user=acting_user).exists():
-        raise PermissionDenied(
-            _(
-                "You are a member of this organisation: another programme manager must decide "
-                "on its suspension."
-            )
-        )
-    return organisation
-
-
-@transaction.atomic
-def organisation_suspend(
-    *, organisation: Organisation, reason: str, acting_user: User, ip: str | None = None
-) -> SuspensionOutcome:
-    """Suspend an organisation at once, keeping everything it owns for a reactivation.
-
-    - `is_active` goes False: launches, restarts, grants, applications and invitations are
-      refused from here on, and its service keys answer 401 (apikey_authenticate checks the
-      flag on every request; the keys are not revoked, so a reactivation restores them).
-    - Its live sandboxes are stopped through the launcher (the hub stops them in Celery), with
-      the reason "Suspended by the programme"; their home volumes stay.
-    - Its members' sessions end, everywhere. Their accounts stay active (a member may belong to
-      another organisation, or be a student), so they may sign in again, and then find the
-      organisation suspended. Ending the sessions is what closes the organisation's pages and
-      live streams that are open now (the live consumers re-check the session periodically);
-      the cost is one sign-in for a member of several organisations.
-
-    The members' rows are locked before the sandboxes are looked for: a launch holds its
-    person's row until it commits, so a launch that raced this suspension either sees it (and
-    is refused) or is committed first and stopped here. Idempotent: suspending a suspended
-    organisation changes nothing (`changed` False). A programme manager who is a member of the
-    organisation cannot suspend it (nor lock themselves out with it).
-    """
-    reason = suspension_check(acting_user=acting_user, reason=reason)
-    organisation = _organisation_for_decision(organisation=organisation, acting_user=acting_user)
-    if not organisation.is_active:
-        return SuspensionOutcome(changed=False)
-    organisation.is_active = False
-    organisation.save(update_fields=["is_active", "updated_at"])
-    members = list(
-        User.objects.select_for_update(of=("self",), no_key=True)
-        .filter(memberships__organisation=organisation)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    outcome = suspension_enforce(
-        sandboxes=Sandbox.objects.filter(organisation=organisation),
-        user_ids=members,
-        acting_user=acting_user,
-        ip=ip,
-    )
-    hub_sessions_end(user_ids=members, reason="organisation.suspended")
-    audit_record(
-        actor=acting_user,
-        action="organisation.suspended",
-        target=organisation,
-        ip=ip,
-        data={
-            "reason": reason,
-            "sandboxes_stopped": outcome.sandboxes_stopped,
-            "sessions_ended": outcome.sessions_ended,
-            "members": len(members),
-            "api_keys_suspended": api_key_ids_in_force(organisation=organisation),
-        },
-    )
-    return outcome
-
-
-@transaction.atomic
-def organisation_reactivate(
-    *, organisation: Organisation, reason: str, acting_user: User, ip: str | None = None
-) -> SuspensionOutcome:
-    """Lift a suspension: `is_active` back to True, so its unexpired, unrevoked service keys
-    work again and its members may launch again once signed in. Stopped sandboxes stay stopped
-    (their owners start them again). Idempotent, like the suspension."""
-    reason = suspension_check(acting_user=acting_user, reason=reason)
-    organisation = _organisation_for_decision(organisation=organisation, acting_user=acting_user)
-    if organisation.is_active:
-        return SuspensionOutcome(changed=False)
-    organisation.is_active = True
-    organisation.save(update_fields=["is_active", "updated_at"])
-    audit_record(
-        actor=acting_user,
-        action="organisation.reactivated",
-        target=organisation,
-        ip=ip,
-        data={
-            "reason": reason,
-            "api_keys_restored": api_key_ids_in_force(organisation=organisation),
-        },
-    )
-    return SuspensionOutcome(changed=True)

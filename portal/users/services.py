@@ -4,19 +4,15 @@ ending someone's sessions."""
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.utils.translation import gettext as _
 
 from portal.audit.services import audit_record
-from portal.core.exceptions import ApplicationError, PermissionDenied
 
 from .models import User
-from .selectors import user_is_programme_manager
 
 _SUFFIX_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o or 1/l/i: read aloud on support calls
 _SUFFIX_LENGTH = 5
@@ -113,32 +109,3 @@ def user_mfa_enrolled(*, user: User, current_session_key: str | None, ip: str | 
         data={"reason": "mfa_enrolled", "sessions": ended},
     )
     return ended
-
-
-@dataclass
-class SuspensionOutcome:
-    """What a suspension or reactivation did: `changed` is False when there was nothing to do
-    (already suspended, already active)."""
-
-    changed: bool
-    sandboxes_stopped: list[str] = field(default_factory=list)  # public ids
-    sessions_ended: int = 0
-
-
-SUSPENSION_REASON_MAX_LENGTH = 500
-
-
-def suspension_check(*, acting_user, reason: str) -> str:
-    """The checks every suspension and reactivation shares: a programme manager acts, with a
-    reason. Returns the reason, trimmed."""
-    if not user_is_programme_manager(user=acting_user):
-        raise PermissionDenied(_("Only programme managers can suspend or reactivate."))
-    reason = (reason or "").strip()
-    if not reason:
-        raise ApplicationError(_("Give a reason."), field="reason")
-    if len(reason) > SUSPENSION_REASON_MAX_LENGTH:
-        raise ApplicationError(
-            _("Keep the reason under %(n)s characters.") % {"n": SUSPENSION_REASON_MAX_LENGTH},
-            field="reason",
-        )
-    return reason

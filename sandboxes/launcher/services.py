@@ -557,25 +557,6 @@ def sandboxes_stop_live(*, sandboxes, acting_user, reason: str, ip: str | None =
     return stopped
 
 
-def suspension_enforce(*, sandboxes, user_ids, acting_user, ip: str | None = None):
-    """What a suspension does at once, for a student or an organisation: stop the live
-    sandboxes (reason "Suspended by the programme"; their home volumes stay) and end the
-    people's sessions. Returns the SuspensionOutcome to audit."""
-    from portal.users.services import SuspensionOutcome, user_sessions_end
-
-    stopped = sandboxes_stop_live(
-        sandboxes=sandboxes,
-        acting_user=acting_user,
-        reason=_("Suspended by the programme"),
-        ip=ip,
-    )
-    return SuspensionOutcome(
-        changed=True,
-        sandboxes_stopped=[str(sandbox.public_id) for sandbox in stopped],
-        sessions_ended=user_sessions_end(user_ids=user_ids),
-    )
-
-
 def age_label(seconds: int) -> str:
     """A maximum age for people to read: whole hours, else minutes."""
     if seconds % 3600 == 0:

@@ -249,7 +249,7 @@ def test_a_sign_out_of_someone_who_never_had_a_sandbox_costs_no_task(
 def test_suspensions_end_the_hub_sessions(
     startup_and_colleague, programme_manager, hub_application, hub_session_tasks
 ):
-    from portal.onboarding.services import student_suspend
+    from portal.suspension.services import suspend
 
     # given a startup whose two members ran sandboxes, and a student who did
     organisation, owner, colleague = startup_and_colleague
@@ -262,12 +262,12 @@ def test_suspensions_end_the_hub_sessions(
 
     # when the programme suspends the organisation, and the student
     committed(
-        organisations.organisation_suspend,
-        organisation=organisation,
+        suspend,
+        subject=organisation,
         reason="Abuse",
         acting_user=programme_manager,
     )
-    committed(student_suspend, student=student, reason="Abuse", acting_user=programme_manager)
+    committed(suspend, subject=student, reason="Abuse", acting_user=programme_manager)
 
     # then every one of them has their hub session ended, and the student's hub tokens are gone
     assert sorted(_ended(hub_session_tasks)) == sorted([owner.pk, colleague.pk, student.pk])
