@@ -28,7 +28,7 @@ from sandboxes.gpus.selectors import availability, devices_with_holders
 
 from . import services
 from .models import ResourceProfile, Sandbox, SandboxImage
-from .selectors import launch_choices, open_url, sandboxes_for_user
+from .selectors import launch_choices, open_url, queue_position, sandboxes_for_user
 
 # --- GPUs ------------------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class SandboxSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_queue_position(self, sandbox) -> int | None:
-        return services.queue_position(sandbox)
+        return queue_position(sandbox)
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_gpus(self, sandbox) -> list[str]:

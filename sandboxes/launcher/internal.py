@@ -19,7 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import services
+from . import entitlement, services
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def spawn_spec(request: HttpRequest) -> HttpResponse:
         return parsed
     username, server, _body = parsed
     try:
-        spec = services.spawn_spec(hub_username=username, server_name=server)
-    except services.SpawnRefused as exc:
+        spec = entitlement.spawn_spec(hub_username=username, server_name=server)
+    except entitlement.SpawnRefused as exc:
         logger.warning("spawn refused for %s/%s: %s", username, server, exc)
         return JsonResponse({"detail": str(exc)}, status=403)
     return JsonResponse(spec)

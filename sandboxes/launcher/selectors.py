@@ -1,17 +1,156 @@
-"""Reads for the launch picker and the sandbox lists (HTML pages and API alike)."""
+"""What the launcher reads: who pays for a launch and how long their credits last, the queue,
+the launch picker, the sandbox lists (HTML pages and API alike), the hub's names for things.
+Nothing here writes; the writes are in services.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Sum
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
-from portal.core.exceptions import ApplicationError
+from portal.core.exceptions import ApplicationError, PermissionDenied
+from portal.credits.models import CreditAccount
+from portal.credits.selectors import available_credit_seconds
+from portal.organisations.models import Organisation
+from portal.users.models import User
+from sandboxes.gpus.models import GpuAllocation
 from sandboxes.gpus.selectors import free_count
 
 from .hub_urls import server_url
-from .models import ResourceProfile, Sandbox, SandboxImage
-from .services import Holder, age_label, holder_for, profile_allowed, runway_seconds
+from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
+
+Status = Sandbox.Status
+
+
+# --- Who pays --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whose credits a sandbox burns: an organisation's, or a student's own."""
+
+    organisation: Organisation | None
+    account: CreditAccount | None
+    audience: str  # Audience.STUDENTS or Audience.STARTUPS
+
+    @property
+    def label(self) -> str:
+        return str(self.organisation) if self.organisation else _("your student allowance")
+
+
+def holder_for(*, user: User, organisation: Organisation | None = None) -> Holder:
+    """The organisation named (the person must belong to it), else the person's student account,
+    else their only organisation."""
+    if organisation is None:
+        if hasattr(user, "student_profile"):
+            account = CreditAccount.objects.filter(user=user).first()
+            return Holder(None, account, Audience.STUDENTS)
+        memberships = list(Organisation.objects.for_user(user)[:2])
+        if len(memberships) > 1:
+            raise ApplicationError(
+                _("You belong to several organisations: choose which one pays."),
+                field="organisation",
+            )
+        if not memberships:
+            raise PermissionDenied(
+                _("Finish onboarding as a startup or a student before launching a sandbox.")
+            )
+        organisation = memberships[0]
+    elif not Organisation.objects.for_user(user).filter(pk=organisation.pk).exists():
+        raise PermissionDenied(
+            _("You are not a member of that organisation."),
+        )
+    if not organisation.is_active:
+        raise PermissionDenied(_("This organisation is suspended; sandboxes cannot be launched."))
+    account = CreditAccount.objects.filter(organisation=organisation).first()
+    return Holder(organisation, account, Audience.STARTUPS)
+
+
+def profile_allowed(*, profile: ResourceProfile, holder: Holder) -> bool:
+    return profile.audience in (Audience.BOTH, holder.audience)
+
+
+def burn_rate_millicredits(*, account: CreditAccount, extra: int = 0) -> int:
+    """What the account's live sandboxes charge per second (in thousandths), plus `extra`."""
+    live = Sandbox.objects.filter(account=account, status__in=Sandbox.LIVE)
+    current = live.aggregate(rate=Sum("profile__charge_millicredits_per_second"))["rate"] or 0
+    return current + extra
+
+
+def runway_seconds(*, account: CreditAccount | None, profile: ResourceProfile) -> int:
+    """How long the account could run this profile, alongside what it already runs."""
+    if account is None:
+        return 0
+    rate = burn_rate_millicredits(account=account, extra=profile.charge_millicredits_per_second)
+    return available_credit_seconds(account=account) * 1000 // rate
+
+
+# --- The queue -------------------------------------------------------------------------------
+
+
+def over_gpu_cap(sandbox: Sandbox) -> bool:
+    """Would this sandbox take its holder (organisation or student) past the GPU cap?"""
+    cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
+    if not cap:
+        return False
+    held = GpuAllocation.objects.filter(
+        released_at__isnull=True, sandbox__account=sandbox.account
+    ).count()
+    return held + sandbox.profile.gpu_count > cap
+
+
+def queued_ahead(sandbox: Sandbox):
+    """Queued sandboxes that wait for the same kind of GPU and came first."""
+    ahead = Sandbox.objects.filter(
+        status=Status.QUEUED,
+        profile__gpu_model=sandbox.profile.gpu_model,
+        profile__mig_profile=sandbox.profile.mig_profile,
+    ).exclude(pk=sandbox.pk)
+    if sandbox.queued_at:
+        ahead = ahead.filter(queued_at__lt=sandbox.queued_at)
+    return ahead
+
+
+def queue_position(sandbox: Sandbox) -> int | None:
+    """1 for the next in line (for its kind of GPU); None when not queued."""
+    if sandbox.status != Status.QUEUED:
+        return None
+    return queued_ahead(sandbox).count() + 1
+
+
+# --- The hub's names for things --------------------------------------------------------------
+
+
+def home_volume(user: User) -> str:
+    return f"{settings.SANDBOX_HOME_VOLUME_PREFIX}{user.hub_username}"
+
+
+def sandbox_for_server(*, hub_username: str, server_name: str) -> Sandbox | None:
+    return Sandbox.objects.filter(server_name=server_name, user__hub_username=hub_username).first()
+
+
+def current_start_id(*, sandbox: Sandbox):
+    """The public id of the sandbox's current start (the one not yet ended), or None."""
+    return (
+        SandboxStart.objects.filter(sandbox=sandbox, ended_at__isnull=True)
+        .values_list("public_id", flat=True)
+        .first()
+    )
+
+
+# --- The launch picker and the lists ---------------------------------------------------------
+
+
+def age_label(seconds: int) -> str:
+    """A maximum age for people to read: whole hours, else minutes."""
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return ngettext("%(n)s hour", "%(n)s hours", hours) % {"n": hours}
+    minutes = max(1, seconds // 60)
+    return ngettext("%(n)s minute", "%(n)s minutes", minutes) % {"n": minutes}
 
 
 @dataclass(frozen=True)

@@ -11,100 +11,39 @@ import logging
 import math
 import secrets
 import string
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Sum
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
-from portal.credits.models import CreditAccount
-from portal.credits.selectors import available_credit_seconds
 from portal.organisations.models import Organisation
 from portal.users.models import User
 from sandboxes.gpus import services as gpus
-from sandboxes.gpus.models import GpuAllocation, GpuDevice
-from sandboxes.gpus.selectors import inventory_is_simulated, uuids_held_by
+from sandboxes.gpus.selectors import inventory_is_simulated
 from sandboxes.live import broadcast
 from sandboxes.metering import services as metering
 
 from .disk import home_quota_check
 from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
+from .selectors import (
+    Holder,
+    age_label,
+    current_start_id,
+    holder_for,
+    over_gpu_cap,
+    profile_allowed,
+    queued_ahead,
+    runway_seconds,
+    sandbox_for_server,
+)
 
 logger = logging.getLogger(__name__)
 Status = Sandbox.Status
 _ALPHABET = string.ascii_lowercase + string.digits
-
-
-class SpawnRefused(Exception):
-    """The hub asked to start something the portal did not authorise."""
-
-
-# --- Who pays --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Whose credits a sandbox burns: an organisation's, or a student's own."""
-
-    organisation: Organisation | None
-    account: CreditAccount | None
-    audience: str  # Audience.STUDENTS or Audience.STARTUPS
-
-    @property
-    def label(self) -> str:
-        return str(self.organisation) if self.organisation else _("your student allowance")
-
-
-def holder_for(*, user: User, organisation: Organisation | None = None) -> Holder:
-    """The organisation named (the person must belong to it), else the person's student account,
-    else their only organisation."""
-    if organisation is None:
-        if hasattr(user, "student_profile"):
-            account = CreditAccount.objects.filter(user=user).first()
-            return Holder(None, account, Audience.STUDENTS)
-        memberships = list(Organisation.objects.for_user(user)[:2])
-        if len(memberships) > 1:
-            raise ApplicationError(
-                _("You belong to several organisations: choose which one pays."),
-                field="organisation",
-            )
-        if not memberships:
-            raise PermissionDenied(
-                _("Finish onboarding as a startup or a student before launching a sandbox.")
-            )
-        organisation = memberships[0]
-    elif not Organisation.objects.for_user(user).filter(pk=organisation.pk).exists():
-        raise PermissionDenied(
-            _("You are not a member of that organisation."),
-        )
-    if not organisation.is_active:
-        raise PermissionDenied(_("This organisation is suspended; sandboxes cannot be launched."))
-    account = CreditAccount.objects.filter(organisation=organisation).first()
-    return Holder(organisation, account, Audience.STARTUPS)
-
-
-def profile_allowed(*, profile: ResourceProfile, holder: Holder) -> bool:
-    return profile.audience in (Audience.BOTH, holder.audience)
-
-
-def burn_rate_millicredits(*, account: CreditAccount, extra: int = 0) -> int:
-    """What the account's live sandboxes charge per second (in thousandths), plus `extra`."""
-    live = Sandbox.objects.filter(account=account, status__in=Sandbox.LIVE)
-    current = live.aggregate(rate=Sum("profile__charge_millicredits_per_second"))["rate"] or 0
-    return current + extra
-
-
-def runway_seconds(*, account: CreditAccount | None, profile: ResourceProfile) -> int:
-    """How long the account could run this profile, alongside what it already runs."""
-    if account is None:
-        return 0
-    rate = burn_rate_millicredits(account=account, extra=profile.charge_millicredits_per_second)
-    return available_credit_seconds(account=account) * 1000 // rate
 
 
 # --- Launch ----------------------------------------------------------------------------------
@@ -260,17 +199,6 @@ def sandbox_launch(
     return sandbox
 
 
-def _over_gpu_cap(sandbox: Sandbox) -> bool:
-    """Would this sandbox take its holder (organisation or student) past the GPU cap?"""
-    cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
-    if not cap:
-        return False
-    held = GpuAllocation.objects.filter(
-        released_at__isnull=True, sandbox__account=sandbox.account
-    ).count()
-    return held + sandbox.profile.gpu_count > cap
-
-
 def _allocate(sandbox: Sandbox) -> list[str]:
     profile = sandbox.profile
     return gpus.gpu_allocate(
@@ -284,8 +212,8 @@ def _allocate(sandbox: Sandbox) -> list[str]:
 def _allocate_or_queue(sandbox: Sandbox) -> None:
     """Starting if the GPUs it needs are given now (or it needs none); queued otherwise."""
     if sandbox.profile.gpu_count:
-        over_cap = _over_gpu_cap(sandbox)
-        first_in_line = not _queued_ahead(sandbox).exists()
+        over_cap = over_gpu_cap(sandbox)
+        first_in_line = not queued_ahead(sandbox).exists()
         if over_cap or not first_in_line or not _allocate(sandbox):
             sandbox.status = Status.QUEUED
             sandbox.queued_at = sandbox.queued_at or timezone.now()
@@ -304,25 +232,6 @@ def _allocate_or_queue(sandbox: Sandbox) -> None:
 
 def _queue_key(profile: ResourceProfile) -> tuple[str, str]:
     return profile.gpu_model, profile.mig_profile
-
-
-def _queued_ahead(sandbox: Sandbox):
-    """Queued sandboxes that wait for the same kind of GPU and came first."""
-    ahead = Sandbox.objects.filter(
-        status=Status.QUEUED,
-        profile__gpu_model=sandbox.profile.gpu_model,
-        profile__mig_profile=sandbox.profile.mig_profile,
-    ).exclude(pk=sandbox.pk)
-    if sandbox.queued_at:
-        ahead = ahead.filter(queued_at__lt=sandbox.queued_at)
-    return ahead
-
-
-def queue_position(sandbox: Sandbox) -> int | None:
-    """1 for the next in line (for its kind of GPU); None when not queued."""
-    if sandbox.status != Status.QUEUED:
-        return None
-    return _queued_ahead(sandbox).count() + 1
 
 
 def _queue_lock() -> None:
@@ -353,7 +262,7 @@ def queue_advance() -> list[int]:
             key = _queue_key(sandbox.profile)
             if key in blocked:
                 continue
-            if _over_gpu_cap(sandbox):
+            if over_gpu_cap(sandbox):
                 continue
             if not _allocate(sandbox):
                 blocked.add(key)
@@ -467,11 +376,7 @@ def sandbox_server_gone(*, hub_username: str, server_name: str, start_id: str | 
         if locked.status not in (Status.RUNNING, Status.STOPPING):
             return False
         if start_id is not None:
-            current = (
-                SandboxStart.objects.filter(sandbox=locked, ended_at__isnull=True)
-                .values_list("public_id", flat=True)
-                .first()
-            )
+            current = current_start_id(sandbox=locked)
             if current is None or str(current) != start_id:
                 logger.warning(
                     "ignored server-stopped of %s/%s for start %s: the current start is %s",
@@ -555,15 +460,6 @@ def sandboxes_stop_live(*, sandboxes, acting_user, reason: str, ip: str | None =
         except ApplicationError:  # it stopped or failed on its own in the meantime
             continue
     return stopped
-
-
-def age_label(seconds: int) -> str:
-    """A maximum age for people to read: whole hours, else minutes."""
-    if seconds % 3600 == 0:
-        hours = seconds // 3600
-        return ngettext("%(n)s hour", "%(n)s hours", hours) % {"n": hours}
-    minutes = max(1, seconds // 60)
-    return ngettext("%(n)s minute", "%(n)s minutes", minutes) % {"n": minutes}
 
 
 def sandboxes_stop_over_age(*, now: dt.datetime | None = None) -> list[Sandbox]:
@@ -660,73 +556,7 @@ def sandbox_delete(
             transaction.on_commit(lambda: tasks.home_volume_delete.delay(user_id))
 
 
-# --- The spawner's question -------------------------------------------------------------------
-
-
-def home_volume(user: User) -> str:
-    return f"{settings.SANDBOX_HOME_VOLUME_PREFIX}{user.hub_username}"
-
-
-def spawn_spec(*, hub_username: str, server_name: str) -> dict:
-    """What the hub may start for this server, exactly; refused unless the portal itself asked
-    for this start (the sandbox is `starting`)."""
-    sandbox = (
-        Sandbox.objects.select_related("user", "image", "profile")
-        .filter(server_name=server_name, user__hub_username=hub_username)
-        .first()
-    )
-    if sandbox is None:
-        raise SpawnRefused(
-            _("This server was not launched from the portal. Launch sandboxes from the portal.")
-        )
-    if sandbox.status != Status.STARTING:
-        raise SpawnRefused(
-            _("The portal has not authorised a start of this sandbox (it is %(status)s).")
-            % {"status": sandbox.get_status_display().lower()}
-        )
-    if not sandbox.user.is_active:
-        raise SpawnRefused(_("This account is disabled."))
-    profile = sandbox.profile
-    uuids = uuids_held_by(sandbox=sandbox)
-    if len(uuids) != profile.gpu_count:
-        raise SpawnRefused(_("The GPUs for this sandbox are not allocated."))
-    mib = 1024 * 1024
-    # Simulated GPUs are bookkeeping only: the container gets no device (there is none), and
-    # learns which pretend GPUs it holds from the environment.
-    simulated = GpuDevice.objects.filter(uuid__in=uuids, simulated=True).exists()
-    environment = {"NAC_SANDBOX_ID": str(sandbox.public_id), "NAC_PROFILE": profile.slug}
-    if simulated:
-        environment["NAC_SIMULATED_GPUS"] = ",".join(uuids)
-    start = (
-        SandboxStart.objects.filter(sandbox=sandbox, ended_at__isnull=True)
-        .values_list("public_id", flat=True)
-        .first()
-    )
-    return {
-        "version": 1,
-        "sandbox": str(sandbox.public_id),
-        # Which start this is: the spawner sends it back with server-stopped.
-        "start": str(start) if start else "",
-        "image": sandbox.image.image,
-        "cpu_limit": float(profile.cpu_cores),
-        "mem_limit_bytes": profile.memory_mib * mib,
-        "shm_size_bytes": profile.shm_mib * mib,
-        "pids_limit": profile.pids_limit,
-        "disk_bytes": profile.disk_mib * mib,  # 0: no limit
-        "gpu_uuids": [] if simulated else uuids,
-        "volume": home_volume(sandbox.user),
-        "egress": profile.egress,
-        "environment": environment,
-        "labels": {
-            "nac.sandbox": str(sandbox.public_id),
-            "nac.user": sandbox.user.hub_username,
-            "nac.profile": profile.slug,
-        },
-    }
-
-
-def sandbox_for_server(*, hub_username: str, server_name: str) -> Sandbox | None:
-    return Sandbox.objects.filter(server_name=server_name, user__hub_username=hub_username).first()
+# --- Access to a running sandbox ---------------------------------------------------------------
 
 
 def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> dict:

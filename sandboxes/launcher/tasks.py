@@ -15,6 +15,7 @@ from . import services
 from .disk import home_usage_measure
 from .hub_client import HubError, HubUnavailable, hub_client
 from .models import Sandbox
+from .selectors import home_volume
 
 logger = logging.getLogger(__name__)
 Status = Sandbox.Status
@@ -127,7 +128,7 @@ def home_volume_delete(user_id: int) -> bool:
     from .docker_client import volume_remove
 
     user = User.objects.filter(pk=user_id).first()
-    return user is not None and volume_remove(services.home_volume(user))
+    return user is not None and volume_remove(home_volume(user))
 
 
 @shared_task(name="launcher.home_usage_measure")

@@ -39,7 +39,7 @@ from sandboxes.metering.selectors import (
 from . import services
 from .disk import home_quota_check
 from .forms import DeleteForm, LaunchForm
-from .selectors import launch_choices, open_url, sandboxes_for_user
+from .selectors import launch_choices, open_url, queue_position, sandboxes_for_user
 
 
 def _rows(user):
@@ -48,7 +48,7 @@ def _rows(user):
         rows.append(
             {
                 "sandbox": sandbox,
-                "queue_position": services.queue_position(sandbox),
+                "queue_position": queue_position(sandbox),
                 "gpus": sandbox.held_devices(),
                 "open_url": open_url(sandbox),
             }

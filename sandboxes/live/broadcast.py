@@ -125,7 +125,7 @@ async def _publish_pipelined(layer, batch: list[tuple[str, dict]]) -> bool:
 
 
 def _sandbox_payload(sandbox) -> dict:
-    from sandboxes.launcher.services import queue_position
+    from sandboxes.launcher.selectors import queue_position
 
     return {
         "sandbox": str(sandbox.public_id),

@@ -6,7 +6,9 @@ from portal.audit.models import AuditEvent
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from sandboxes.gpus.models import GpuAllocation
 from sandboxes.launcher import services
+from sandboxes.launcher.entitlement import SpawnRefused, spawn_spec
 from sandboxes.launcher.models import Sandbox
+from sandboxes.launcher.selectors import queue_position
 from tests.factories import UserFactory
 
 from .helpers import committed, funded_founder, funded_student, gpus, image, profile
@@ -132,7 +134,7 @@ def test_with_no_free_gpu_launches_queue_in_order_and_the_first_starts_on_releas
         for person in people
     ]
     assert [b.status for b in boxes] == [Status.STARTING] * 2 + [Status.QUEUED] * 3
-    assert [services.queue_position(b) for b in boxes[2:]] == [1, 2, 3]
+    assert [queue_position(b) for b in boxes[2:]] == [1, 2, 3]
     held = set(
         GpuAllocation.objects.filter(released_at__isnull=True).values_list("device", flat=True)
     )
@@ -145,7 +147,7 @@ def test_with_no_free_gpu_launches_queue_in_order_and_the_first_starts_on_releas
     assert boxes[0].status == Status.STOPPED
     assert boxes[2].status == Status.STARTING
     assert [b.status for b in boxes[3:]] == [Status.QUEUED, Status.QUEUED]
-    assert [services.queue_position(b) for b in boxes[3:]] == [1, 2]
+    assert [queue_position(b) for b in boxes[3:]] == [1, 2]
     assert ("sandbox_start", (boxes[2].pk,), {}) in enqueued
     assert not GpuAllocation.objects.filter(sandbox=boxes[0], released_at__isnull=True).exists()
 
@@ -225,7 +227,7 @@ def test_spawn_spec_only_for_a_start_the_portal_asked_for(enqueued):
     gpus(1)
     founder = funded_founder()
     box = committed(services.sandbox_launch, user=founder, image=image(), profile=profile("gpu-1"))
-    spec = services.spawn_spec(hub_username=founder.hub_username, server_name=box.server_name)
+    spec = spawn_spec(hub_username=founder.hub_username, server_name=box.server_name)
     assert spec["image"] == "nac/python-cpu:2026.11"
     assert spec["gpu_uuids"] == []  # simulated: no device for Docker to pass
     held = GpuAllocation.objects.get(sandbox=box).device.uuid
@@ -233,11 +235,11 @@ def test_spawn_spec_only_for_a_start_the_portal_asked_for(enqueued):
     assert spec["volume"] == f"nac-home-{founder.hub_username}"
     assert spec["mem_limit_bytes"] == 65536 * 1024 * 1024
     assert spec["egress"] == "open"
-    with pytest.raises(services.SpawnRefused, match="not launched from the portal"):
-        services.spawn_spec(hub_username=founder.hub_username, server_name="sb-0000000000")
+    with pytest.raises(SpawnRefused, match="not launched from the portal"):
+        spawn_spec(hub_username=founder.hub_username, server_name="sb-0000000000")
     committed(services.sandbox_mark_running, sandbox_id=box.pk)
-    with pytest.raises(services.SpawnRefused, match="not authorised"):
-        services.spawn_spec(hub_username=founder.hub_username, server_name=box.server_name)
+    with pytest.raises(SpawnRefused, match="not authorised"):
+        spawn_spec(hub_username=founder.hub_username, server_name=box.server_name)
 
 
 def test_spawn_spec_passes_real_gpu_uuids_to_docker(enqueued):
@@ -250,7 +252,7 @@ def test_spawn_spec_passes_real_gpu_uuids_to_docker(enqueued):
     box = committed(
         services.sandbox_launch, user=founder, image=gpu_image, profile=profile("gpu-1")
     )
-    spec = services.spawn_spec(hub_username=founder.hub_username, server_name=box.server_name)
+    spec = spawn_spec(hub_username=founder.hub_username, server_name=box.server_name)
     assert spec["gpu_uuids"] == [GpuDevice.objects.get().uuid]
     assert "NAC_SIMULATED_GPUS" not in spec["environment"]
 

@@ -24,6 +24,7 @@ from portal.users.oidc import hub_client_ensure
 from sandboxes.launcher import leaving, services
 from sandboxes.launcher.hub_client import HubClient
 from sandboxes.launcher.models import Sandbox
+from sandboxes.launcher.selectors import holder_for
 from tests.factories import MembershipFactory, StudentProfileFactory
 from tests.portal.credits.helpers import lot
 from tests.sandboxes.hub import running_hub
@@ -180,7 +181,7 @@ def test_a_role_change_that_keeps_the_right_to_run_stops_nothing(
 def test_a_launch_that_raced_a_removal_is_refused_under_the_lock(startup_and_colleague):
     # given a launch that chose its holder (the startup) just before the removal committed
     organisation, owner, colleague = startup_and_colleague
-    holder = services.holder_for(user=colleague, organisation=organisation)
+    holder = holder_for(user=colleague, organisation=organisation)
     Membership.objects.filter(organisation=organisation, user=colleague).delete()
 
     # when it checks again under the person's lock, it is refused and creates nothing

@@ -76,7 +76,7 @@ def test_someone_elses_sandbox_is_a_404(client, enqueued):
 def test_deleting_with_the_home_folder_removes_the_docker_volume(client, enqueued):
     import docker
 
-    from sandboxes.launcher.services import home_volume
+    from sandboxes.launcher.selectors import home_volume
 
     student = funded_student()
     engine = docker.from_env()
