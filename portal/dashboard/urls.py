@@ -1,31 +1,77 @@
-from django.urls import path
+"""The programme pages, under /programme/, page by page as views/ has them.
 
-from . import directory_urls, reports_urls, views
+Organisations are named by their public UUID; students by their hub username, the public name a
+person's notebook servers already carry (users have no UUID, and integer keys stay private).
+"""
+
+from django.urls import path, re_path
+
+from .views import accounts, audit, cluster, cohorts, directory, overview, reports, review
 
 app_name = "dashboard"
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("audit/", views.audit_log, name="audit"),
-    path("cohorts/", views.cohorts, name="cohorts"),
-    path("cohorts/<uuid:public_id>/", views.cohort_detail, name="cohort"),
+    path("", overview.overview, name="overview"),
+    # The audit log
+    path("audit/", audit.audit_log, name="audit"),
+    path("audit/export.csv", audit.audit_export, name="audit_export"),
+    # Cohorts
+    path("cohorts/", cohorts.cohorts, name="cohorts"),
+    path("cohorts/<uuid:public_id>/", cohorts.cohort_detail, name="cohort"),
     path(
         "cohorts/<uuid:public_id>/deactivate/",
-        views.cohort_deactivate_view,
+        cohorts.cohort_deactivate_view,
         name="cohort_deactivate",
     ),
-    path("audit/export.csv", views.audit_export, name="audit_export"),
-    path("cluster/", views.cluster, name="cluster"),
-    path("applications/", views.applications_queue, name="applications"),
-    path("applications/<uuid:public_id>/", views.application_review, name="application_review"),
+    # The cluster
+    path("cluster/", cluster.cluster, name="cluster"),
+    # Credit applications: the review queue and the review page
+    path("applications/", review.applications_queue, name="applications"),
+    path("applications/<uuid:public_id>/", review.application_review, name="application_review"),
     path(
         "applications/<uuid:public_id>/<str:action>/",
-        views.application_review_action,
+        review.application_review_action,
         name="application_review_action",
     ),
-    path("grants/<uuid:public_id>/revoke/", views.grant_revoke, name="grant_revoke"),
-    path("accounts/<uuid:public_id>/", views.account_detail, name="account"),
-    path("accounts/<uuid:public_id>/adjust/", views.account_adjust, name="account_adjust"),
-    *directory_urls.urlpatterns,
-    *reports_urls.urlpatterns,
+    # Credit accounts
+    path("grants/<uuid:public_id>/revoke/", accounts.grant_revoke, name="grant_revoke"),
+    path("accounts/<uuid:public_id>/", accounts.account_detail, name="account"),
+    path("accounts/<uuid:public_id>/adjust/", accounts.account_adjust, name="account_adjust"),
+    # The directory: organisations and students, and their suspension
+    path("organisations/", directory.organisations, name="organisations"),
+    path("organisations/<uuid:public_id>/", directory.organisation, name="organisation"),
+    path(
+        "organisations/<uuid:public_id>/suspend/",
+        directory.organisation_suspend_view,
+        name="organisation_suspend",
+    ),
+    path(
+        "organisations/<uuid:public_id>/reactivate/",
+        directory.organisation_reactivate_view,
+        name="organisation_reactivate",
+    ),
+    path("students/", directory.students, name="students"),
+    path("students/<str:hub_username>/", directory.student, name="student"),
+    path(
+        "students/<str:hub_username>/suspend/",
+        directory.student_suspend_view,
+        name="student_suspend",
+    ),
+    path(
+        "students/<str:hub_username>/reactivate/",
+        directory.student_reactivate_view,
+        name="student_reactivate",
+    ),
+    # Reports
+    path("reports/", reports.reports, name="reports"),
+    re_path(
+        r"^reports/export\.(?P<extension>csv|xlsx)$",
+        reports.reports_export,
+        name="reports_export",
+    ),
+    re_path(
+        r"^reports/monthly/(?P<month>\d{4}-\d{2})/$",
+        reports.report_monthly,
+        name="report_monthly",
+    ),
 ]

@@ -198,7 +198,7 @@ def _kind_of(subject) -> _Kind:
     raise TypeError(f"cannot suspend {type(subject).__name__}")
 
 
-# --- The services ----------------------------------------------------------------------------
+# --- The services -----------------------------------------------------------------------------
 
 
 @transaction.atomic

@@ -1104,7 +1104,7 @@ def books_check(conn) -> list[str]:
 def pages(info: dict) -> list[tuple[str, str]]:
     from django.urls import reverse
 
-    from portal.dashboard.reports import Dimension
+    from portal.dashboard.selectors.reports import Dimension
 
     months = info["months"]
     this_month = months[-1]

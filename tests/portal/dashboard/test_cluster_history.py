@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from portal.credits.services import account_for_organisation, account_for_student
-from portal.dashboard.selectors import device_history, holders_idle, top_consumers
+from portal.dashboard.selectors.cluster import device_history, holders_idle, top_consumers
 from portal.organisations.models import Role
 from sandboxes.gpus.models import GpuAllocation
 from tests.factories import MembershipFactory, StudentProfileFactory

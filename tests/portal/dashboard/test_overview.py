@@ -167,7 +167,7 @@ def test_overview_shows_how_long_applications_wait(client, programme_manager):
 
 
 def test_overview_median_of_an_odd_count_is_the_middle_wait(programme_manager):
-    from portal.dashboard.selectors import applications_waiting
+    from portal.dashboard.selectors.overview import applications_waiting
 
     organisation = OrganisationFactory()
     for days in (1, 3, 30):

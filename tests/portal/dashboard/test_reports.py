@@ -38,8 +38,9 @@ from portal.credits.services import (
     usage_charge,
 )
 from portal.credits.units import display_gpu_hours, display_pkr
-from portal.dashboard import report_views, reports
-from portal.dashboard.reports import Dimension, report_build
+from portal.dashboard.selectors import reports
+from portal.dashboard.selectors.reports import Dimension, report_build
+from portal.dashboard.views import reports as report_views
 from portal.onboarding.models import StudentProfile
 from portal.organisations.models import Role
 from tests.factories import (

@@ -36,8 +36,8 @@ from portal.credits.models import (
     LedgerTransaction,
 )
 from portal.credits.services import account_for_organisation, account_for_student
-from portal.dashboard.report_views import XLSX_TYPE
-from portal.dashboard.views import REVIEW_ACTIONS
+from portal.dashboard.views.reports import XLSX_TYPE
+from portal.dashboard.views.review import REVIEW_ACTIONS
 from portal.onboarding.models import Cohort
 from portal.organisations.models import Organisation, Role
 from portal.users.models import User

@@ -18,10 +18,10 @@ from portal.credits.models import CreditApplication
 from portal.organisations.selectors import memberships_list
 from portal.suspension.services import SuspensionOutcome, reactivate, suspend
 
-from . import directory_selectors as selectors
-from .access import programme_manager_required
-from .directory_forms import OrganisationFilterForm, StudentFilterForm, SuspensionForm
-from .listing import filtered_page
+from ..access import programme_manager_required
+from ..forms.directory import OrganisationFilterForm, StudentFilterForm, SuspensionForm
+from ..listing import filtered_page
+from ..selectors import directory as selectors
 
 PAGE_SIZE = 50
 ERROR_STATUS = {"permission_denied": 403, "wrong_state": 409}

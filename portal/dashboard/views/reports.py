@@ -1,7 +1,7 @@
 """Programme reports: the page, its CSV and XLSX exports, and the printable monthly report.
 
-Thin: the form validates, `reports` reads, these render. The exports carry the same rows and
-totals as the page, with exact credit-seconds beside the rounded GPU-hours and PKR.
+Thin: the form validates, the report selectors read, these render. The exports carry the same
+rows and totals as the page, with exact credit-seconds beside the rounded GPU-hours and PKR.
 """
 
 import csv
@@ -18,9 +18,10 @@ from openpyxl.cell import WriteOnlyCell
 from portal.core.spreadsheets import Echo, csv_cell
 from portal.credits.units import display_gpu_hours, display_pkr, month_parse
 
-from .access import programme_manager_required
-from .report_forms import ReportForm
-from .reports import FIGURES, MEASURE_LABELS, Report, ReportRow, monthly_report, report_build
+from ..access import programme_manager_required
+from ..forms.reports import ReportForm
+from ..selectors.monthly_report import monthly_report
+from ..selectors.reports import FIGURES, MEASURE_LABELS, Report, ReportRow, report_build
 
 REPORT_PAGE_SIZE = 200  # rows on screen; the totals and the exports always cover every row
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -32,7 +32,7 @@ from portal.organisations.models import Membership, Organisation
 from portal.users.models import User
 from sandboxes.launcher.models import Sandbox
 
-from .selectors import used_between
+from .figures import used_between
 
 RECENT_LEDGER_LINES = 20
 DETAIL_ROWS = 50

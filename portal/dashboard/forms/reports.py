@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from portal.core.dates import YEARS
 from portal.credits.units import month_parse
 
-from .reports import MAX_MONTHS, Dimension, months_between
+from ..selectors.reports import MAX_MONTHS, Dimension, months_between
 
 
 class MonthField(forms.Field):

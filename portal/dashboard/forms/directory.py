@@ -7,7 +7,7 @@ from portal.onboarding.models import Cohort, University
 from portal.organisations.models import Province, Sector
 from portal.suspension.services import SUSPENSION_REASON_MAX_LENGTH
 
-from .directory_selectors import ACTIVE, SUSPENDED
+from ..selectors.directory import ACTIVE, SUSPENDED
 
 STATUS_CHOICES = [("", _("Any")), (ACTIVE, _("Active")), (SUSPENDED, _("Suspended"))]
 

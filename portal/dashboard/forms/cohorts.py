@@ -1,31 +1,10 @@
+"""A new cohort, and what can change once it exists."""
+
 from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from portal.onboarding.models import University
-
-
-class AuditFilterForm(forms.Form):
-    actor = forms.CharField(label=_("Actor e-mail"), required=False, max_length=254)
-    action = forms.ChoiceField(label=_("Action"), required=False, choices=())
-    target = forms.CharField(label=_("Target"), required=False, max_length=200)
-    date_from = forms.DateField(
-        label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    date_to = forms.DateField(
-        label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-
-    def __init__(self, *args, actions: list[str], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["action"].choices = [("", _("Any")), *[(a, a) for a in actions]]
-
-    def clean(self):
-        cleaned = super().clean()
-        start, end = cleaned.get("date_from"), cleaned.get("date_to")
-        if start and end and start > end:
-            self.add_error("date_to", _("The end date is before the start date."))
-        return cleaned
 
 
 class CohortForm(forms.Form):

@@ -35,32 +35,19 @@ cohort.
 """
 
 import datetime as dt
-import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from portal.credits.models import (
-    ApplicationEvent,
-    ApplicationState,
-    CreditAccount,
-    CreditApplication,
-    LedgerTransaction,
-)
-from portal.credits.selectors import QUEUE_STATES
-from portal.credits.units import (
-    credit_seconds_to_gpu_hours,
-    credit_seconds_to_pkr,
-    month_bounds,
-)
+from portal.credits.models import CreditAccount, LedgerTransaction
+from portal.credits.units import credit_seconds_to_gpu_hours, credit_seconds_to_pkr, month_bounds
 from portal.organisations.models import Province, Sector
 
-from .selectors import holder_entries, holders_counted
+from .figures import holder_entries
 
 K = LedgerTransaction.Kind
 MAX_MONTHS = 120  # ten years in one report: the month table stays readable
@@ -184,7 +171,7 @@ def months_between(month_from: dt.date, month_to: dt.date) -> list[dt.date]:
     return months
 
 
-def _holder_entries(month_from: dt.date, month_to: dt.date):
+def holder_entries_between(month_from: dt.date, month_to: dt.date):
     return holder_entries(*month_range_bounds(month_from, month_to))
 
 
@@ -280,7 +267,7 @@ def report_build(*, dimension: str, month_from: dt.date, month_to: dt.date) -> R
     """The report for a dimension over whole months, in one query (see the module docstring)."""
     if dimension not in Dimension.values:
         raise ValueError(f"unknown dimension {dimension!r}")
-    entries = _holder_entries(month_from, month_to)
+    entries = holder_entries_between(month_from, month_to)
     if dimension == Dimension.MONTH:
         entries = entries.annotate(
             local_month=TruncMonth("created_at", tzinfo=timezone.get_default_timezone())
@@ -307,7 +294,7 @@ def top_organisations_by_usage(
 ) -> list[ReportRow]:
     """The organisations that used the most GPU time over the months, biggest first. Two
     queries: the ranking (in the database), then the figures of the ones ranked."""
-    entries = _holder_entries(month_from, month_to).filter(
+    entries = holder_entries_between(month_from, month_to).filter(
         account__kind=CreditAccount.Kind.ORGANISATION
     )
     ranked = list(
@@ -327,115 +314,3 @@ def top_organisations_by_usage(
     )
     rows = list(_rows_from(Dimension.ORGANISATION, grouped).values())
     return sorted(rows, key=lambda r: (-r.used.credit_seconds, r.label.casefold()))
-
-
-@dataclass(frozen=True)
-class ActiveHolders:
-    """Holders that were charged GPU time in the months."""
-
-    organisations: int
-    students: int
-
-
-def active_holders(*, month_from: dt.date, month_to: dt.date) -> ActiveHolders:
-    counts = (
-        _holder_entries(month_from, month_to)
-        .filter(transaction__kind=K.USAGE)
-        .aggregate(**holders_counted("account"))
-    )
-    return ActiveHolders(**counts)
-
-
-DECIDED_STATES = [
-    ApplicationState.APPROVED,
-    ApplicationState.PARTIALLY_APPROVED,
-    ApplicationState.REJECTED,
-]
-
-
-@dataclass(frozen=True)
-class Decisions:
-    """Applications decided in the months, and how long they waited for the programme."""
-
-    approved: int
-    partially_approved: int
-    rejected: int
-    median_days_waiting: Decimal | None
-
-    @property
-    def total(self) -> int:
-        return self.approved + self.partially_approved + self.rejected
-
-
-def _waiting(events: list[tuple[str, dt.datetime]]) -> dt.timedelta:
-    """Time spent with the programme (submitted or in review) before the decision: time the
-    applicant held it, after changes were requested, does not count."""
-    waited, since = dt.timedelta(0), None
-    for to_state, at in events:
-        if since is not None:
-            waited += at - since
-            since = None
-        if to_state in QUEUE_STATES:
-            since = at
-        if to_state in DECIDED_STATES:
-            break
-    return waited
-
-
-def applications_decided(*, month_from: dt.date, month_to: dt.date) -> Decisions:
-    """Approved, partially approved and rejected applications whose decision fell in the months,
-    and the median of their days waiting (see `_waiting`). Two queries."""
-    start, end = month_range_bounds(month_from, month_to)
-    decided = CreditApplication.objects.filter(
-        decided_at__gte=start, decided_at__lt=end, state__in=DECIDED_STATES
-    )
-    counts = dict(decided.values("state").annotate(n=Count("pk")).values_list("state", "n"))
-    events: dict[int, list] = defaultdict(list)
-    for application_id, to_state, at in (
-        ApplicationEvent.objects.filter(application__in=decided)
-        .exclude(to_state="")
-        .order_by("application_id", "created_at", "pk")
-        .values_list("application_id", "to_state", "created_at")
-    ):
-        events[application_id].append((to_state, at))
-    waits = [_waiting(history) for history in events.values()]
-    median = None
-    if waits:
-        middle = statistics.median(sorted(waits))
-        microseconds = (middle.days * 86_400 + middle.seconds) * 1_000_000 + middle.microseconds
-        median = (Decimal(microseconds) / 86_400_000_000).quantize(
-            Decimal("0.1"), rounding=ROUND_HALF_UP
-        )
-    return Decisions(
-        approved=counts.get(ApplicationState.APPROVED, 0),
-        partially_approved=counts.get(ApplicationState.PARTIALLY_APPROVED, 0),
-        rejected=counts.get(ApplicationState.REJECTED, 0),
-        median_days_waiting=median,
-    )
-
-
-@dataclass
-class MonthlyReport:
-    """The month on one printable page: every figure comes from the selectors above."""
-
-    month: dt.date
-    total: ReportRow
-    active: ActiveHolders
-    top_organisations: list[ReportRow]
-    by_sector: Report
-    by_province: Report
-    decisions: Decisions
-
-
-def monthly_report(*, month: dt.date) -> MonthlyReport:
-    """Seven queries whatever the size of the programme."""
-    by_sector = report_build(dimension=Dimension.SECTOR, month_from=month, month_to=month)
-    return MonthlyReport(
-        month=month,
-        total=by_sector.total,  # every report's totals are the whole ledger's
-        active=active_holders(month_from=month, month_to=month),
-        top_organisations=top_organisations_by_usage(month_from=month, month_to=month),
-        by_sector=by_sector,
-        by_province=report_build(dimension=Dimension.PROVINCE, month_from=month, month_to=month),
-        decisions=applications_decided(month_from=month, month_to=month),
-    )

@@ -1,0 +1,1 @@
+"""Forms of the programme pages, one module per page."""
