@@ -1,20 +1,26 @@
-"""How `services.ledger_post` writes a transaction it has already validated. Nothing else calls
-this module.
+"""The only writer of ledger rows (transactions, entries, and the balances and lots they move).
+
+It has two doors, both in credits.services, which validate before they call it:
+
+- `ledger_post`: any balanced transaction (grants, revocations, expiries, adjustments);
+- `usage_charge_batch`: the usage charges of a metering tick, all in one statement
+  (`usage_charge`, one charge, is its one-item case).
 
 The locked part of a posting (holder balances, lots, entries) has two implementations that
 must agree, and the same tests run against both:
 
-- PostgreSQL: one call to the `credits_apply_postings` function (migration 0003), or, when
-  the caller is outside any transaction, to `credits_post` (migration 0004), which also inserts
-  the transaction row and is committed by the server at the end of that one statement; a
-  holder paying a system account out of its lots (every usage charge) goes to the flatter
-  `credits_post_debit` (migration 0008), which holds the account's lock for less. The
-  holder account's row lock is then held for the work itself, not for a conversation between
-  Python and the database: that is what lets one busy account take over a thousand debits a
-  second. Inside the functions every statement sees what committed before it, so lots are
-  read after the account lock is granted.
+- PostgreSQL: the functions in credits/sql/, one per file. Inside the caller's transaction,
+  `credits_apply_postings`; outside any transaction, `credits_post`, which also inserts the
+  transaction row and is committed by the server at the end of that one statement; a holder
+  paying a system account out of its lots (every usage charge) goes to the flatter
+  `credits_post_debit`, which holds the account's lock for less, and a batch of usage charges
+  to `credits_post_usage`, which posts each through it. The holder account's row lock is then
+  held for the work itself, not for a conversation between Python and the database: that is
+  what lets one busy account take over a thousand debits a second. Inside the functions every
+  statement sees what committed before it, so lots are read after the account lock is granted.
 - Anything else (SQLite, the embedded default): the same steps through the ORM; SQLite has one
-  writer at a time anyway.
+  writer at a time anyway. A batch of usage charges is then posted one by one through
+  `ledger_post`.
 """
 
 from collections import defaultdict
@@ -27,7 +33,7 @@ from django.utils.translation import gettext as _
 
 from .models import CreditAccount, CreditGrant, LedgerEntry, LedgerTransaction
 
-# SQLSTATEs raised by credits_apply_postings (class "NC", ours).
+# SQLSTATEs raised by the functions in credits/sql/ (class "NC", ours).
 INSUFFICIENT = "NC001"
 UNKNOWN_ACCOUNT = "NC002"
 WRONG_LOT = "NC003"
@@ -116,19 +122,30 @@ def post_in_one_statement(txn: LedgerTransaction, postings: Sequence) -> list[Dr
     return _drawn(row[1:] for row in rows[1:])
 
 
+@dataclass(frozen=True)
+class UsagePosted:
+    """What `post_usage_batch` did with one item."""
+
+    transaction_id: int | None  # None: nothing charged (the account had nothing left)
+    charged: int
+    replayed: bool  # the key was posted before: `transaction_id` is that first transaction
+    drawn: list[DrawnLot]
+
+
 def post_usage_batch(
-    *, usage_account_id: int, description: str, at, items: Sequence
-) -> list[tuple[int, int | None, int, list[DrawnLot]]]:
-    """PostgreSQL, outside any transaction: every usage charge of a metering tick in one
-    statement (`credits_post_usage`, migration 0007). `items` are (public_id, key, metadata,
-    account_id, amount), sorted by account. Returns, per item in order: (item index,
-    transaction id or None, credit-seconds charged, lots drawn)."""
+    *, usage_account_id: int, description: str, at, items: Sequence, partial: bool
+) -> list[UsagePosted]:
+    """PostgreSQL, outside any transaction: many usage charges in one statement
+    (`credits_post_usage`). `items` are (public_id, key, metadata, account_id, amount), sorted
+    by account. With `partial`, an account that cannot pay an item in full pays what it holds;
+    without, a shortfall raises PostingRefused(INSUFFICIENT) and nothing is written. Returns one
+    UsagePosted per item, in order."""
     from psycopg.types.json import Jsonb
 
     rows = _call(
-        "SELECT item, transaction_id, charged, grant_id, remaining, amount "
+        "SELECT item, transaction_id, charged, replayed, grant_id, remaining, amount "
         "FROM credits_post_usage(%s, %s, %s, %s::uuid[], %s::varchar[], %s::jsonb[], "
-        "%s::bigint[], %s::bigint[])",
+        "%s::bigint[], %s::bigint[], %s)",
         [
             usage_account_id,
             description,
@@ -138,14 +155,18 @@ def post_usage_batch(
             [Jsonb(item[2]) for item in items],
             [item[3] for item in items],
             [item[4] for item in items],
+            partial,
         ],
     )
-    results: dict[int, list] = {}
-    for item, transaction_id, charged, grant_id, remaining, amount in rows:
-        result = results.setdefault(item - 1, [item - 1, transaction_id, charged, []])
+    results: dict[int, tuple] = {}
+    lots: dict[int, list] = {}
+    for item, transaction_id, charged, replayed, grant_id, remaining, amount in rows:
+        results.setdefault(item, (transaction_id, charged, replayed))
         if grant_id is not None:
-            result[3].append((grant_id, remaining, amount))
-    return [(i, t, c, _drawn(lots)) for i, t, c, lots in (results[k] for k in sorted(results))]
+            lots.setdefault(item, []).append((grant_id, remaining, amount))
+    return [
+        UsagePosted(*results[item], _drawn(lots.get(item, ()))) for item in range(1, len(items) + 1)
+    ]
 
 
 def _debit_of(postings: Sequence) -> tuple[int, int, int] | None:

@@ -1,4 +1,7 @@
-"""Writes to the books. `ledger_post` is the only function that creates ledger entries.
+"""Writes to the books. Ledger rows are written only by the posting module (credits.posting),
+and only through two doors here: `ledger_post` (any balanced transaction) and
+`usage_charge_batch` (usage charges, all of a metering tick's at once; `usage_charge` is its
+one-item case).
 
 Locking, in one order everywhere: holder accounts by primary key (the UPDATE of the cached
 balance takes the row lock), then everything else. Lots (grants) are read and changed only by a
@@ -9,7 +12,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.conf import settings
@@ -203,9 +206,7 @@ def ledger_post(
             with transaction.atomic():
                 drawn = backend.insert_and_apply(txn, postings)
     except backend.PostingRefused as refusal:
-        if refusal.reason == backend.INSUFFICIENT:
-            raise InsufficientCredits() from refusal
-        raise LedgerError(backend.REFUSALS[refusal.reason]()) from refusal
+        raise _refusal_error(refusal) from refusal
     if drawn is None:
         existing = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
         _check_replay(existing, kind, postings)
@@ -214,6 +215,12 @@ def ledger_post(
     txn.drawn = drawn
     txn.replayed = False
     return txn
+
+
+def _refusal_error(refusal: backend.PostingRefused) -> ApplicationError:
+    if refusal.reason == backend.INSUFFICIENT:
+        return InsufficientCredits()
+    return LedgerError(backend.REFUSALS[refusal.reason]())
 
 
 # --- Grants (lots) ---------------------------------------------------------------------------
@@ -471,21 +478,22 @@ def usage_charge(
     """Charge used GPU time to a holder, from the lots that expire first, and warn on the way
     down. `metadata` names the sandbox and profile, for statements.
 
-    The warning check runs after the charge, from what the charge returned: no query while the
-    account is locked. A warning missed because a worker died in between is caught by the next
-    charge on the lot (the lot is still below the threshold, and warnings are kept once each).
+    The one-item case of `usage_charge_batch`, through the same code, except that it is paid in
+    full or not at all: a shortfall raises InsufficientCredits and writes nothing, and a key
+    used before for a different posting raises IdempotencyConflict. Returns the transaction;
+    its `replayed` and `drawn` are as `ledger_post` sets them.
     """
-    txn = ledger_post(
-        idempotency_key=idempotency_key,
-        kind=LedgerTransaction.Kind.USAGE,
-        postings=[
-            Posting(account, -credit_seconds),
-            Posting(system_account(CreditAccount.System.USAGE), credit_seconds),
-        ],
-        description=_("GPU usage"),
-        metadata=metadata,
+    if account is None or account.pk is None:
+        raise LedgerError(_("Every entry needs an existing account."))
+    [charged], _warnings = usage_charge_batch(
+        [UsageDue(account.pk, credit_seconds, idempotency_key, metadata)], partial=False
     )
-    _warnings_record([lot.grant_id for lot in txn.drawn if _below_a_threshold(lot)])
+    txn = LedgerTransaction.objects.get(pk=charged.transaction_id)
+    if charged.replayed:
+        usage = system_account(CreditAccount.System.USAGE)
+        postings = [Posting(account, -credit_seconds), Posting(usage, credit_seconds)]
+        _check_replay(txn, LedgerTransaction.Kind.USAGE, postings)
+    txn.replayed, txn.drawn = charged.replayed, charged.drawn
     return txn
 
 
@@ -504,18 +512,27 @@ class UsageCharged:
     idempotency_key: str
     charged: int  # what the ledger took; less than due when the account ran dry
     transaction_id: int | None
+    replayed: bool = False  # posted before, by an earlier try: `transaction_id` is that one's
+    drawn: list = field(default_factory=list)  # the lots it drew, as they stand afterwards
 
 
-def usage_charge_batch(dues: Sequence[UsageDue]) -> tuple[list[UsageCharged], list]:
+def usage_charge_batch(
+    dues: Sequence[UsageDue], *, partial: bool = True
+) -> tuple[list[UsageCharged], list]:
     """Charge many intervals at once (a metering tick): each is its own usage transaction, keyed
     by its idempotency key, so a retried or doubled tick charges nothing twice.
 
-    Unlike `usage_charge`, a shortfall is not an error: time already used is charged as far as
-    the account's open lots go, the unpaid rest is recorded in the transaction's metadata, and
-    an empty account is charged nothing (the caller stops the sandbox). On PostgreSQL outside a
-    transaction this is one statement whatever the number of intervals; elsewhere it posts one
-    by one through `ledger_post`. Returns the results in the order given, and the warnings the
-    charges crossed.
+    A shortfall is not an error: time already used is charged as far as the account's open lots
+    go, the unpaid rest is recorded in the transaction's metadata, and an empty account is
+    charged nothing (the caller stops the sandbox). With `partial=False` a shortfall raises
+    InsufficientCredits and nothing is written (what `usage_charge` wants). On PostgreSQL
+    outside a transaction this is one statement whatever the number of intervals; elsewhere it
+    posts one by one through `ledger_post`. Returns the results in the order given, and the
+    warnings the charges crossed.
+
+    The warning check runs after the charges, from what they returned: no query while an
+    account is locked. A warning missed because a worker died in between is caught by the next
+    charge on the lot (the lot is still below the threshold, and warnings are kept once each).
     """
     for due in dues:
         amount = due.credit_seconds
@@ -527,8 +544,10 @@ def usage_charge_batch(dues: Sequence[UsageDue]) -> tuple[list[UsageCharged], li
         return [], []
     usage = system_account(CreditAccount.System.USAGE)
     order = sorted(range(len(dues)), key=lambda i: (dues[i].account_id, i))
-    if backend.one_statement_possible():
-        rows = backend.post_usage_batch(
+    if not backend.one_statement_possible():
+        return _usage_charge_one_by_one(dues, order, usage, partial)
+    try:
+        posted = backend.post_usage_batch(
             usage_account_id=usage.pk,
             description=_("GPU usage"),
             at=timezone.now(),
@@ -542,18 +561,21 @@ def usage_charge_batch(dues: Sequence[UsageDue]) -> tuple[list[UsageCharged], li
                 )
                 for i in order
             ],
+            partial=partial,
         )
-        results: list[UsageCharged | None] = [None] * len(dues)
-        low = []
-        for position, transaction_id, charged, drawn in rows:
-            i = order[position]
-            results[i] = UsageCharged(dues[i].idempotency_key, charged, transaction_id)
-            low.extend(lot.grant_id for lot in drawn if _below_a_threshold(lot))
-        return results, _warnings_record(low)
-    return _usage_charge_one_by_one(dues, order, usage)
+    except backend.PostingRefused as refusal:
+        raise _refusal_error(refusal) from refusal
+    results: list[UsageCharged | None] = [None] * len(dues)
+    low = []
+    for i, item in zip(order, posted, strict=True):
+        results[i] = UsageCharged(
+            dues[i].idempotency_key, item.charged, item.transaction_id, item.replayed, item.drawn
+        )
+        low.extend(lot.grant_id for lot in item.drawn if _below_a_threshold(lot))
+    return results, _warnings_record(low)
 
 
-def _usage_charge_one_by_one(dues, order, usage) -> tuple[list[UsageCharged], list]:
+def _usage_charge_one_by_one(dues, order, usage, partial) -> tuple[list[UsageCharged], list]:
     posted = {
         txn.idempotency_key: txn
         for txn in LedgerTransaction.objects.filter(
@@ -569,9 +591,11 @@ def _usage_charge_one_by_one(dues, order, usage) -> tuple[list[UsageCharged], li
             charged = -sum(
                 e.amount for e in existing.entries.all() if e.account_id == due.account_id
             )
-            results[i] = UsageCharged(due.idempotency_key, charged, existing.pk)
+            results[i] = UsageCharged(due.idempotency_key, charged, existing.pk, replayed=True)
             continue
-        account = CreditAccount.objects.get(pk=due.account_id)
+        account = CreditAccount.objects.filter(pk=due.account_id).first()
+        if account is None or account.is_system:  # as credits_post_debit refuses them
+            raise _refusal_error(backend.PostingRefused(backend.UNKNOWN_ACCOUNT))
         take, metadata = due.credit_seconds, due.metadata
         for _attempt in range(3):
             try:
@@ -583,12 +607,14 @@ def _usage_charge_one_by_one(dues, order, usage) -> tuple[list[UsageCharged], li
                     metadata=metadata,
                 )
             except InsufficientCredits:
+                if not partial:
+                    raise
                 take = min(_open_lots_hold(account), due.credit_seconds - 1)
                 metadata = {**due.metadata, "unpaid": due.credit_seconds - take}
                 if take <= 0:
                     break
                 continue
-            results[i] = UsageCharged(due.idempotency_key, take, txn.pk)
+            results[i] = UsageCharged(due.idempotency_key, take, txn.pk, txn.replayed, txn.drawn)
             low.extend(lot.grant_id for lot in txn.drawn if _below_a_threshold(lot))
             break
         if results[i] is None:

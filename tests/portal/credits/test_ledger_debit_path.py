@@ -1,10 +1,11 @@
-"""The one-statement debit (`credits_post_debit`, migration 0008) keeps every promise of the books.
+"""The one-statement debit (`credits_post_debit`) keeps every promise of the books.
 
 Most ledger tests run inside a test transaction, where ledger_post takes the general path
 (`credits_apply_postings`). A usage charge made outside any transaction, as every metering tick
-and the concurrency tests make them, goes instead through the flat debit function. Here the
-same scenarios run committed for real, and each checks that the debit function is the one that
-ran, so the two implementations are held to one set of behaviours.
+and the concurrency tests make them, goes instead through the flat debit function (called by
+`credits_post_usage`, for usage charges). Here the same scenarios run committed for real, and
+each checks that the debit function is the one that ran, so the two implementations are held to
+one set of behaviours.
 """
 
 import pytest
@@ -48,7 +49,12 @@ def _system_accounts():
 
 
 def _debit_calls(captured) -> int:
-    return sum("credits_post_debit(" in query["sql"] for query in captured.captured_queries)
+    """Calls of the debit function, directly or through the usage batch (which posts every
+    item through it)."""
+    return sum(
+        "credits_post_debit(" in query["sql"] or "credits_post_usage(" in query["sql"]
+        for query in captured.captured_queries
+    )
 
 
 # The scenarios of test_ledger_post that charge usage, run here outside any transaction.
@@ -181,3 +187,26 @@ def test_a_debit_from_a_named_lot_is_not_the_debit_shape_and_takes_the_general_p
     assert [(d.grant_id, d.remaining) for d in txn.drawn] == [(named.pk, 960)]
     assert balance_of(account) == 1060
     assert_books_consistent()
+
+
+@pytest.mark.parametrize("on_other_account", [False, True], ids=["other-amount", "other-account"])
+def test_a_usage_charge_replayed_for_another_charge_is_a_conflict(on_other_account):
+    # given a charge of 300 under a key, posted as metering posts it (the usage batch)
+    account, other = org_account(), org_account()
+    lot(account, 1000)
+    lot(other, 1000)
+    first = scenarios.charge(account, 300, "usage:job-9")
+    before = books()
+
+    # when the key is charged again for another amount, or to another account
+    target, seconds = (other, 300) if on_other_account else (account, 301)
+    with CaptureQueriesContext(connection) as captured, pytest.raises(IdempotencyConflict):
+        scenarios.charge(target, seconds, "usage:job-9")
+
+    # then the batch found the first transaction, and nothing is written
+    assert _debit_calls(captured) == 1
+    assert books() == before
+    # and the same charge again returns the first, as a replay
+    again = scenarios.charge(account, 300, "usage:job-9")
+    assert (again.pk, first.replayed, again.replayed, again.drawn) == (first.pk, False, True, [])
+    assert books() == before
