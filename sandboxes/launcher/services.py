@@ -24,10 +24,10 @@ from portal.organisations.models import Organisation
 from portal.users.models import User
 from sandboxes.gpus import services as gpus
 from sandboxes.gpus.selectors import inventory_is_simulated
-from sandboxes.live import broadcast
 from sandboxes.metering import services as metering
 
 from .disk import home_quota_check
+from .messages import sandbox_status_send, spawn_progress_send
 from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
 from .selectors import (
     Holder,
@@ -225,7 +225,7 @@ def _allocate_or_queue(sandbox: Sandbox) -> None:
                 else _("Waiting for a free GPU.")
             )
             sandbox.save(update_fields=["status", "queued_at", "status_message", "updated_at"])
-            broadcast.sandbox_status(sandbox)
+            sandbox_status_send(sandbox)
             return
     _to_starting(sandbox, message=_("Starting…"))
 
@@ -294,7 +294,7 @@ def _to_starting(sandbox: Sandbox, *, message: str) -> None:
         sandbox=sandbox, user_id=sandbox.user_id, started_at=sandbox.starting_at
     )
     metering.run_open(sandbox=sandbox, at=sandbox.starting_at)
-    broadcast.sandbox_status(sandbox)
+    sandbox_status_send(sandbox)
     transaction.on_commit(lambda: tasks.sandbox_start.delay(sandbox.pk))
 
 
@@ -317,7 +317,7 @@ def sandbox_progress(*, sandbox_id: int, progress: int, message: str) -> None:
     )
     if updated:
         sandbox = Sandbox.objects.select_related("user").get(pk=sandbox_id)
-        broadcast.spawn_progress(sandbox)
+        spawn_progress_send(sandbox)
 
 
 def sandbox_mark_running(*, sandbox_id: int) -> bool:
@@ -334,7 +334,7 @@ def sandbox_mark_running(*, sandbox_id: int) -> bool:
         )
         # Normally open since the start (`_to_starting`); this covers a start older than that.
         metering.run_open(sandbox=sandbox, at=sandbox.starting_at or sandbox.running_at)
-        broadcast.sandbox_status(sandbox)
+        sandbox_status_send(sandbox)
     return True
 
 
@@ -410,7 +410,7 @@ def _end(sandbox: Sandbox, status: str, message: str) -> None:
     # Released: the run (opened at the start) ends here, and its last partial interval is
     # settled once, after the commit.
     metering.run_close(sandbox=sandbox, at=sandbox.stopped_at)
-    broadcast.sandbox_status(sandbox)
+    sandbox_status_send(sandbox)
     if had_gpus:
         transaction.on_commit(lambda: tasks.queue_advance.delay())
 
@@ -431,7 +431,7 @@ def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | N
             locked.status = Status.STOPPING
             locked.status_message = reason or _("Stopping…")
             locked.save(update_fields=["status", "status_message", "updated_at"])
-            broadcast.sandbox_status(locked)
+            sandbox_status_send(locked)
             transaction.on_commit(lambda: tasks.sandbox_stop.delay(locked.pk, reason=reason))
         elif locked.status != Status.STOPPING:
             raise ApplicationError(_("This sandbox is not running."), code="wrong_state")

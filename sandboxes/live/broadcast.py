@@ -1,4 +1,6 @@
-"""The one broadcast module of the portal: every live message goes out through here.
+"""The live transport of the portal: every live message goes out through here. It knows the
+group names and how to send; it builds no message (each domain builds its own: the launcher's
+sandbox messages in launcher/messages.py, metering's in metering/messages.py) and imports none.
 
 Messages are small versioned JSON objects, documented in MESSAGES.md beside this file. They are
 sent after the surrounding transaction commits, so nobody sees a state the database then rolls
@@ -39,6 +41,15 @@ def organisation_group(organisation_id: int) -> str:
     """Every member of an organisation (and its service keys): all its members' sandboxes and
     the organisation's balance."""
     return f"live.org.{organisation_id}"
+
+
+def sandbox_groups(sandbox) -> list[str]:
+    """Who watches a sandbox: its owner and, when an organisation pays for it, that
+    organisation's members."""
+    groups = [user_group(sandbox.user_id)]
+    if sandbox.organisation_id:
+        groups.append(organisation_group(sandbox.organisation_id))
+    return groups
 
 
 def _prepared(message: dict) -> dict:
@@ -119,43 +130,3 @@ async def _publish_pipelined(layer, batch: list[tuple[str, dict]]) -> bool:
             )
         await pipe.execute()
     return True
-
-
-# --- sandbox events -----------------------------------------------------------------------
-
-
-def _sandbox_payload(sandbox) -> dict:
-    from sandboxes.launcher.selectors import queue_position
-
-    return {
-        "sandbox": str(sandbox.public_id),
-        "status": sandbox.status,
-        "status_label": str(sandbox.get_status_display()),
-        "message": sandbox.status_message,
-        "progress": sandbox.progress,
-        "queue_position": queue_position(sandbox),
-    }
-
-
-def sandbox_groups(sandbox) -> list[str]:
-    """Who watches a sandbox: its owner and, when an organisation pays for it, that
-    organisation's members."""
-    groups = [user_group(sandbox.user_id)]
-    if sandbox.organisation_id:
-        groups.append(organisation_group(sandbox.organisation_id))
-    return groups
-
-
-def _sandbox_event(sandbox, message_type: str) -> int:
-    message = {"type": message_type, **_sandbox_payload(sandbox)}
-    return send_after_commit((group, message) for group in sandbox_groups(sandbox))
-
-
-def sandbox_status(sandbox) -> int:
-    """`sandbox.status`: the sandbox changed state."""
-    return _sandbox_event(sandbox, "sandbox.status")
-
-
-def spawn_progress(sandbox) -> int:
-    """`spawn.progress`: a starting sandbox moved on (progress, message, queue position)."""
-    return _sandbox_event(sandbox, "spawn.progress")

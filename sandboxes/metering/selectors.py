@@ -10,8 +10,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from portal.credits.models import CreditAccount
-from portal.credits.units import display_gpu_hours
 
+from .messages import balance_message, cluster_message, iso
 from .models import SandboxRun, Step, UsageRollup, UsageSample
 
 SERIES = ["gpu_util_pct", "gpu_memory_used_mib", "gpu_power_w", "cpu_pct", "memory_used_mib"]
@@ -74,30 +74,16 @@ def sandbox_charged(*, sandbox) -> int:
 
 
 def account_snapshot(*, account: CreditAccount) -> dict:
-    """The `credits.balance` message's fields, read now (for a page's first paint)."""
+    """The `credits.balance` message as the tick would send it now (a page's first paint), and
+    when the account's first sandbox stops for want of credits (None: no countdown)."""
     runs = SandboxRun.objects.filter(account=account, ended_at__isnull=True)
     burn = sum(runs.values_list("rate_millicredits", flat=True))
     stop_at = (
         runs.filter(stop_at__isnull=False).order_by("stop_at").values_list("stop_at", flat=True)
     ).first()
     return {
-        **balance_fields(account=account, burn_millicredits=burn),
-        "stop_at": stop_at.isoformat() if stop_at else None,
-        "at": timezone.now().isoformat(),
-    }
-
-
-def balance_fields(*, account: CreditAccount, burn_millicredits: int) -> dict:
-    """Balance, burn rate and runway of an account burning `burn_millicredits` a second: the
-    `credits.balance` message's figures, for the tick and for a page's first paint."""
-    balance = account.balance or 0
-    burn = burn_millicredits
-    return {
-        "account": str(account.public_id),
-        "balance_credit_seconds": balance,
-        "balance_gpu_hours": str(display_gpu_hours(balance)),
-        "burn_credit_seconds_per_hour": burn * 3600 // 1000,
-        "runway_seconds": balance * 1000 // burn if burn else None,
+        **balance_message(account=account, burn_millicredits=burn, at=timezone.now()),
+        "stop_at": iso(stop_at) if stop_at else None,
     }
 
 
@@ -118,8 +104,9 @@ def metering_interval() -> int:
 
 
 def cluster_snapshot() -> dict:
-    """The `cluster.gpus` message's fields from the latest stored samples (a page's first paint;
-    the tick's broadcasts take over from there)."""
+    """The `cluster.gpus` message from the latest stored samples (a page's first paint; the
+    tick's broadcasts take over from there). A free GPU's utilisation and memory are left out:
+    the last sample may be its previous holder's."""
     from django.db.models import OuterRef, Subquery
 
     from sandboxes.gpus.models import GpuAllocation, GpuDevice
@@ -143,20 +130,17 @@ def cluster_snapshot() -> dict:
             "sandbox__user", "sandbox__organisation"
         )
     }
-    tiles = []
+    gpus = []
     for device in devices:
         sandbox = holders.get(device.pk)
-        tiles.append(
-            gpu_tile(
-                device,
-                sandbox,
-                util_pct=device.last_util_pct if sandbox else None,
-                memory_used_mib=device.last_memory_used_mib if sandbox else None,
-                power_w=device.last_power_w,
-                temperature_c=device.last_temperature_c,
-            )
-        )
-    return {"at": timezone.now().isoformat(), "gpus": tiles}
+        readings = {
+            "util_pct": device.last_util_pct if sandbox else None,
+            "memory_used_mib": device.last_memory_used_mib if sandbox else None,
+            "power_w": device.last_power_w,
+            "temperature_c": device.last_temperature_c,
+        }
+        gpus.append((device, sandbox, readings))
+    return cluster_message(gpus=gpus, at=timezone.now())
 
 
 def latest_samples(*, sandboxes) -> dict[int, UsageSample]:
@@ -180,30 +164,3 @@ def run_open(*, sandbox) -> SandboxRun | None:
     """The sandbox's open run (allocated now), or None. (`run_current` falls back to an ended
     run; the live pages need to know whether the one usage.sample speaks of is open.)"""
     return SandboxRun.objects.filter(sandbox=sandbox, ended_at__isnull=True).first()
-
-
-def person_label(user) -> str:
-    return user.get_full_name() or user.email
-
-
-def gpu_tile(device, sandbox, **reading) -> dict:
-    """One GPU of the `cluster.gpus` message: the device, who holds it (None: free), and its
-    readings (util_pct, memory_used_mib, power_w, temperature_c; None where unknown)."""
-    holder = None
-    if sandbox is not None:
-        holder = {
-            "sandbox": str(sandbox.public_id),
-            "user": person_label(sandbox.user),
-            "organisation": str(sandbox.organisation) if sandbox.organisation_id else None,
-        }
-    return {
-        "uuid": device.uuid,
-        "index": device.index,
-        "model": device.model,
-        "mig_profile": device.mig_profile,
-        "simulated": device.simulated,
-        "health": device.health,
-        "holder": holder,
-        "memory_total_mib": device.memory_mib,
-        **reading,
-    }

@@ -47,6 +47,15 @@ from sandboxes.live import broadcast
 
 from . import telemetry
 from .charging import charge_key, intervals_due, owed, slot_start
+from .messages import (
+    account_groups,
+    balance_message,
+    cluster_message,
+    iso,
+    reading_fields,
+    usage_sample_message,
+    warning_message,
+)
 from .models import (
     DeviceRollup,
     DeviceSample,
@@ -56,7 +65,6 @@ from .models import (
     UsageRollup,
     UsageSample,
 )
-from .selectors import balance_fields, gpu_tile, person_label
 
 logger = logging.getLogger(__name__)
 TICK_LOCK = 0x6E61_6301  # "nac\x01": the advisory lock key of metering ticks
@@ -271,11 +279,19 @@ def _sample(runs, held, now, result) -> list[tuple[str, dict]]:
             memory_used_mib=container.memory_used_mib if container else None,
         )
         usage_rows.append(row)
-        messages += _sample_messages(run, row, its, container, backend.simulated, now)
+        message = usage_sample_message(
+            run=run, row=row, gpus=its, container=container, simulated=backend.simulated, at=now
+        )
+        messages += [(group, message) for group in broadcast.sandbox_groups(sandbox)]
     UsageSample.objects.bulk_create(usage_rows, ignore_conflicts=True)
     DeviceSample.objects.bulk_create(device_rows, ignore_conflicts=True)
     result.samples = len(usage_rows)
-    messages.append((broadcast.CLUSTER_GROUP, _cluster_message(devices, gpus, holder_of, now)))
+    cluster = []
+    for device in devices:
+        run = holder_of.get(device.pk)
+        holder = run.sandbox if run is not None else None
+        cluster.append((device, holder, reading_fields(gpus.get(device.uuid))))
+    messages.append((broadcast.CLUSTER_GROUP, cluster_message(gpus=cluster, at=now)))
     return messages
 
 
@@ -292,61 +308,6 @@ def _total(values):
 def _peak(values):
     values = [v for v in values if v is not None]
     return max(values) if values else None
-
-
-def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _sample_messages(run, row, its, container, simulated, now) -> list[tuple[str, dict]]:
-    sandbox = run.sandbox
-    message = {
-        "type": "usage.sample",
-        "sandbox": str(sandbox.public_id),
-        "user": person_label(sandbox.user),
-        "at": _iso(now),
-        "simulated": simulated,
-        "gpu_util_pct": row.gpu_util_pct,
-        "gpu_memory_used_mib": row.gpu_memory_used_mib,
-        "gpu_memory_total_mib": sum(d.memory_mib for d, _r in its) if its else None,
-        "gpu_power_w": row.gpu_power_w,
-        "gpu_temperature_c": row.gpu_temperature_c,
-        "cpu_pct": row.cpu_pct,
-        "memory_used_mib": row.memory_used_mib,
-        "memory_limit_mib": container.memory_limit_mib if container else None,
-        "charged_credit_seconds": run.charged_credit_seconds,
-        "gpus": [
-            {
-                "uuid": d.uuid,
-                "index": d.index,
-                "util_pct": r.util_pct if r else None,
-                "memory_used_mib": r.memory_used_mib if r else None,
-                "memory_total_mib": d.memory_mib,
-                "power_w": r.power_w if r else None,
-                "temperature_c": r.temperature_c if r else None,
-            }
-            for d, r in its
-        ],
-    }
-    return [(group, message) for group in broadcast.sandbox_groups(sandbox)]
-
-
-def _cluster_message(devices, gpus, holder_of, now) -> dict:
-    tiles = []
-    for device in devices:
-        reading = gpus.get(device.uuid)
-        run = holder_of.get(device.pk)
-        tiles.append(
-            gpu_tile(
-                device,
-                run.sandbox if run is not None else None,
-                util_pct=reading.util_pct if reading else None,
-                memory_used_mib=reading.memory_used_mib if reading else None,
-                power_w=reading.power_w if reading else None,
-                temperature_c=reading.temperature_c if reading else None,
-            )
-        )
-    return {"type": "cluster.gpus", "at": _iso(now), "gpus": tiles}
 
 
 # --- Charging -------------------------------------------------------------------------------
@@ -447,7 +408,7 @@ def _charge_metadata(charge: UsageCharge) -> dict:
         "sandbox_name": sandbox.display_name,
         "profile": sandbox.profile.name,
         "run": str(charge.run.public_id),
-        "interval_start": _iso(charge.interval_start),
+        "interval_start": iso(charge.interval_start),
         "milliseconds": charge.milliseconds,
         "due": charge.due,
     }
@@ -519,7 +480,7 @@ def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
     messages, countdown_changed = [], []
     for account_id, its in by_account.items():
         account = accounts[account_id]
-        groups = _account_groups(account, its)
+        groups = account_groups(account, its)
         dry = shortfall.get(account_id, 0) > 0 or (account.balance or 0) <= 0
         if dry:
             for run in its:
@@ -527,25 +488,24 @@ def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
                     run.exhausted_at, run.stop_at = now, now + grace
                     countdown_changed.append(run)
                     result.countdowns.append(str(run.sandbox.public_id))
-            messages += _warning_messages(groups, account, "exhausted", its)
+            warning = warning_message(account=account, kind="exhausted", runs=its)
+            messages += [(group, warning) for group in groups]
         elif any(run.exhausted_at is not None for run in its):
             for run in its:
                 run.exhausted_at = run.stop_at = None
                 countdown_changed.append(run)
-            messages += _warning_messages(groups, account, "restored", its)
+            warning = warning_message(account=account, kind="restored", runs=its)
+            messages += [(group, warning) for group in groups]
         burn = sum(run.rate_millicredits for run in its)
-        balance_message = {
-            "type": "credits.balance",
-            **balance_fields(account=account, burn_millicredits=burn),
-            "at": _iso(now),
-        }
-        messages += [(group, balance_message) for group in groups]
+        balance = balance_message(account=account, burn_millicredits=burn, at=now)
+        messages += [(group, balance) for group in groups]
     for warning in result.warnings:
         account = warning.grant.account
         its = by_account.get(account.pk, [])
-        messages += _warning_messages(
-            _account_groups(account, its), account, "threshold", its, warning.threshold_percent
+        low = warning_message(
+            account=account, kind="threshold", runs=its, threshold=warning.threshold_percent
         )
+        messages += [(group, low) for group in account_groups(account, its)]
     if countdown_changed:
         SandboxRun.objects.bulk_update(countdown_changed, ["exhausted_at", "stop_at"])
         for run in countdown_changed:
@@ -554,7 +514,7 @@ def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
                     actor=None,
                     action="sandbox.credits_exhausted",
                     target=run.sandbox,
-                    data={"stop_at": _iso(run.stop_at), "account": str(run.account.public_id)},
+                    data={"stop_at": iso(run.stop_at), "account": str(run.account.public_id)},
                 )
     for run in open_runs:
         stoppable = run.sandbox.status in (Sandbox.Status.STARTING, Sandbox.Status.RUNNING)
@@ -568,41 +528,6 @@ def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
                 continue
             result.stopped.append(str(run.sandbox.public_id))
     return messages
-
-
-def _account_groups(account: CreditAccount, runs: list[SandboxRun]) -> list[str]:
-    """Who watches an account: its student, or its organisation and everyone running on it."""
-    groups = []
-    if account.organisation_id:
-        groups.append(broadcast.organisation_group(account.organisation_id))
-    elif account.user_id:
-        groups.append(broadcast.user_group(account.user_id))
-    for run in runs:
-        group = broadcast.user_group(run.sandbox.user_id)
-        if group not in groups:
-            groups.append(group)
-    return groups
-
-
-WARNING_TEXT = {
-    "exhausted": "The GPU credits have run out: running sandboxes stop at the time shown.",
-    "restored": "The account has GPU credits again: the sandboxes keep running.",
-    "threshold": "GPU credits are running low.",
-}
-
-
-def _warning_messages(groups, account, kind, runs, threshold=None) -> list[tuple[str, dict]]:
-    stops = [run.stop_at for run in runs if run.stop_at is not None]
-    message = {
-        "type": "credits.warning",
-        "account": str(account.public_id),
-        "kind": kind,
-        "threshold_percent": threshold,
-        "message": WARNING_TEXT[kind],
-        "stop_at": _iso(min(stops)) if stops and kind == "exhausted" else None,
-        "sandboxes": [str(run.sandbox.public_id) for run in runs],
-    }
-    return [(group, message) for group in groups]
 
 
 # --- Roll-ups, retention --------------------------------------------------------------------

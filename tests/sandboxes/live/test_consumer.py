@@ -142,6 +142,7 @@ async def test_twenty_people_each_receive_exactly_their_own_messages(monkeypatch
 
 
 async def test_sandbox_events_reach_the_owner_and_the_paying_organisation():
+    from sandboxes.launcher.messages import sandbox_status_send
     from sandboxes.launcher.models import Sandbox
 
     owner = (await make_member(role=Role.OWNER)).user
@@ -160,7 +161,7 @@ async def test_sandbox_events_reach_the_owner_and_the_paying_organisation():
         user=owner, organisation=organisation, status=Sandbox.Status.RUNNING, progress=100
     )
 
-    assert await sync_to_async(broadcast.sandbox_status)(sandbox) == 2
+    assert await sync_to_async(sandbox_status_send)(sandbox) == 2
 
     expected = {
         "type": "sandbox.status",
