@@ -13,18 +13,18 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.audit.services import client_ip
-from portal.core.api.fields import BoundedDateTimeField
-from portal.core.api.idempotency import idempotent
-from portal.core.api.pagination import NewestFirstCursorPagination
-from portal.core.api.permissions import granted_scopes
-from portal.core.api.principal import (
+from portal.apikeys.idempotency import idempotent
+from portal.apikeys.permissions import granted_scopes
+from portal.apikeys.principal import (
     acting_person,
     is_programme_manager,
     is_service,
     organisation_from_query,
     organisations_visible,
 )
+from portal.audit.services import client_ip
+from portal.core.api.fields import BoundedDateTimeField
+from portal.core.api.pagination import NewestFirstCursorPagination
 from portal.core.dates import YEARS
 from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Sector

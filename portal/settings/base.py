@@ -261,8 +261,8 @@ REST_FRAMEWORK = {
         "portal.apikeys.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",  # the browser, with CSRF
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["portal.core.api.permissions.HasScopes"],
-    "DEFAULT_THROTTLE_CLASSES": ["portal.core.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.apikeys.permissions.HasScopes"],
+    "DEFAULT_THROTTLE_CLASSES": ["portal.apikeys.throttling.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

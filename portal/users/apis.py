@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.apikeys.models import ApiKey
-from portal.core.api.permissions import granted_scopes
-from portal.core.api.principal import is_programme_manager, is_service
+from portal.apikeys.permissions import granted_scopes
+from portal.apikeys.principal import is_programme_manager, is_service
 from portal.onboarding.models import StudentProfile
 from portal.organisations.models import Membership
 

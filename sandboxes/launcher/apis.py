@@ -12,16 +12,16 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.audit.services import client_ip
-from portal.core.api.idempotency import idempotent
-from portal.core.api.pagination import NewestFirstCursorPagination
-from portal.core.api.permissions import granted_scopes
-from portal.core.api.principal import (
+from portal.apikeys.idempotency import idempotent
+from portal.apikeys.permissions import granted_scopes
+from portal.apikeys.principal import (
     acting_person,
     is_service,
     organisations_visible,
     service_organisation,
 )
+from portal.audit.services import client_ip
+from portal.core.api.pagination import NewestFirstCursorPagination
 from portal.core.exceptions import ApplicationError
 from sandboxes.gpus.models import GpuDevice
 from sandboxes.gpus.selectors import availability, devices_with_holders

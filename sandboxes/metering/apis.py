@@ -13,7 +13,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.core.api.principal import is_service
+from portal.apikeys.principal import is_service
 from sandboxes.launcher.models import Sandbox
 
 from .selectors import MAX_POINTS, SERIES, STEPS, step_for, usage_series

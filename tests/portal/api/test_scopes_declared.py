@@ -5,8 +5,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.views import APIView
 
+from portal.apikeys.permissions import HasScopes
 from portal.apikeys.scopes import ALL_SCOPES
-from portal.core.api.permissions import HasScopes
 
 NAMESPACE = "api-v1"
 FRAMEWORK_METHODS = {"options", "head"}  # answered by Django and DRF themselves

@@ -1,10 +1,10 @@
-"""Per-key rate limit (see apikeys.ratelimit): 429 with Retry-After when exceeded."""
+"""Per-key rate limit (see ratelimit.py): 429 with Retry-After when exceeded."""
 
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
-from portal.apikeys import ratelimit
-from portal.apikeys.models import ApiKey
+from . import ratelimit
+from .models import ApiKey
 
 
 class ApiKeyRateThrottle(BaseThrottle):

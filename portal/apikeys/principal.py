@@ -8,7 +8,9 @@ from django.utils.translation import gettext as _
 
 from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Organisation
-from portal.users.selectors import user_is_programme_manager
+from portal.users.selectors import programme_authority, user_is_programme_manager
+
+from .models import ApiKey
 
 
 def is_service(request) -> bool:
@@ -25,9 +27,6 @@ def is_programme_manager(request) -> bool:
     """Programme-manager authority for this API request. With a person's key, the key binds it
     (a programme scope was granted only to a session that passed MFA, and the routes still
     check the key's scopes); with a browser session, the session must have passed MFA."""
-    from portal.apikeys.models import ApiKey
-    from portal.users.selectors import programme_authority
-
     if is_service(request):
         return False
     if isinstance(request.auth, ApiKey):

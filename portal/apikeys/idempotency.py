@@ -17,9 +17,9 @@ from rest_framework import status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from portal.apikeys.models import ApiKey, IdempotencyRecord
+from portal.core.api.errors import error_body
 
-from .errors import error_body
+from .models import ApiKey, IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 

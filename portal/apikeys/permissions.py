@@ -3,14 +3,15 @@
 from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 
-from portal.apikeys.models import ApiKey
-from portal.apikeys.scopes import PROGRAMME_SCOPES, scopes_allowed_for
-from portal.apikeys.services import apikey_effective_scopes
 from portal.users.selectors import (
     PROGRAMME_MFA_REQUIRED,
     programme_authority,
     user_is_programme_manager,
 )
+
+from .models import ApiKey
+from .scopes import PROGRAMME_SCOPES, scopes_allowed_for
+from .services import apikey_effective_scopes
 
 
 def granted_scopes(request) -> frozenset[str]:
