@@ -6,8 +6,8 @@ from django.urls import include, path
 from oauth2_provider import urls as oauth2_urls
 from oauth2_provider import views as oauth2_views
 
+from portal.api import urls as api_urls
 from portal.core import views as core_views
-from portal.core.api import urls as api_urls
 from portal.users import views as user_views
 from portal.users.oidc import PortalAuthorizationView
 from sandboxes.launcher import urls as launcher_urls

@@ -3,15 +3,15 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from portal.core.api.errors import ApiNotFound
 from portal.credits import apis as credits
-from portal.users import apis as users
 from sandboxes.launcher import apis as sandboxes
 from sandboxes.metering import apis as metering
 
-from .errors import ApiNotFound
+from . import me
 
 v1 = [
-    path("me", users.MeApi.as_view(), name="me"),
+    path("me", me.MeApi.as_view(), name="me"),
     path("credits/balance", credits.BalanceApi.as_view(), name="credits-balance"),
     path("credits/ledger", credits.LedgerApi.as_view(), name="credits-ledger"),
     path(

@@ -1,4 +1,5 @@
-"""GET /api/v1/me"""
+"""GET /api/v1/me: who the request acts as. It reads across apps (keys, organisations,
+students), so it lives here, above them all."""
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
