@@ -1,6 +1,5 @@
 """Applicant pages (credits, applications) and statements. Thin: forms in, services do the work."""
 
-import csv
 import datetime as dt
 
 from django.contrib import messages
@@ -16,7 +15,7 @@ from django.views.decorators.http import require_POST
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.forms import add_service_error
-from portal.core.spreadsheets import csv_cell
+from portal.core.spreadsheets import csv_response
 from portal.organisations.selectors import membership_get
 from portal.organisations.views import organisation_or_404
 from portal.users.selectors import (
@@ -217,10 +216,7 @@ def statement(request: HttpRequest, public_id, month: str) -> HttpResponse:
 def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
     account = _statement_account(request, public_id)
     data = statement_for(account=account, month=_month(month))
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="statement-{month}.csv"'
-    writer = csv.writer(response)
-    writer.writerow(
+    rows = [
         [
             "section",
             "date",
@@ -232,23 +228,24 @@ def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
             "credit_seconds",
             "pkr",
         ]
-    )
+    ]
 
     def row(section, at="", kind="", description="", sandbox="", profile="", seconds=0, pkr=0):
         # Descriptions and names are people's own text (a reason, a sandbox's name): every cell
-        # goes through the formula guard, which leaves numbers as they are.
-        cells = [
-            section,
-            at,
-            kind,
-            description,
-            sandbox,
-            profile,
-            display_gpu_hours(seconds),
-            seconds,
-            display_pkr(pkr),
-        ]
-        writer.writerow([csv_cell(cell) for cell in cells])
+        # goes through the formula guard (csv_response's), which leaves numbers as they are.
+        rows.append(
+            [
+                section,
+                at,
+                kind,
+                description,
+                sandbox,
+                profile,
+                display_gpu_hours(seconds),
+                seconds,
+                display_pkr(pkr),
+            ]
+        )
 
     row("opening", seconds=data.opening, pkr=data.opening_pkr)
     for line in data.lines:
@@ -273,4 +270,4 @@ def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
     for group, seconds in data.totals.items():
         row(f"total_{group}", seconds=seconds, pkr=data.totals_pkr[group])
     row("closing", seconds=data.closing, pkr=data.closing_pkr)
-    return response
+    return csv_response(rows, filename=f"statement-{month}.csv")

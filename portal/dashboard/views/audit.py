@@ -1,19 +1,15 @@
 """The audit log, and its export as CSV."""
 
-import csv
 import datetime as dt
-import itertools
 import json
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from portal.audit.selectors import audit_actions, audit_events_list
 from portal.audit.services import audit_record, client_ip
-from portal.core.spreadsheets import Echo, csv_cell
+from portal.core.spreadsheets import csv_response
 
 from ..access import programme_manager_required
 from ..forms.audit import AuditFilterForm
@@ -57,39 +53,18 @@ AUDIT_CSV_HEADER = [
 
 
 def _audit_rows(events):
-    writer = csv.writer(Echo())
-    yield writer.writerow(AUDIT_CSV_HEADER)
+    yield AUDIT_CSV_HEADER
     for event in events.iterator(chunk_size=2000):
-        yield writer.writerow(
-            [
-                csv_cell(value)
-                for value in (
-                    event.created_at.astimezone(dt.UTC).isoformat(),
-                    event.actor_email,
-                    event.action,
-                    event.target_type,
-                    event.target_id,
-                    event.target_repr,
-                    event.ip,
-                    json.dumps(event.data, ensure_ascii=False, sort_keys=True),
-                )
-            ]
-        )
-
-
-EXPORT_CHUNK_ROWS = 500
-
-
-def _rows_chunk(rows) -> str:
-    return "".join(itertools.islice(rows, EXPORT_CHUNK_ROWS))
-
-
-async def _rows_async(rows):
-    """The same rows for the ASGI server: Django would read a plain iterator into a list before
-    sending a byte, so each chunk is read (from the database cursor) in the request's own sync
-    thread and sent before the next is read."""
-    while chunk := await sync_to_async(_rows_chunk)(rows):
-        yield chunk
+        yield [
+            event.created_at.astimezone(dt.UTC).isoformat(),
+            event.actor_email,
+            event.action,
+            event.target_type,
+            event.target_id,
+            event.target_repr,
+            event.ip,
+            json.dumps(event.data, ensure_ascii=False, sort_keys=True),
+        ]
 
 
 @programme_manager_required
@@ -109,10 +84,7 @@ def audit_export(request: HttpRequest) -> HttpResponse:
         ip=client_ip(request),
         data={k: v.isoformat() if isinstance(v, dt.date) else v for k, v in filters.items()},
     )
-    rows = _audit_rows(audit_events_list(**filters))
-    if isinstance(request, ASGIRequest):
-        rows = _rows_async(rows)
-    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
-    return response
+    return csv_response(
+        _audit_rows(audit_events_list(**filters)), filename=f"audit-{stamp}.csv", request=request
+    )

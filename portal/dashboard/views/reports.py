@@ -4,18 +4,17 @@ Thin: the form validates, the report selectors read, these render. The exports c
 rows and totals as the page, with exact credit-seconds beside the rounded GPU-hours and PKR.
 """
 
-import csv
 import io
 
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 
-from portal.core.spreadsheets import Echo, csv_cell
+from portal.core.spreadsheets import csv_response
 from portal.credits.units import display_gpu_hours, display_pkr, month_parse
 
 from ..access import programme_manager_required
@@ -94,18 +93,15 @@ def reports_export(request: HttpRequest, extension: str) -> HttpResponse:
         return report
     if extension == "xlsx":
         return _xlsx(report)
-    return _csv(report)
+    return _csv(request, report)
 
 
-def _csv(report: Report) -> HttpResponse:
-    writer = csv.writer(Echo())
-    lines = (
-        writer.writerow([csv_cell(v) for v in values])
-        for values in [_export_header(), *_export_rows(report)]
+def _csv(request: HttpRequest, report: Report) -> HttpResponse:
+    return csv_response(
+        [_export_header(), *_export_rows(report)],
+        filename=_filename(report, "csv"),
+        request=request,
     )
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{_filename(report, "csv")}"'
-    return response
 
 
 def _xlsx(report: Report) -> HttpResponse:
