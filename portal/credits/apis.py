@@ -31,6 +31,7 @@ from portal.organisations.models import Sector
 from portal.users.models import User
 
 from . import applications as workflow
+from .charge_metadata import ChargeMetadata
 from .forms import MAX_GPU_HOURS
 from .models import (
     ApplicationState,
@@ -129,7 +130,7 @@ class LedgerEntrySerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
     def get_sandbox(self, entry) -> str | None:
-        return entry.transaction.metadata.get("sandbox")
+        return ChargeMetadata.from_json(entry.transaction.metadata).sandbox
 
 
 class LedgerFilter(serializers.Serializer):

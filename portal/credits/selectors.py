@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
-from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from portal.organisations.models import Organisation
 
+from .charge_metadata import charge_metadata_text
 from .models import (
     ApplicationState,
     CreditAccount,
@@ -226,15 +226,9 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
 
     usage_rows = (
         in_month.filter(transaction__kind=K.USAGE)
-        .annotate(
-            sandbox=KeyTextTransform("sandbox", "transaction__metadata"),
-            profile=KeyTextTransform("profile", "transaction__metadata"),
-        )
+        .annotate(sandbox=charge_metadata_text("sandbox"), profile=charge_metadata_text("profile"))
         .values("sandbox", "profile", "grant__rate_pkr_per_gpu_hour")
-        .annotate(
-            seconds=Sum("amount"),
-            name=Max(KeyTextTransform("sandbox_name", "transaction__metadata")),
-        )
+        .annotate(seconds=Sum("amount"), name=Max(charge_metadata_text("sandbox_name")))
         .order_by("sandbox", "profile")
     )
     usage: dict[tuple[str, str], SandboxUsage] = {}

@@ -12,7 +12,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from django.conf import settings
@@ -25,6 +25,7 @@ from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
 
 from . import posting as backend
+from .charge_metadata import ChargeMetadata
 from .models import CreditAccount, CreditGrant, CreditWarning, LedgerEntry, LedgerTransaction
 from .units import display_gpu_hours, month_bounds
 
@@ -473,10 +474,15 @@ def adjustment_post(
 
 
 def usage_charge(
-    *, account: CreditAccount, credit_seconds: int, idempotency_key: str, metadata: dict
+    *,
+    account: CreditAccount,
+    credit_seconds: int,
+    idempotency_key: str,
+    metadata: ChargeMetadata | dict,
 ) -> LedgerTransaction:
     """Charge used GPU time to a holder, from the lots that expire first, and warn on the way
-    down. `metadata` names the sandbox and profile, for statements.
+    down. `metadata` names the sandbox and profile, for statements (a dict is read as the
+    ChargeMetadata of those fields).
 
     The one-item case of `usage_charge_batch`, through the same code, except that it is paid in
     full or not at all: a shortfall raises InsufficientCredits and writes nothing, and a key
@@ -485,6 +491,8 @@ def usage_charge(
     """
     if account is None or account.pk is None:
         raise LedgerError(_("Every entry needs an existing account."))
+    if not isinstance(metadata, ChargeMetadata):
+        metadata = ChargeMetadata(**metadata)
     [charged], _warnings = usage_charge_batch(
         [UsageDue(account.pk, credit_seconds, idempotency_key, metadata)], partial=False
     )
@@ -504,7 +512,7 @@ class UsageDue:
     account_id: int
     credit_seconds: int
     idempotency_key: str
-    metadata: dict
+    metadata: ChargeMetadata
 
 
 @dataclass(frozen=True)
@@ -555,7 +563,7 @@ def usage_charge_batch(
                 (
                     uuid.uuid4(),
                     dues[i].idempotency_key,
-                    dues[i].metadata,
+                    dues[i].metadata.to_json(),
                     dues[i].account_id,
                     dues[i].credit_seconds,
                 )
@@ -604,13 +612,13 @@ def _usage_charge_one_by_one(dues, order, usage, partial) -> tuple[list[UsageCha
                     kind=LedgerTransaction.Kind.USAGE,
                     postings=[Posting(account, -take), Posting(usage, take)],
                     description=_("GPU usage"),
-                    metadata=metadata,
+                    metadata=metadata.to_json(),
                 )
             except InsufficientCredits:
                 if not partial:
                     raise
                 take = min(_open_lots_hold(account), due.credit_seconds - 1)
-                metadata = {**due.metadata, "unpaid": due.credit_seconds - take}
+                metadata = replace(due.metadata, unpaid=due.credit_seconds - take)
                 if take <= 0:
                     break
                 continue
@@ -660,13 +668,15 @@ def _warnings_record(grant_ids: list[int]) -> list[CreditWarning]:
 
 
 def _warning_recipients(account: CreditAccount) -> list:
-    from portal.organisations.models import Membership, Role
+    from portal.organisations.models import Membership
 
     if account.kind == CreditAccount.Kind.STUDENT:
         return [account.user]
-    owners = Membership.objects.filter(
-        organisation_id=account.organisation_id, role__in=[Role.OWNER, Role.ADMIN]
-    ).select_related("user")
+    owners = (
+        Membership.objects.managers()
+        .filter(organisation_id=account.organisation_id)
+        .select_related("user")
+    )
     return [m.user for m in owners]
 
 

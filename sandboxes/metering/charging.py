@@ -1,4 +1,5 @@
-"""What a run owes, interval by interval. Pure arithmetic, no database.
+"""What a run owes, interval by interval, and what the ledger records about each interval's
+charge. Pure arithmetic, no database.
 
 Time is cut on a grid of `interval_seconds` counted from the Unix epoch, so every process slices a
 run the same way and an interval's start names it. A run owes, up to an instant t,
@@ -15,6 +16,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from portal.credits.charge_metadata import ChargeMetadata
+
+if TYPE_CHECKING:
+    from .models import UsageCharge
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -75,3 +82,18 @@ def intervals_due(
 
 def charge_key(run_public_id, slot: dt.datetime) -> str:
     return f"usage:{run_public_id}:{int((slot - EPOCH).total_seconds())}"
+
+
+def charge_metadata(charge: UsageCharge) -> ChargeMetadata:
+    """The ledger's record of one interval's charge (its run and sandbox already loaded):
+    statements group usage by sandbox and profile, reconciliation sums it by run."""
+    sandbox = charge.run.sandbox
+    return ChargeMetadata(
+        sandbox=str(sandbox.public_id),
+        sandbox_name=sandbox.display_name,
+        profile=sandbox.profile.name,
+        run=str(charge.run.public_id),
+        interval_start=charge.interval_start,
+        milliseconds=charge.milliseconds,
+        due=charge.due,
+    )

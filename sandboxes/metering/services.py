@@ -46,7 +46,7 @@ from sandboxes.launcher.models import Sandbox
 from sandboxes.live import broadcast
 
 from . import telemetry
-from .charging import charge_key, intervals_due, owed, slot_start
+from .charging import charge_key, charge_metadata, intervals_due, owed, slot_start
 from .messages import (
     account_groups,
     balance_message,
@@ -355,7 +355,7 @@ def _charge(runs: list[SandboxRun], now: dt.datetime, result: TickResult) -> dic
                 account_id=c.run.account_id,
                 credit_seconds=c.due,
                 idempotency_key=c.idempotency_key,
-                metadata=_charge_metadata(c),
+                metadata=charge_metadata(c),
             )
             for c in pending
         ]
@@ -399,19 +399,6 @@ def _charge(runs: list[SandboxRun], now: dt.datetime, result: TickResult) -> dic
         ) = stored[run.pk]
     result.warnings = warnings
     return shortfall
-
-
-def _charge_metadata(charge: UsageCharge) -> dict:
-    sandbox = charge.run.sandbox
-    return {
-        "sandbox": str(sandbox.public_id),
-        "sandbox_name": sandbox.display_name,
-        "profile": sandbox.profile.name,
-        "run": str(charge.run.public_id),
-        "interval_start": iso(charge.interval_start),
-        "milliseconds": charge.milliseconds,
-        "due": charge.due,
-    }
 
 
 def _charges_record(rows: list[UsageCharge]) -> None:

@@ -142,7 +142,7 @@ def _op_debit(worker: int, n: int, accounts) -> None:
         account=account,
         credit_seconds=1,
         idempotency_key=f"bench:{os.getpid()}:{worker}:{n}",
-        metadata={"bench": True},
+        metadata={"sandbox_name": "bench"},
     )
 
 

@@ -53,7 +53,7 @@ def _charge_all(account_pk: int, keys: list[str], seconds: int, barrier, results
                     account=account,
                     credit_seconds=seconds,
                     idempotency_key=key,
-                    metadata={"worker": threading.current_thread().name},
+                    metadata={"sandbox_name": threading.current_thread().name},
                 )
             except InsufficientCredits:
                 results.append(("insufficient", key))

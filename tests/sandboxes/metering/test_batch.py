@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from portal.credits.charge_metadata import ChargeMetadata
 from portal.credits.models import CreditAccount, LedgerEntry, LedgerTransaction
 from portal.credits.services import UsageDue, account_for_student, usage_charge_batch
 from sandboxes.metering import services
@@ -36,10 +37,10 @@ def test_a_batch_charges_replays_and_takes_what_is_left(enqueued):
     rich = account_for_student(funded_student(hours=10))
     poor = account_for_student(funded_student(hours=0.01))  # 36 credit-seconds
     dues = [
-        UsageDue(rich.pk, 10, "usage:test:a", {"sandbox": "a"}),
-        UsageDue(poor.pk, 30, "usage:test:b", {"sandbox": "b"}),
-        UsageDue(poor.pk, 30, "usage:test:c", {"sandbox": "c"}),  # only 6 left for this one
-        UsageDue(poor.pk, 30, "usage:test:d", {"sandbox": "d"}),  # nothing left
+        UsageDue(rich.pk, 10, "usage:test:a", ChargeMetadata(sandbox="a")),
+        UsageDue(poor.pk, 30, "usage:test:b", ChargeMetadata(sandbox="b")),
+        UsageDue(poor.pk, 30, "usage:test:c", ChargeMetadata(sandbox="c")),  # only 6 left
+        UsageDue(poor.pk, 30, "usage:test:d", ChargeMetadata(sandbox="d")),  # nothing left
     ]
     results, _warnings = usage_charge_batch(dues)
     assert [r.charged for r in results] == [10, 30, 6, 0]
