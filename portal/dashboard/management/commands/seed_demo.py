@@ -1,4 +1,7 @@
-"""Create the demo accounts: `manage.py seed_demo`. Safe to run again; refuses production."""
+"""Create the demo accounts: `manage.py seed_demo`. Safe to run again; refuses production.
+
+It seeds people, an organisation, a university and a student's allowance, so it lives in the
+programme dashboard, a floor above every app it fills."""
 
 from allauth.account.models import EmailAddress
 from django.conf import settings
