@@ -1,0 +1,60 @@
+"""Writes to the books, one module per part: `ledger` (accounts and `ledger_post`), `grants`
+(lots: issue, revoke, expire, adjust), `usage` (`usage_charge_batch`, `usage_charge`) and
+`warnings` (low balances). Ledger rows are written only by the posting module, through two
+doors: `ledger_post` and `usage_charge_batch`.
+
+The names below are the app's interface: import them from here.
+"""
+
+from .grants import (
+    adjustment_post,
+    allowance_key,
+    grant_expire,
+    grant_issue,
+    grant_revoke,
+    grants_expire_due,
+    student_allowance_grant,
+    student_allowances_grant_month,
+)
+from .ledger import (
+    MAX_AMOUNT,
+    IdempotencyConflict,
+    InsufficientCredits,
+    LedgerError,
+    Posting,
+    account_for_organisation,
+    account_for_student,
+    decision_conflict_refuse,
+    ledger_post,
+    system_account,
+    system_accounts_forget,
+)
+from .usage import UsageCharged, UsageDue, usage_charge, usage_charge_batch
+from .warnings import warnings_check
+
+__all__ = [
+    "MAX_AMOUNT",
+    "IdempotencyConflict",
+    "InsufficientCredits",
+    "LedgerError",
+    "Posting",
+    "UsageCharged",
+    "UsageDue",
+    "account_for_organisation",
+    "account_for_student",
+    "adjustment_post",
+    "allowance_key",
+    "decision_conflict_refuse",
+    "grant_expire",
+    "grant_issue",
+    "grant_revoke",
+    "grants_expire_due",
+    "ledger_post",
+    "student_allowance_grant",
+    "student_allowances_grant_month",
+    "system_account",
+    "system_accounts_forget",
+    "usage_charge",
+    "usage_charge_batch",
+    "warnings_check",
+]
