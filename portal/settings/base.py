@@ -27,7 +27,7 @@ SITE_URL = env.str("SITE_URL", default="http://portal.localhost:8000").rstrip("/
 ADMIN_URL = env.str("ADMIN_URL", default="admin/")
 
 INSTALLED_APPS = [
-    "portal.core.admin_apps.PortalAdminConfig",
+    "portal.users.admin_apps.PortalAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -90,7 +90,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "portal.core.context_processors.portal",
+                "portal.users.context_processors.portal",
             ],
         },
     },

@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
-from portal.users.selectors import session_passed_mfa
-from portal.users.views import second_factor_redirect
+from .selectors import session_passed_mfa
+from .views import second_factor_redirect
 
 
 class PortalAdminSite(admin.AdminSite):

@@ -1,6 +1,6 @@
 """Values every template needs: the role flags that drive the navigation."""
 
-from portal.users.selectors import user_is_programme_manager
+from .selectors import user_is_programme_manager
 
 
 def portal(request):
