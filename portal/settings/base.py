@@ -475,6 +475,13 @@ CELERY_BEAT_SCHEDULE.update(
             "schedule": METERING_INTERVAL,
             "options": {"expires": METERING_INTERVAL},
         },
+        # The launcher stops the sandboxes whose credit countdown (recorded by the tick) is over,
+        # as often as the tick runs: a stop comes at most one interval after its time.
+        "launcher-stop-out-of-credits": {
+            "task": "launcher.sandboxes_stop_out_of_credits",
+            "schedule": METERING_INTERVAL,
+            "options": {"expires": METERING_INTERVAL},
+        },
         "metering-samples-prune": {"task": "metering.samples_prune", "schedule": 60 * 60},
         "metering-reconcile": {
             "task": "metering.reconcile",

@@ -31,7 +31,6 @@ from .messages import sandbox_status_send, spawn_progress_send
 from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
 from .selectors import (
     Holder,
-    age_label,
     current_start_id,
     holder_for,
     over_gpu_cap,
@@ -459,43 +458,6 @@ def sandboxes_stop_live(*, sandboxes, acting_user, reason: str, ip: str | None =
                 )
         except ApplicationError:  # it stopped or failed on its own in the meantime
             continue
-    return stopped
-
-
-def sandboxes_stop_over_age(*, now: dt.datetime | None = None) -> list[Sandbox]:
-    """Stop every sandbox that has held its resources longer than its profile's maximum age
-    (counted from its start, as it is charged); its home volume stays, and the stop message
-    tells the person why. Returns those asked to stop."""
-    now = now or timezone.now()
-    candidates = Sandbox.objects.filter(
-        status__in=[Status.STARTING, Status.RUNNING],
-        profile__max_age_seconds__isnull=False,
-        starting_at__isnull=False,
-    ).select_related("profile")
-    stopped = []
-    for sandbox in candidates.order_by("starting_at", "pk"):
-        max_age = sandbox.profile.max_age_seconds
-        if now - sandbox.starting_at < dt.timedelta(seconds=max_age):
-            continue
-        reason = _(
-            "Stopped: this sandbox reached the maximum age of its profile (%(age)s). Your files "
-            "are kept; start it again to continue."
-        ) % {"age": age_label(max_age)}
-        try:
-            with transaction.atomic():
-                locked = sandbox_stop(sandbox=sandbox, acting_user=None, reason=reason)
-                audit_record(
-                    actor=None,
-                    action="sandbox.max_age_reached",
-                    target=locked,
-                    data={
-                        "max_age_seconds": max_age,
-                        "started_at": sandbox.starting_at.isoformat(),
-                    },
-                )
-        except ApplicationError:  # it ended on its own in the meantime
-            continue
-        stopped.append(locked)
     return stopped
 
 

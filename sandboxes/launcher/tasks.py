@@ -11,7 +11,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from . import services
+from . import deadlines, services
 from .disk import home_usage_measure
 from .hub_client import HubError, HubUnavailable, hub_client
 from .models import Sandbox
@@ -146,7 +146,14 @@ def sandboxes_reconcile() -> dict:
 @shared_task(name="launcher.sandboxes_stop_over_age", acks_late=True)
 def sandboxes_stop_over_age() -> list[str]:
     """Stop the sandboxes past their profile's maximum age (Celery beat)."""
-    return [str(sandbox.public_id) for sandbox in services.sandboxes_stop_over_age()]
+    return [str(sandbox.public_id) for sandbox in deadlines.sandboxes_stop_over_age()]
+
+
+@shared_task(name="launcher.sandboxes_stop_out_of_credits", acks_late=True)
+def sandboxes_stop_out_of_credits_task() -> list[str]:
+    """Stop the sandboxes whose credit countdown is over (Celery beat, as often as the metering
+    tick that records the countdowns)."""
+    return [str(sandbox.public_id) for sandbox in deadlines.sandboxes_stop_out_of_credits()]
 
 
 HUB_SESSION_END_RETRIES = 10

@@ -87,6 +87,17 @@ def account_snapshot(*, account: CreditAccount) -> dict:
     }
 
 
+def sandbox_ids_out_of_credits(*, now: dt.datetime) -> list[int]:
+    """The sandboxes whose stop countdown is over: their open run's `stop_at`, which the tick
+    sets when the account runs dry and clears when it is funded again, has passed. (The launcher
+    stops them: launcher.deadlines.)"""
+    return list(
+        SandboxRun.objects.filter(ended_at__isnull=True, stop_at__lte=now).values_list(
+            "sandbox_id", flat=True
+        )
+    )
+
+
 def organisation_running(*, organisation):
     """The organisation's members' live sandboxes, for its live page."""
     from sandboxes.launcher.models import Sandbox

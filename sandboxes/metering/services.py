@@ -11,8 +11,9 @@ whatever the number of sandboxes, it:
    through the ledger in one batch (`credits.services.usage_charge_batch`), keyed by (run,
    interval start), so a retried tick, a worker killed mid-tick or a second beat never charges
    an interval twice;
-4. starts the stop countdown for sandboxes whose account ran dry, cancels it when the account is
-   funded again, and stops the sandboxes whose countdown is over;
+4. starts the stop countdown for sandboxes whose account ran dry and cancels it when the account
+   is funded again: it records when they stop (`SandboxRun.stop_at`), and the launcher stops
+   them when that time comes (launcher.deadlines, on beat as often as the tick);
 5. refreshes the per-minute and per-hour roll-ups, and broadcasts everything in one send.
 
 Ticks take a PostgreSQL advisory lock (try-lock: a second, concurrent tick steps aside; the
@@ -35,7 +36,6 @@ from django.db import connection, transaction
 from django.db.models import Avg, Count, Exists, F, Max, OuterRef, Q, Sum, Value
 from django.db.models.functions import Greatest, TruncHour, TruncMinute
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from portal.audit.services import audit_record
 from portal.credits.models import CreditAccount
@@ -144,7 +144,6 @@ class TickResult:
     charged: int = 0
     unpaid: int = 0
     countdowns: list[str] = field(default_factory=list)
-    stopped: list[str] = field(default_factory=list)
     warnings: list = field(default_factory=list)
     messages: int = 0
 
@@ -455,9 +454,8 @@ def _runs_advance(updates: list[tuple]) -> None:
 
 def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
     """Balances to the browser; the stop countdown for accounts that ran dry (and its end when
-    they are funded again); stops for countdowns that are over."""
-    from sandboxes.launcher import services as launcher
-
+    they are funded again). The countdown is only recorded: the launcher stops the sandboxes
+    when it is over."""
     open_runs = [r for r in runs if r.ended_at is None]
     by_account: dict[int, list[SandboxRun]] = defaultdict(list)
     for run in open_runs:
@@ -503,17 +501,6 @@ def _enforce(runs, shortfall, now, result) -> list[tuple[str, dict]]:
                     target=run.sandbox,
                     data={"stop_at": iso(run.stop_at), "account": str(run.account.public_id)},
                 )
-    for run in open_runs:
-        stoppable = run.sandbox.status in (Sandbox.Status.STARTING, Sandbox.Status.RUNNING)
-        if run.stop_at is not None and run.stop_at <= now and stoppable:
-            try:
-                launcher.sandbox_stop(
-                    sandbox=run.sandbox, acting_user=None, reason=_("The GPU credits ran out.")
-                )
-            except Exception:
-                logger.exception("could not stop sandbox %s at the end of its credits", run.sandbox)
-                continue
-            result.stopped.append(str(run.sandbox.public_id))
     return messages
 
 

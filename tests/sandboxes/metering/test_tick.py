@@ -10,6 +10,7 @@ from portal.audit.models import AuditEvent
 from portal.credits.models import CreditAccount, LedgerEntry, LedgerTransaction
 from portal.credits.services import account_for_student
 from sandboxes.gpus.models import GpuAllocation
+from sandboxes.launcher import deadlines
 from sandboxes.launcher import services as launcher
 from sandboxes.launcher.models import Sandbox
 from sandboxes.live import broadcast
@@ -132,7 +133,9 @@ def test_a_second_run_after_a_restart_is_charged_separately(settings, enqueued):
     )
 
 
-def test_an_empty_account_starts_the_countdown_then_the_sandbox_stops(settings, enqueued, sent):
+def test_an_empty_account_starts_the_countdown_then_the_launcher_stops_the_sandbox(
+    settings, enqueued, sent
+):
     settings.METERING_GRACE_SECONDS = 120
     gpus(2)
     student = funded_student(hours=0.52)  # 31.2 minutes of one GPU: just enough to launch
@@ -159,20 +162,39 @@ def test_an_empty_account_starts_the_countdown_then_the_sandbox_stops(settings, 
 
     # Still counting down: not stopped yet, not warned (audited) twice.
     services.tick(now=now + dt.timedelta(seconds=60))
+    assert committed(deadlines.sandboxes_stop_out_of_credits, now=now + later(60)) == []
     sandbox.refresh_from_db()
     assert sandbox.status == Sandbox.Status.RUNNING
     assert AuditEvent.objects.filter(action="sandbox.credits_exhausted").count() == 1
 
-    result = committed(services.tick, now=now + dt.timedelta(seconds=121))
+    # The countdown is over: the tick only records it, and the launcher's beat task stops it.
+    committed(services.tick, now=now + later(121))
     sandbox.refresh_from_db()
-    assert result.stopped == [str(sandbox.public_id)]
+    assert sandbox.status == Sandbox.Status.RUNNING
+    stopped = committed(deadlines.sandboxes_stop_out_of_credits, now=now + later(121))
+    sandbox.refresh_from_db()
+    assert stopped == [sandbox]
     assert sandbox.status == Sandbox.Status.STOPPING
     assert ("sandbox_stop", (sandbox.pk,), {"reason": "The GPU credits ran out."}) in enqueued
-    # While it stops, later ticks do not ask again.
-    assert committed(services.tick, now=now + dt.timedelta(seconds=131)).stopped == []
+    # While it stops, later runs do not ask again.
+    committed(services.tick, now=now + later(131))
+    assert committed(deadlines.sandboxes_stop_out_of_credits, now=now + later(131)) == []
     assert AuditEvent.objects.filter(action="sandbox.stop_requested").count() == 1
     committed(launcher.sandbox_mark_stopped, sandbox_id=sandbox.pk, reason="credits")
     assert not GpuAllocation.objects.filter(sandbox=sandbox, released_at__isnull=True).exists()
+
+
+def later(seconds: float) -> dt.timedelta:
+    return dt.timedelta(seconds=seconds)
+
+
+def test_the_stop_of_an_empty_account_is_on_the_beat_schedule_as_often_as_the_tick(settings):
+    from portal.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["launcher-stop-out-of-credits"]
+    assert entry["task"] == "launcher.sandboxes_stop_out_of_credits"
+    assert entry["task"] in app.tasks
+    assert entry["schedule"] == settings.METERING_INTERVAL
 
 
 def models_f(name):
@@ -198,6 +220,7 @@ def test_new_credits_during_the_countdown_cancel_it(settings, enqueued, sent):
     assert restored
     assert restored[0]["kind"] == "restored"
     services.tick(now=now + dt.timedelta(seconds=200))
+    assert committed(deadlines.sandboxes_stop_out_of_credits, now=now + later(200)) == []
     sandbox.refresh_from_db()
     assert sandbox.status == Sandbox.Status.RUNNING
 
