@@ -8,8 +8,7 @@ from django.utils import timezone
 
 from portal.onboarding.models import Cohort, StudentProfile, University, UniversityDomain
 from portal.organisations.models import Invitation, Membership, Organisation, Role
-from portal.users.models import User
-from portal.users.services import hub_username_generate
+from portal.users.models import User, hub_username_generate
 
 PASSWORD = "correct-horse-battery-staple"
 

@@ -20,8 +20,7 @@ from portal.apikeys.services import apikeys_answerable_left
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
-from portal.users.models import User
-from portal.users.services import email_normalise
+from portal.users.models import User, email_normalise
 from sandboxes.launcher.leaving import hub_sessions_end, organisation_sandboxes_enforce
 
 from .models import Invitation, Membership, Organisation, Role

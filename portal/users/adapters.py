@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
-from .services import email_normalise, hub_username_generate
+from .models import email_normalise, hub_username_generate
 
 
 class AccountAdapter(DefaultAccountAdapter):

@@ -1,5 +1,8 @@
 """People: one User per person, e-mail as the login, a system-made hub username."""
 
+import re
+import secrets
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
@@ -7,6 +10,33 @@ from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 HUB_USERNAME_REGEX = r"^[a-z][a-z0-9-]{2,31}$"
+# Creating a User needs the two helpers below, so they live beside it: services and selectors
+# import the model, and the model imports neither.
+_SUFFIX_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o or 1/l/i: read aloud on support calls
+_SUFFIX_LENGTH = 5
+_STEM_MAX = 20
+
+
+def email_normalise(email: str) -> str:
+    """Addresses are compared case-insensitively everywhere; store them lowercase."""
+    return email.strip().lower()
+
+
+def hub_username_generate(*, email: str) -> str:
+    """A readable, lowercase, unique slug: the e-mail's local part plus a random suffix.
+
+    The suffix means the name says nothing reliable about the person's address, and two people
+    called ali@ never collide. The unique constraint on the column is the final guard.
+    """
+    local_part = email.split("@", 1)[0].lower()
+    stem = re.sub(r"[^a-z0-9]+", "-", local_part).strip("-")[:_STEM_MAX].strip("-")
+    if not stem or not stem[0].isalpha():
+        stem = f"u{stem}"[:_STEM_MAX].strip("-")
+    while True:
+        suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(_SUFFIX_LENGTH))
+        candidate = f"{stem}-{suffix}"
+        if not User.objects.filter(hub_username=candidate).exists():
+            return candidate
 
 
 class UserManager(BaseUserManager):
@@ -15,8 +45,6 @@ class UserManager(BaseUserManager):
     use_in_migrations = True
 
     def _create_user(self, email: str, password: str | None, **extra_fields):
-        from .services import email_normalise, hub_username_generate
-
         if not email:
             raise ValueError("A user needs an e-mail address.")
         email = email_normalise(email)

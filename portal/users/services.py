@@ -1,8 +1,6 @@
-"""Writes about people: e-mail normalisation, hub usernames, the programme-manager role,
-ending someone's sessions."""
+"""Writes about people: the programme-manager role, ending someone's sessions. (E-mail
+normalisation and hub usernames, which creating a User needs, live beside the model.)"""
 
-import re
-import secrets
 from collections.abc import Iterable
 from importlib import import_module
 
@@ -13,32 +11,6 @@ from django.db import transaction
 from portal.audit.services import audit_record
 
 from .models import User
-
-_SUFFIX_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o or 1/l/i: read aloud on support calls
-_SUFFIX_LENGTH = 5
-_STEM_MAX = 20
-
-
-def email_normalise(email: str) -> str:
-    """Addresses are compared case-insensitively everywhere; store them lowercase."""
-    return email.strip().lower()
-
-
-def hub_username_generate(*, email: str) -> str:
-    """A readable, lowercase, unique slug: the e-mail's local part plus a random suffix.
-
-    The suffix means the name says nothing reliable about the person's address, and two people
-    called ali@ never collide. The unique constraint on the column is the final guard.
-    """
-    local_part = email.split("@", 1)[0].lower()
-    stem = re.sub(r"[^a-z0-9]+", "-", local_part).strip("-")[:_STEM_MAX].strip("-")
-    if not stem or not stem[0].isalpha():
-        stem = f"u{stem}"[:_STEM_MAX].strip("-")
-    while True:
-        suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(_SUFFIX_LENGTH))
-        candidate = f"{stem}-{suffix}"
-        if not User.objects.filter(hub_username=candidate).exists():
-            return candidate
 
 
 @transaction.atomic

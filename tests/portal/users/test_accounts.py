@@ -8,8 +8,7 @@ from django.core import mail
 from django.urls import reverse
 
 from portal.audit.models import AuditEvent
-from portal.users.models import HUB_USERNAME_REGEX, User
-from portal.users.services import hub_username_generate
+from portal.users.models import HUB_USERNAME_REGEX, User, hub_username_generate
 from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -28,8 +28,7 @@ from portal.apikeys.services import (
 from portal.apikeys.tokens import KEY_ID_LENGTH, PREFIX
 from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Membership, Organisation, Role
-from portal.users.models import User
-from portal.users.services import email_normalise
+from portal.users.models import User, email_normalise
 
 _KEY_ID = re.compile(rf"^(?:{PREFIX}_)?([0-9a-z]{{{KEY_ID_LENGTH}}})(?:_.*)?$")
 

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.users.models import User
-from portal.users.services import email_normalise, programme_manager_grant, programme_manager_revoke
+from portal.users.models import User, email_normalise
+from portal.users.services import programme_manager_grant, programme_manager_revoke
 
 
 class Command(BaseCommand):
