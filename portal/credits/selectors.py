@@ -51,6 +51,18 @@ def available_credit_seconds(*, account: CreditAccount) -> int:
     return total or 0
 
 
+def grant_for_key(*, idempotency_key: str) -> CreditGrant | None:
+    """The lot that the transaction with this idempotency key funded, if it was posted."""
+    entry = (
+        LedgerEntry.objects.filter(
+            transaction__idempotency_key=idempotency_key, grant__isnull=False, amount__gt=0
+        )
+        .select_related("grant")
+        .first()
+    )
+    return entry.grant if entry else None
+
+
 def grants_of(*, account: CreditAccount) -> QuerySet[CreditGrant]:
     return account.grants.select_related("application").order_by("-created_at")
 

@@ -8,7 +8,6 @@ from django.utils.translation import gettext as _
 
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
-from portal.credits.tasks import student_allowance_grant as student_allowance_grant_task
 from portal.organisations.models import Organisation
 from portal.organisations.services import organisation_create
 from portal.users.models import User
@@ -16,6 +15,7 @@ from portal.users.selectors import user_has_verified_email
 
 from .models import Cohort, StudentProfile, University
 from .selectors import OnboardingState, onboarding_state, university_for_email
+from .tasks import student_allowance_grant_task
 
 GRADUATION_YEARS_AHEAD = 8
 

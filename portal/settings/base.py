@@ -378,6 +378,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "credits.grants_expire_due",
         "schedule": env.int("CREDITS_EXPIRY_INTERVAL_SECONDS", default=300),
     },
+    # The student allowance (onboarding.tasks; the entry and the task keep their credits names).
     # Daily, not monthly: a student who joins mid-month, or a missed run, is caught up the same
     # day; the per-student, per-month key makes every run after the first a no-op.
     "credits-student-allowances": {

@@ -53,8 +53,8 @@ from django.utils.translation import gettext as _
 from portal.apikeys.selectors import api_key_ids_in_force
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
-from portal.credits.tasks import student_allowance_grant as student_allowance_grant_task
 from portal.onboarding.models import StudentProfile
+from portal.onboarding.tasks import student_allowance_grant_task
 from portal.organisations.models import Membership, Organisation
 from portal.users.models import User
 from portal.users.selectors import user_is_programme_manager

@@ -8,13 +8,10 @@ The names below are the app's interface: import them from here.
 
 from .grants import (
     adjustment_post,
-    allowance_key,
     grant_expire,
     grant_issue,
     grant_revoke,
     grants_expire_due,
-    student_allowance_grant,
-    student_allowances_grant_month,
 )
 from .ledger import (
     MAX_AMOUNT,
@@ -43,15 +40,12 @@ __all__ = [
     "account_for_organisation",
     "account_for_student",
     "adjustment_post",
-    "allowance_key",
     "decision_conflict_refuse",
     "grant_expire",
     "grant_issue",
     "grant_revoke",
     "grants_expire_due",
     "ledger_post",
-    "student_allowance_grant",
-    "student_allowances_grant_month",
     "system_account",
     "system_accounts_forget",
     "usage_charge",

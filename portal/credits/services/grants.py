@@ -12,13 +12,12 @@ from django.utils.translation import gettext as _
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
 
-from ..models import CreditAccount, CreditGrant, LedgerEntry, LedgerTransaction
-from ..units import month_bounds
+from ..models import CreditAccount, CreditGrant, LedgerTransaction
+from ..selectors import grant_for_key
 from .ledger import (
     IdempotencyConflict,
     LedgerError,
     Posting,
-    account_for_student,
     decision_conflict_refuse,
     ledger_post,
     system_account,
@@ -27,17 +26,6 @@ from .ledger import (
 
 class _Replayed(Exception):  # noqa: N818 - a control-flow signal, not an error
     """ledger_post returned an earlier transaction: roll back the grant row made for this try."""
-
-
-def _grant_of(idempotency_key: str) -> CreditGrant | None:
-    entry = (
-        LedgerEntry.objects.filter(
-            transaction__idempotency_key=idempotency_key, grant__isnull=False, amount__gt=0
-        )
-        .select_related("grant")
-        .first()
-    )
-    return entry.grant if entry else None
 
 
 def grant_issue(
@@ -72,7 +60,7 @@ def grant_issue(
         raise LedgerError(_("The rate cannot be negative."), field="rate_pkr_per_gpu_hour")
     if expires_at <= timezone.now():
         raise LedgerError(_("The expiry must be in the future."), field="expires_at")
-    existing = _grant_of(idempotency_key)
+    existing = grant_for_key(idempotency_key=idempotency_key)
     if existing is not None:
         return _same_grant_or_conflict(existing, account, credit_seconds)
     # A suspended organisation or student gets nothing new, whatever the route (approval,
@@ -110,7 +98,9 @@ def grant_issue(
             if not txn.entries.filter(grant=grant).exists():
                 raise _Replayed
     except _Replayed:
-        return _same_grant_or_conflict(_grant_of(idempotency_key), account, credit_seconds)
+        return _same_grant_or_conflict(
+            grant_for_key(idempotency_key=idempotency_key), account, credit_seconds
+        )
     grant.replayed = False
     return grant
 
@@ -266,55 +256,3 @@ def adjustment_post(
         data={"credit_seconds": credit_seconds, "reason": reason, **data},
     )
     return txn
-
-
-# --- Student allowance ----------------------------------------------------------------------
-
-
-def allowance_key(user, month: dt.date) -> str:
-    return f"student-allowance:{user.pk}:{month:%Y-%m}"
-
-
-def student_allowance_grant(*, user, month: dt.date | None = None) -> CreditGrant | None:
-    """This month's allowance for one student, once (the key is per student and month).
-
-    The cohort's override wins over the programme default; zero means no allowance.
-    """
-    from portal.onboarding.models import StudentProfile
-
-    month = month or timezone.localdate()
-    already = _grant_of(allowance_key(user, month))
-    if already is not None:
-        return already  # once a month, whatever the cohort's allowance has become since
-    profile = StudentProfile.objects.select_related("cohort").filter(user=user).first()
-    if profile is None or not user.is_active:
-        return None
-    hours = settings.STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS
-    if profile.cohort and profile.cohort.monthly_allowance_gpu_hours is not None:
-        hours = profile.cohort.monthly_allowance_gpu_hours
-    if hours <= 0:
-        return None
-    _start, following = month_bounds(month)
-    if following <= timezone.now():
-        return None  # a month already over grants nothing
-    return grant_issue(
-        account=account_for_student(user),
-        credit_seconds=hours * 3600,
-        rate_pkr_per_gpu_hour=settings.STUDENT_ALLOWANCE_RATE_PKR_PER_GPU_HOUR,
-        expires_at=following,
-        source=CreditGrant.Source.ALLOWANCE,
-        idempotency_key=allowance_key(user, month),
-        note=_("Monthly student allowance %(month)s") % {"month": f"{month:%Y-%m}"},
-        kind=LedgerTransaction.Kind.ALLOWANCE,
-    )
-
-
-def student_allowances_grant_month(*, month: dt.date | None = None) -> int:
-    """Every student's allowance for the month; a second run grants nothing new."""
-    from portal.onboarding.models import StudentProfile
-
-    count = 0
-    for profile in StudentProfile.objects.select_related("user").iterator():
-        if student_allowance_grant(user=profile.user, month=month) is not None:
-            count += 1
-    return count

@@ -31,11 +31,11 @@ from portal.credits.services import (
     grant_revoke,
     grants_expire_due,
     ledger_post,
-    student_allowance_grant,
     system_account,
     usage_charge,
     warnings_check,
 )
+from portal.onboarding.allowance import student_allowance_grant
 from tests.factories import CohortFactory, StudentProfileFactory, UserFactory
 from tests.portal.credits.helpers import (
     RATE,

@@ -16,9 +16,9 @@ from portal.credits.services import (
     account_for_organisation,
     account_for_student,
     adjustment_post,
-    student_allowance_grant,
 )
 from portal.credits.units import month_bounds
+from portal.onboarding.allowance import student_allowance_grant
 from portal.organisations.models import Role
 from sandboxes.gpus.models import GpuAllocation
 from sandboxes.launcher.models import Sandbox

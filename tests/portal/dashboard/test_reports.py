@@ -34,13 +34,13 @@ from portal.credits.services import (
     grant_issue,
     grant_revoke,
     grants_expire_due,
-    student_allowance_grant,
     usage_charge,
 )
 from portal.credits.units import display_gpu_hours, display_pkr
 from portal.dashboard.selectors import reports
 from portal.dashboard.selectors.reports import Dimension, report_build
 from portal.dashboard.views import reports as report_views
+from portal.onboarding.allowance import student_allowance_grant
 from portal.onboarding.models import StudentProfile
 from portal.organisations.models import Role
 from tests.factories import (

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from portal.credits.services import student_allowance_grant
+from portal.onboarding.allowance import student_allowance_grant
 from portal.onboarding.models import StudentProfile, University, UniversityDomain
 from portal.organisations.models import Organisation
 from portal.organisations.services import organisation_create
