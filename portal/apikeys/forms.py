@@ -3,7 +3,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from portal.organisations.models import Organisation, Role
+from portal.organisations.models import Membership, Organisation
 
 from .scopes import PROGRAMME_SCOPES, SCOPES, scopes_allowed_for
 from .services import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, PROGRAMME_MAX_EXPIRY_DAYS
@@ -14,7 +14,7 @@ PERSONAL = "personal"
 def organisations_managed_by(user):
     """Organisations whose keys the person may make: those where they are owner or admin."""
     return Organisation.objects.filter(
-        memberships__user=user, memberships__role__in=[Role.OWNER, Role.ADMIN]
+        pk__in=Membership.objects.managers().filter(user=user).values("organisation")
     ).order_by("legal_name")
 
 

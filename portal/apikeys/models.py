@@ -13,14 +13,13 @@ from portal.core.models import PublicIdModel
 def answerable_is_manager() -> Exists:
     """For a query over ApiKey: the key's answerable person is an active owner or admin of the
     key's organisation (false for a key with none)."""
-    from portal.organisations.models import Membership, Role
+    from portal.organisations.models import Membership
 
     return Exists(
-        Membership.objects.filter(
+        Membership.objects.managers().filter(
             organisation_id=OuterRef("organisation_id"),
             user_id=OuterRef("answerable_by_id"),
             user__is_active=True,
-            role__in=[Role.OWNER, Role.ADMIN],
         )
     )
 
@@ -29,7 +28,7 @@ class ApiKeyQuerySet(models.QuerySet):
     def for_user(self, user) -> "ApiKeyQuerySet":
         """Keys a person may see and revoke: their own, and their organisations' when they are
         an owner or admin there."""
-        from portal.organisations.models import Role
+        from portal.organisations.models import Membership
 
         if not user.is_authenticated:
             return self.none()
@@ -37,8 +36,9 @@ class ApiKeyQuerySet(models.QuerySet):
             self.filter(
                 Q(user=user)
                 | Q(
-                    organisation__memberships__user=user,
-                    organisation__memberships__role__in=[Role.OWNER, Role.ADMIN],
+                    organisation__in=Membership.objects.managers()
+                    .filter(user=user)
+                    .values("organisation")
                 )
             )
             .annotate(answerable_in_place=answerable_is_manager())

@@ -36,9 +36,9 @@ def _require_can_manage(*, acting_user, user, organisation) -> None:
         return
     if (
         acting_user is not None
-        and not Membership.objects.filter(
-            organisation=organisation, user=acting_user, role__in=[Role.OWNER, Role.ADMIN]
-        ).exists()
+        and not Membership.objects.managers()
+        .filter(organisation=organisation, user=acting_user)
+        .exists()
     ):
         raise PermissionDenied(_("Only the organisation's owner or an admin can manage its keys."))
 
@@ -168,9 +168,11 @@ def apikey_create(
 def _owners_to_tell(key: ApiKey) -> list:
     if key.user_id:
         return [key.user]
-    memberships = Membership.objects.filter(
-        organisation_id=key.organisation_id, role__in=[Role.OWNER, Role.ADMIN]
-    ).select_related("user")
+    memberships = (
+        Membership.objects.managers()
+        .filter(organisation_id=key.organisation_id)
+        .select_related("user")
+    )
     return [m.user for m in memberships]
 
 

@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
-from portal.organisations.models import Membership, Organisation, Role
+from portal.organisations.models import Membership, Organisation
 from portal.users.selectors import user_is_programme_manager
 
 from .models import ApplicationEvent, ApplicationState, CreditApplication, CreditGrant
@@ -47,11 +47,11 @@ class WrongState(ApplicationError):
 
 
 def _require_applicant(application: CreditApplication, user) -> None:
-    if not Membership.objects.filter(
-        organisation_id=application.organisation_id,
-        user=user,
-        role__in=[Role.OWNER, Role.ADMIN],
-    ).exists():
+    if (
+        not Membership.objects.managers()
+        .filter(organisation_id=application.organisation_id, user=user)
+        .exists()
+    ):
         raise PermissionDenied(_("Only the organisation's owner or an admin can do this."))
 
 
@@ -315,9 +315,11 @@ def application_approve(
 
 def _notify_applicants(application: CreditApplication, template: str, extra: dict) -> None:
     """E-mail the organisation's owner and admins, each in their own language, after commit."""
-    people = Membership.objects.filter(
-        organisation_id=application.organisation_id, role__in=[Role.OWNER, Role.ADMIN]
-    ).select_related("user")
+    people = (
+        Membership.objects.managers()
+        .filter(organisation_id=application.organisation_id)
+        .select_related("user")
+    )
     for membership in people:
         person = membership.user
         mail_send_after_commit(

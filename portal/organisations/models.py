@@ -99,6 +99,17 @@ class Organisation(PublicIdModel):
         return self.legal_name
 
 
+# The roles that manage an organisation: its members, its keys, its credit applications.
+MANAGER_ROLES = (Role.OWNER, Role.ADMIN)
+
+
+class MembershipQuerySet(models.QuerySet):
+    def managers(self) -> "MembershipQuerySet":
+        """The memberships of those who manage their organisation: its owner and its admins
+        (narrow it by organisation, person, or both)."""
+        return self.filter(role__in=MANAGER_ROLES)
+
+
 class Membership(TimeStampedModel):
     """A person's place in an organisation. The database allows one owner per organisation."""
 
@@ -109,6 +120,8 @@ class Membership(TimeStampedModel):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(_("role"), max_length=8, choices=Role.choices, default=Role.MEMBER)
+
+    objects = MembershipQuerySet.as_manager()
 
     class Meta:
         ordering = ["organisation", "created_at"]
@@ -128,7 +141,7 @@ class Membership(TimeStampedModel):
 
     @property
     def can_manage_members(self) -> bool:
-        return self.role in (Role.OWNER, Role.ADMIN)
+        return self.role in MANAGER_ROLES
 
 
 class InvitationQuerySet(models.QuerySet):

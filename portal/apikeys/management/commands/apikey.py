@@ -27,7 +27,7 @@ from portal.apikeys.services import (
 )
 from portal.apikeys.tokens import KEY_ID_LENGTH, PREFIX
 from portal.core.exceptions import ApplicationError
-from portal.organisations.models import Membership, Organisation, Role
+from portal.organisations.models import Membership, Organisation
 from portal.users.models import User, email_normalise
 
 _KEY_ID = re.compile(rf"^(?:{PREFIX}_)?([0-9a-z]{{{KEY_ID_LENGTH}}})(?:_.*)?$")
@@ -95,9 +95,11 @@ class Command(BaseCommand):
                     "An organisation's key needs --by EMAIL: the owner or admin who answers for it."
                 )
             maker = _person(by)
-            if not Membership.objects.filter(
-                organisation=organisation, user=maker, role__in=[Role.OWNER, Role.ADMIN]
-            ).exists():
+            if (
+                not Membership.objects.managers()
+                .filter(organisation=organisation, user=maker)
+                .exists()
+            ):
                 raise CommandError(
                     f"{maker.email} is not an owner or admin of {organisation.slug}: "
                     "they cannot answer for its keys."
