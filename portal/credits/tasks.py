@@ -6,5 +6,5 @@ from . import services
 
 
 @shared_task(name="credits.grants_expire_due", acks_late=True)
-def grants_expire_due() -> int:
+def grants_expire_due_task() -> int:
     return services.grants_expire_due()
