@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
-from portal.organisations.models import Membership, Role
+from portal.organisations.models import MANAGER_ROLES, Membership, Role
 
 from .models import ApiKey, answerable_is_manager
 from .scopes import ALL_SCOPES, PROGRAMME_SCOPES, scopes_allowed_for
@@ -43,7 +43,7 @@ def _require_can_manage(*, acting_user, user, organisation) -> None:
         raise PermissionDenied(_("Only the organisation's owner or an admin can manage its keys."))
 
 
-def _require_can_answer(*, person, organisation, roles=(Role.OWNER, Role.ADMIN)) -> None:
+def _require_can_answer(*, person, organisation, roles=MANAGER_ROLES) -> None:
     """`person` may answer for one of `organisation`'s keys: an active owner or admin there."""
     if person is None:
         raise ApplicationError(
