@@ -4,7 +4,9 @@ from django.http import HttpRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django.views.defaults import server_error as django_server_error
 
+from .api.errors import error_body
 from .health import readiness
 
 
@@ -41,12 +43,8 @@ def home(request: HttpRequest):
 def server_error(request: HttpRequest):
     """500: in the API's error shape under /api/, Django's page elsewhere."""
     if request.path.startswith("/api/"):
-        from portal.core.api.errors import error_body
-
         return JsonResponse(
             error_body("server_error", "Something went wrong on our side. Try again later."),
             status=500,
         )
-    from django.views.defaults import server_error as django_server_error
-
     return django_server_error(request)
