@@ -12,8 +12,7 @@ from . import services
 
 @shared_task(name="metering.tick", acks_late=True)
 def tick() -> dict:
-    result = services.tick()
-    return {k: v for k, v in dataclasses.asdict(result).items() if k != "warnings"}
+    return dataclasses.asdict(services.tick())
 
 
 @shared_task(name="metering.run_settle", acks_late=True)
