@@ -1,5 +1,5 @@
-"""Cohorts from the programme pages: who joined and what they used this month; capacity, expiry
-and allowance changed, and the code closed, through audited services."""
+"""Cohorts from the programme pages: a new one, who joined and what they used this month;
+capacity, expiry and allowance changed, and the code closed, through audited services."""
 
 import datetime as dt
 
@@ -204,3 +204,44 @@ def test_in_urdu_an_open_cohort_reads_as_a_state_not_as_the_verb(client, program
 
     assert '<span class="badge ok" id="cohort-state">کھلا</span>' in page
     assert "کھولیں" not in page
+
+
+# --- A new cohort -----------------------------------------------------------------------------
+
+
+def test_cohort_creation_by_a_programme_manager(client, programme_manager):
+    client.force_login(programme_manager)
+    expires = (timezone.localtime() + dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M")
+    response = client.post(
+        reverse("dashboard:cohorts"),
+        {
+            "name": "AI Bootcamp 2027",
+            "capacity": 40,
+            "expires_at": expires,
+            "monthly_allowance_gpu_hours": 25,
+        },
+    )
+    assert response.status_code == 302
+    cohort = Cohort.objects.get()
+    assert cohort.capacity == 40
+    assert cohort.monthly_allowance_gpu_hours == 25
+    assert cohort.created_by == programme_manager
+    assert AuditEvent.objects.filter(action="cohort.created", actor=programme_manager).exists()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"name": "", "capacity": 40, "expires_at": "2099-01-01T00:00"},
+        {"name": "X", "capacity": 0, "expires_at": "2099-01-01T00:00"},
+        {"name": "X", "capacity": "many", "expires_at": "2099-01-01T00:00"},
+        {"name": "X", "capacity": 5, "expires_at": "2001-01-01T00:00"},
+        {"name": "X", "capacity": 5, "expires_at": "not a date"},
+    ],
+)
+def test_bad_cohort_input_is_refused_and_creates_nothing(client, programme_manager, data):
+    client.force_login(programme_manager)
+    response = client.post(reverse("dashboard:cohorts"), data)
+    assert response.status_code == 400
+    assert response.context["form"].errors
+    assert not Cohort.objects.exists()

@@ -1,5 +1,6 @@
-"""The programme overview: credits this month from the ledger, the waiting applications and the
-sandbox queue, the cluster now and over the last week, in a bounded number of queries."""
+"""The programme overview: who arrived, credits this month from the ledger, the waiting
+applications and the sandbox queue, the cluster now and over the last week, in a bounded number
+of queries."""
 
 import datetime as dt
 import json
@@ -23,7 +24,13 @@ from portal.organisations.models import Role
 from sandboxes.gpus.models import GpuAllocation
 from sandboxes.launcher.models import Sandbox
 from sandboxes.metering.models import DeviceSample, SandboxRun
-from tests.factories import MembershipFactory, OrganisationFactory, StudentProfileFactory
+from tests.factories import (
+    CohortFactory,
+    MembershipFactory,
+    OrganisationFactory,
+    StudentProfileFactory,
+    UserFactory,
+)
 from tests.portal.credits.helpers import lot
 
 from .programme_helpers import HOUR, NOW, at, charge, gpus, hour_of, rollup, sandbox
@@ -281,3 +288,27 @@ def test_overview_queries_do_not_grow_with_the_programme(
     assert response.context["overview"].organisations == 14
     assert response.context["queue"].length == 14
     assert len(small.captured_queries) <= 25
+
+
+# --- Who arrived ------------------------------------------------------------------------------
+
+
+def test_overview_counts_who_arrived(client, programme_manager):
+    # given two founders with their startups, one student, and one person who only signed up
+    for _ in range(2):
+        founder = UserFactory()
+        organisation = OrganisationFactory(created_by=founder)
+        MembershipFactory(organisation=organisation, user=founder, role=Role.OWNER)
+    StudentProfileFactory(cohort=CohortFactory(created_by=programme_manager))
+    UserFactory()
+    suspended = OrganisationFactory(created_by=founder, is_active=False)
+    MembershipFactory(organisation=suspended, user=founder, role=Role.MEMBER)
+    # when the programme manager opens the overview
+    client.force_login(programme_manager)
+    overview = client.get(reverse("dashboard:overview")).context["overview"]
+    # then each arrival is counted once, and programme managers are not "pending"
+    assert overview.organisations == 2
+    assert overview.organisations_suspended == 1
+    assert overview.students == 1
+    assert overview.pending_onboarding == 1
+    assert overview.cohorts == 1

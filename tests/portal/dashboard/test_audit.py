@@ -1,5 +1,6 @@
-"""The audit log's CSV export (same filters as the page, every matching row, streamed, safe to
-open in a spreadsheet), and every programme-manager action on the programme pages audited."""
+"""The audit log: its page's filters, its CSV export (same filters as the page, every matching
+row, streamed, safe to open in a spreadsheet), and every programme-manager action on the
+programme pages audited."""
 
 import csv
 import datetime as dt
@@ -38,6 +39,33 @@ def _rows(response) -> list[list[str]]:
     assert response.streaming
     body = b"".join(response.streaming_content).decode("utf-8")
     return list(csv.reader(io.StringIO(body)))
+
+
+# --- The page ---------------------------------------------------------------------------------
+
+
+def test_audit_log_filters(client, programme_manager):
+    alice = UserFactory(email="alice@example.pk")
+    audit_record(actor=alice, action="auth.signed_in", target=alice)
+    audit_record(actor=alice, action="invitation.created", target=alice)
+    audit_record(actor=None, action="auth.sign_in_failed", data={"email": "mallory@example.pk"})
+    client.force_login(programme_manager)
+    page = client.get(reverse("dashboard:audit"), {"actor": "alice", "action": "auth.signed_in"})
+    events = list(page.context["page"])
+    assert [e.action for e in events] == ["auth.signed_in"]
+    assert events[0].actor_email == "alice@example.pk"
+
+
+def test_audit_log_rejects_an_inverted_date_range(client, programme_manager):
+    client.force_login(programme_manager)
+    response = client.get(
+        reverse("dashboard:audit"), {"date_from": "2026-05-02", "date_to": "2026-05-01"}
+    )
+    assert response.status_code == 400
+    assert "date_to" in response.context["form"].errors
+
+
+# --- The export -------------------------------------------------------------------------------
 
 
 def test_the_export_has_every_matching_event_not_one_page(client, programme_manager):
