@@ -218,3 +218,8 @@ def sandboxes_for_user(*, user):
         .select_related("user", "image", "profile", "organisation")
         .prefetch_related("gpu_allocations__device")
     )
+
+
+def sandbox_for_user(*, user, public_id) -> Sandbox | None:
+    """One of the person's own sandboxes (None for anyone else's: the pages answer 404)."""
+    return sandboxes_for_user(user=user).filter(public_id=public_id).first()

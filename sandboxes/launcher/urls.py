@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import internal, views
 
@@ -6,8 +6,9 @@ app_name = "launcher"
 
 urlpatterns = [
     path("", views.sandbox_list, name="list"),
-    path("<uuid:public_id>/", views.sandbox_detail, name="detail"),
-    path("organisations/<uuid:public_id>/", views.organisation_live, name="organisation_live"),
+    # The live-usage pages are metering's; they keep their /sandboxes/ addresses and their
+    # launcher: names (one namespace for the person's sandboxes: templates and the JS link them).
+    path("", include("sandboxes.metering.urls")),
     path("<uuid:public_id>/stop/", views.sandbox_stop, name="stop"),
     path("<uuid:public_id>/start/", views.sandbox_start, name="start"),
     path("<uuid:public_id>/delete/", views.sandbox_delete, name="delete"),
