@@ -76,10 +76,15 @@ def insert_transaction(txn: LedgerTransaction) -> bool:
         row = cursor.fetchone()
     if row is None:
         return False
-    txn.pk = row[0]
+    mark_saved(txn, row[0])
+    return True
+
+
+def mark_saved(txn: LedgerTransaction, pk: int) -> None:
+    """The transaction object is now the row inserted with this primary key."""
+    txn.pk = pk
     txn._state.adding = False
     txn._state.db = connection.alias
-    return True
 
 
 def post_in_one_statement(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot] | None:
@@ -116,9 +121,7 @@ def post_in_one_statement(txn: LedgerTransaction, postings: Sequence) -> list[Dr
         )
     if rows[0][0] is None:
         return None
-    txn.pk = rows[0][0]
-    txn._state.adding = False
-    txn._state.db = connection.alias
+    mark_saved(txn, rows[0][0])
     return _drawn(row[1:] for row in rows[1:])
 
 

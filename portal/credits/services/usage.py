@@ -4,6 +4,7 @@
 `usage_charge`, one charge paid in full or refused, is its one-item case.
 """
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -51,11 +52,21 @@ def usage_charge(
     [charged], _warnings = usage_charge_batch(
         [UsageDue(account.pk, credit_seconds, idempotency_key, metadata)], partial=False
     )
-    txn = LedgerTransaction.objects.get(pk=charged.transaction_id)
     if charged.replayed:
+        txn = LedgerTransaction.objects.get(pk=charged.transaction_id)
         usage = system_account(CreditAccount.System.USAGE)
         postings = [Posting(account, -credit_seconds), Posting(usage, credit_seconds)]
         _check_replay(txn, LedgerTransaction.Kind.USAGE, postings)
+    else:  # the row as it was inserted, without reading it back
+        txn = LedgerTransaction(
+            public_id=charged.public_id,
+            idempotency_key=idempotency_key,
+            kind=LedgerTransaction.Kind.USAGE,
+            description=_("GPU usage"),
+            metadata=metadata.to_json(),
+            created_at=charged.posted_at,
+        )
+        backend.mark_saved(txn, charged.transaction_id)
     txn.replayed, txn.drawn = charged.replayed, charged.drawn
     return txn
 
@@ -77,6 +88,9 @@ class UsageCharged:
     transaction_id: int | None
     replayed: bool = False  # posted before, by an earlier try: `transaction_id` is that one's
     drawn: list = field(default_factory=list)  # the lots it drew, as they stand afterwards
+    # The transaction's public id and time, when this call posted it (not on a replay).
+    public_id: uuid.UUID | None = None
+    posted_at: dt.datetime | None = None
 
 
 def usage_charge_batch(
@@ -109,30 +123,40 @@ def usage_charge_batch(
     order = sorted(range(len(dues)), key=lambda i: (dues[i].account_id, i))
     if not backend.one_statement_possible():
         return _usage_charge_one_by_one(dues, order, usage, partial)
+    at = timezone.now()
+    public_ids = [uuid.uuid4() for _i in order]
+    items = [
+        (
+            public_id,
+            dues[i].idempotency_key,
+            dues[i].metadata.to_json(),
+            dues[i].account_id,
+            dues[i].credit_seconds,
+        )
+        for i, public_id in zip(order, public_ids, strict=True)
+    ]
     try:
         posted = backend.post_usage_batch(
             usage_account_id=usage.pk,
             description=_("GPU usage"),
-            at=timezone.now(),
-            items=[
-                (
-                    uuid.uuid4(),
-                    dues[i].idempotency_key,
-                    dues[i].metadata.to_json(),
-                    dues[i].account_id,
-                    dues[i].credit_seconds,
-                )
-                for i in order
-            ],
+            at=at,
+            items=items,
             partial=partial,
         )
     except backend.PostingRefused as refusal:
         raise _refusal_error(refusal) from refusal
     results: list[UsageCharged | None] = [None] * len(dues)
     low = []
-    for i, item in zip(order, posted, strict=True):
+    for i, item, public_id in zip(order, posted, public_ids, strict=True):
+        new = not item.replayed
         results[i] = UsageCharged(
-            dues[i].idempotency_key, item.charged, item.transaction_id, item.replayed, item.drawn
+            dues[i].idempotency_key,
+            item.charged,
+            item.transaction_id,
+            item.replayed,
+            item.drawn,
+            public_id=public_id if new else None,
+            posted_at=at if new else None,
         )
         low.extend(lot.grant_id for lot in item.drawn if _below_a_threshold(lot))
     return results, _warnings_record(low)
@@ -177,7 +201,16 @@ def _usage_charge_one_by_one(dues, order, usage, partial) -> tuple[list[UsageCha
                 if take <= 0:
                     break
                 continue
-            results[i] = UsageCharged(due.idempotency_key, take, txn.pk, txn.replayed, txn.drawn)
+            new = not txn.replayed
+            results[i] = UsageCharged(
+                due.idempotency_key,
+                take,
+                txn.pk,
+                txn.replayed,
+                txn.drawn,
+                public_id=txn.public_id if new else None,
+                posted_at=txn.created_at if new else None,
+            )
             low.extend(lot.grant_id for lot in txn.drawn if _below_a_threshold(lot))
             break
         if results[i] is None:

@@ -99,7 +99,11 @@ def test_a_debit_returns_the_lots_it_drew_as_they_stand_after_it():
     # when 250 is charged outside any transaction
     txn = scenarios.charge(account, 250, "use-both")
 
-    # then the drawn lots (what warnings are decided from) are both, with what they hold now
+    # then the transaction returned is the row written (built without reading it back)
+    stored = LedgerTransaction.objects.get(idempotency_key="use-both")
+    fields = ["pk", "public_id", "kind", "description", "metadata", "created_at"]
+    assert [getattr(txn, name) for name in fields] == [getattr(stored, name) for name in fields]
+    # and the drawn lots (what warnings are decided from) are both, with what they hold now
     assert not txn.replayed
     assert [(d.grant_id, d.remaining, d.amount) for d in txn.drawn] == [
         (first.pk, 0, 100),
