@@ -40,7 +40,7 @@ def organisation_sandboxes_enforce(
 
     The person's row is locked first, as launches lock it: a launch that raced the change
     either committed first (and its sandbox is stopped here) or waits, then re-checks the
-    membership under the same lock (`_check_launchable`) and is refused.
+    membership under the same lock (`entitlement.launch_check`) and is refused.
     """
     User.objects.select_for_update(no_key=True).filter(pk=user.pk).first()
     if Organisation.objects.for_user(user).filter(pk=organisation.pk).exists():

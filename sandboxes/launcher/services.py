@@ -2,41 +2,42 @@
 
 Every change happens in one transaction with what it implies (GPU allocation or release, the
 audit event), and whatever talks to the hub runs afterwards in Celery (`transaction.on_commit`).
+
+This module is the sandbox's state machine, and it is kept whole on purpose (about 450 lines):
+its transitions share the row lock (`_locked`), the start (`_to_starting`) and the release
+(`_end`, which closes the run and moves the queue), so each reads beside the others it must
+agree with. Everything that is not a transition lives elsewhere: the reads in selectors.py,
+who may launch what and what the hub may start in entitlement.py, the stops on a deadline in
+deadlines.py, the live messages in messages.py, the Celery tasks in tasks.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import secrets
 import string
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
 from portal.audit.services import audit_record
-from portal.core.exceptions import ApplicationError, PermissionDenied
+from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Organisation
 from portal.users.models import User
 from sandboxes.gpus import services as gpus
-from sandboxes.gpus.selectors import inventory_is_simulated
 from sandboxes.metering import services as metering
 
-from .disk import home_quota_check
+from .entitlement import already_starting, launch_check
 from .messages import sandbox_status_send, spawn_progress_send
-from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
+from .models import ResourceProfile, Sandbox, SandboxImage, SandboxStart
 from .selectors import (
-    Holder,
     current_start_id,
     holder_for,
     over_gpu_cap,
-    profile_allowed,
     queued_ahead,
-    runway_seconds,
     sandbox_for_server,
 )
 
@@ -50,110 +51,6 @@ _ALPHABET = string.ascii_lowercase + string.digits
 
 def _server_name() -> str:
     return "sb-" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
-
-
-def _already_starting() -> ApplicationError:
-    return ApplicationError(
-        _("A sandbox of yours is already starting; wait until it is ready."), code="wrong_state"
-    )
-
-
-def _check_launchable(*, user, holder: Holder, image: SandboxImage, profile: ResourceProfile):
-    # Read again under the person's row lock (the callers hold it): a suspension that committed
-    # meanwhile wins, and one in progress waits for this launch and then stops what it made
-    # (suspensions lock the same rows before they look for live sandboxes).
-    if not User.objects.filter(pk=user.pk, is_active=True).exists():
-        raise PermissionDenied(_("This account is suspended; sandboxes cannot be launched."))
-    if (
-        holder.organisation is not None
-        and not Organisation.objects.filter(pk=holder.organisation.pk, is_active=True).exists()
-    ):
-        raise PermissionDenied(_("This organisation is suspended; sandboxes cannot be launched."))
-    if (
-        holder.organisation is not None
-        and not Organisation.objects.for_user(user).filter(pk=holder.organisation.pk).exists()
-    ):  # removed meanwhile (leaving.organisation_sandboxes_enforce holds the same lock)
-        raise PermissionDenied(_("You are not a member of that organisation."))
-    _check_failed_starts(user=user)
-    if not image.is_active:
-        raise ApplicationError(_("That image is not offered."), field="image")
-    if not profile.is_active:
-        raise ApplicationError(_("That resource profile is not offered."), field="profile")
-    # On simulated GPUs every sandbox runs on the CPU, so any image will do.
-    if profile.gpu_count and not image.gpu_capable and not inventory_is_simulated():
-        raise ApplicationError(
-            _("%(image)s cannot use GPUs; choose a GPU image or a CPU profile.")
-            % {"image": image.name},
-            field="image",
-        )
-    if not profile_allowed(profile=profile, holder=holder):
-        raise PermissionDenied(
-            _("The %(profile)s profile is not available to %(who)s.")
-            % {"profile": profile.name, "who": Audience(profile.audience).label.lower()}
-        )
-    cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
-    if cap and profile.gpu_count > cap:
-        raise ApplicationError(
-            _("This profile needs %(n)s GPUs; at most %(cap)s may be held at once.")
-            % {"n": profile.gpu_count, "cap": cap},
-            field="profile",
-        )
-    minimum = settings.SANDBOX_MIN_RUNWAY_MINUTES * 60
-    runway = runway_seconds(account=holder.account, profile=profile)
-    if runway < minimum:
-        raise ApplicationError(
-            _(
-                "Not enough credits: %(who)s can run this profile for %(have)s minutes, and a "
-                "launch needs at least %(need)s minutes."
-            )
-            % {"who": holder.label, "have": runway // 60, "need": minimum // 60},
-            code="insufficient_credits",
-            field="profile",
-        )
-    home_quota_check(user=user, profile=profile)
-    live = Sandbox.objects.filter(user=user, status__in=Sandbox.LIVE)
-    if live.filter(status__in=[Status.REQUESTED, Status.STARTING]).exists():
-        raise _already_starting()
-    if live.count() >= settings.SANDBOX_MAX_LIVE_PER_USER:
-        raise ApplicationError(
-            _("You have %(n)s sandboxes running or waiting; stop one first.") % {"n": live.count()},
-            code="wrong_state",
-        )
-
-
-def _check_failed_starts(*, user) -> None:
-    """Starts that keep failing still hold GPUs while they fail (and are charged for it): after
-    SANDBOX_FAILED_STARTS_LIMIT failures within the window, the person waits until the oldest of
-    them leaves the window."""
-    limit = settings.SANDBOX_FAILED_STARTS_LIMIT
-    if not limit:
-        return
-    window = dt.timedelta(seconds=settings.SANDBOX_FAILED_STARTS_WINDOW_SECONDS)
-    now = timezone.now()
-    recent = list(
-        SandboxStart.objects.filter(
-            user=user, outcome=SandboxStart.Outcome.FAILED, ended_at__gt=now - window
-        )
-        .order_by("-ended_at")
-        .values_list("ended_at", flat=True)[:limit]
-    )
-    if len(recent) < limit:
-        return
-    retry_at = recent[-1] + window
-    wait_minutes = max(1, math.ceil((retry_at - now).total_seconds() / 60))
-    raise ApplicationError(
-        _(
-            "%(count)s starts of your sandboxes failed in the last %(window)s minutes, so "
-            "launches are paused: you may try again at %(time)s (in %(wait)s)."
-        )
-        % {
-            "count": len(recent),
-            "window": settings.SANDBOX_FAILED_STARTS_WINDOW_SECONDS // 60,
-            "time": formats.time_format(timezone.localtime(retry_at), "H:i"),
-            "wait": ngettext("%(n)s minute", "%(n)s minutes", wait_minutes) % {"n": wait_minutes},
-        },
-        code="rate_limited",
-    )
 
 
 def sandbox_launch(
@@ -173,7 +70,7 @@ def sandbox_launch(
     with transaction.atomic():
         # One person's launches go one at a time (the live-count check must not race).
         User.objects.select_for_update().filter(pk=user.pk).first()
-        _check_launchable(user=user, holder=holder, image=image, profile=profile)
+        launch_check(user=user, holder=holder, image=image, profile=profile)
         try:
             with transaction.atomic():
                 sandbox = Sandbox.objects.create(
@@ -186,7 +83,7 @@ def sandbox_launch(
                     name=name.strip()[:80],
                 )
         except IntegrityError as exc:
-            raise _already_starting() from exc
+            raise already_starting() from exc
         _allocate_or_queue(sandbox)
         audit_record(
             actor=user,
@@ -471,9 +368,7 @@ def sandbox_restart(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> 
                 _("Only a stopped sandbox can be started again."), code="wrong_state"
             )
         holder = holder_for(user=locked.user, organisation=locked.organisation)
-        _check_launchable(
-            user=locked.user, holder=holder, image=locked.image, profile=locked.profile
-        )
+        launch_check(user=locked.user, holder=holder, image=locked.image, profile=locked.profile)
         locked.queued_at = None
         locked.stopped_at = None
         locked.running_at = None
@@ -482,7 +377,7 @@ def sandbox_restart(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> 
                 locked.status = Status.REQUESTED
                 locked.save(update_fields=["status", "queued_at", "stopped_at", "running_at"])
         except IntegrityError as exc:
-            raise _already_starting() from exc
+            raise already_starting() from exc
         _allocate_or_queue(locked)
         audit_record(actor=acting_user, action="sandbox.restarted", target=locked, ip=ip)
     return locked

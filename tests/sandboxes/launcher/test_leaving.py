@@ -22,6 +22,7 @@ from portal.organisations import services as organisations
 from portal.organisations.models import Membership, Role
 from portal.users.oidc import hub_client_ensure
 from sandboxes.launcher import leaving, services
+from sandboxes.launcher.entitlement import launch_check
 from sandboxes.launcher.hub_client import HubClient
 from sandboxes.launcher.models import Sandbox
 from sandboxes.launcher.selectors import holder_for
@@ -186,9 +187,7 @@ def test_a_launch_that_raced_a_removal_is_refused_under_the_lock(startup_and_col
 
     # when it checks again under the person's lock, it is refused and creates nothing
     with pytest.raises(PermissionDenied):
-        services._check_launchable(
-            user=colleague, holder=holder, image=image(), profile=profile("cpu-small")
-        )
+        launch_check(user=colleague, holder=holder, image=image(), profile=profile("cpu-small"))
     assert not Sandbox.objects.filter(user=colleague).exists()
 
 
