@@ -30,7 +30,6 @@ from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Sector
 from portal.users.models import User
 
-from . import applications as workflow
 from .charge_metadata import ChargeMetadata
 from .forms import MAX_GPU_HOURS
 from .models import (
@@ -48,6 +47,7 @@ from .selectors import (
     grants_of,
     statement_for,
 )
+from .services import applications as workflow
 from .units import day_end, display_gpu_hours, display_pkr, month_parse
 
 ORGANISATION_PARAM = OpenApiParameter(

@@ -24,7 +24,6 @@ from portal.users.selectors import (
     user_is_programme_manager,
 )
 
-from . import applications as workflow
 from .forms import ApplicationForm, MessageForm
 from .models import CreditApplication
 from .selectors import (
@@ -36,6 +35,7 @@ from .selectors import (
     statement_months,
     warnings_open,
 )
+from .services import applications as workflow
 from .units import display_gpu_hours, display_pkr, month_parse
 
 

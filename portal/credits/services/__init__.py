@@ -1,9 +1,11 @@
-"""Writes to the books, one module per part: `ledger` (accounts and `ledger_post`), `grants`
-(lots: issue, revoke, expire, adjust), `usage` (`usage_charge_batch`, `usage_charge`) and
-`warnings` (low balances). Ledger rows are written only by the posting module, through two
-doors: `ledger_post` and `usage_charge_batch`.
+"""The credits app's writes, one module per part: `ledger` (accounts and `ledger_post`),
+`grants` (lots: issue, revoke, expire, adjust), `usage` (`usage_charge_batch`, `usage_charge`),
+`warnings` (low balances), and `applications` (the credit application workflow, one service per
+transition). Ledger rows are written only by the posting module, through two doors:
+`ledger_post` and `usage_charge_batch`.
 
-The names below are the app's interface: import them from here.
+The names below are the books' interface: import them from here. The workflow is imported as a
+module (`from portal.credits.services import applications`).
 """
 
 from .grants import (

@@ -98,23 +98,26 @@ def account_for_student(user) -> CreditAccount:
     )
 
 
-def decision_conflict_refuse(*, account: CreditAccount, acting_user) -> None:
-    """Refuse a programme manager's decision on an account that is theirs: their own (student)
-    account, or that of an organisation they belong to. The same rule the review of applications
-    follows; a system action (no acting person) is never refused."""
+def decision_conflict_refuse(
+    *, acting_user, account: CreditAccount | None = None, organisation_id: int | None = None
+) -> None:
+    """Refuse a programme manager's decision about what is theirs: their own (student) account,
+    or an organisation they belong to (named by its account, or by its id when there is no
+    account to name, as in the review of an application). One rule for revocations, adjustments
+    and reviews; a system action (no acting person) is never refused."""
     from portal.organisations.models import Membership
 
     if acting_user is None:
         return
-    if account.user_id is not None and account.user_id == acting_user.pk:
-        raise PermissionDenied(
-            _("This is your own account, so another programme manager must decide.")
-        )
+    if account is not None:
+        if account.user_id is not None and account.user_id == acting_user.pk:
+            raise PermissionDenied(
+                _("This is your own account, so another programme manager must decide.")
+            )
+        organisation_id = account.organisation_id
     if (
-        account.organisation_id is not None
-        and Membership.objects.filter(
-            organisation_id=account.organisation_id, user=acting_user
-        ).exists()
+        organisation_id is not None
+        and Membership.objects.filter(organisation_id=organisation_id, user=acting_user).exists()
     ):
         raise PermissionDenied(
             _("You belong to this organisation, so another programme manager must decide.")

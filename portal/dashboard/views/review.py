@@ -11,7 +11,10 @@ from django.views.decorators.http import require_POST
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
-from portal.credits.applications import (
+from portal.credits.forms import ApproveForm, MessageForm, QueueFilterForm, RejectForm
+from portal.credits.models import ApplicationState, CreditApplication
+from portal.credits.selectors import organisation_history, review_queue, review_queue_counts
+from portal.credits.services.applications import (
     DECIDABLE_STATES,
     application_approve,
     application_comment,
@@ -19,9 +22,6 @@ from portal.credits.applications import (
     application_request_changes,
     application_review_start,
 )
-from portal.credits.forms import ApproveForm, MessageForm, QueueFilterForm, RejectForm
-from portal.credits.models import ApplicationState, CreditApplication
-from portal.credits.selectors import organisation_history, review_queue, review_queue_counts
 
 from ..access import programme_manager_required
 from ..listing import filtered_page

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from portal.apikeys.scopes import ALL_SCOPES, PROGRAMME_SCOPES
 from portal.apikeys.services import apikey_create
-from portal.credits import applications as workflow
+from portal.credits.services import applications as workflow
 from portal.credits.units import gpu_hours_to_credit_seconds
 from tests.portal.credits.helpers import lot, org_account
 

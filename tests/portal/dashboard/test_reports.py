@@ -24,7 +24,6 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from openpyxl import load_workbook
 
-from portal.credits import applications as application_services
 from portal.credits.models import CreditAccount, CreditGrant, LedgerEntry
 from portal.credits.services import (
     account_for_organisation,
@@ -36,6 +35,7 @@ from portal.credits.services import (
     grants_expire_due,
     usage_charge,
 )
+from portal.credits.services import applications as application_services
 from portal.credits.units import display_gpu_hours, display_pkr
 from portal.dashboard.selectors import reports
 from portal.dashboard.selectors.reports import Dimension, report_build

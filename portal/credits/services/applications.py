@@ -20,9 +20,10 @@ from portal.core.mail import mail_send_after_commit
 from portal.organisations.models import Membership, Organisation
 from portal.users.selectors import user_is_programme_manager
 
-from .models import ApplicationEvent, ApplicationState, CreditApplication, CreditGrant
-from .services import account_for_organisation, grant_issue
-from .units import gpu_hours_to_credit_seconds
+from ..models import ApplicationEvent, ApplicationState, CreditApplication, CreditGrant
+from ..units import gpu_hours_to_credit_seconds
+from .grants import grant_issue
+from .ledger import account_for_organisation, decision_conflict_refuse
 
 S = ApplicationState
 OPEN_STATES = {S.DRAFT, S.SUBMITTED, S.IN_REVIEW, S.CHANGES_REQUESTED}
@@ -58,10 +59,7 @@ def _require_applicant(application: CreditApplication, user) -> None:
 def _require_reviewer(application: CreditApplication, user) -> None:
     if not user_is_programme_manager(user=user):
         raise PermissionDenied(_("Only programme managers review applications."))
-    if Membership.objects.filter(organisation_id=application.organisation_id, user=user).exists():
-        raise PermissionDenied(
-            _("You belong to this organisation, so another programme manager must decide.")
-        )
+    decision_conflict_refuse(organisation_id=application.organisation_id, acting_user=user)
 
 
 def _locked(application: CreditApplication) -> CreditApplication:
