@@ -2,10 +2,10 @@
 
 from celery import shared_task
 
-from .services import inventory_sync as _inventory_sync
+from .services import inventory_sync
 
 
 @shared_task(name="gpus.inventory_sync", acks_late=True)
-def inventory_sync() -> dict:
-    result = _inventory_sync()
+def inventory_sync_task() -> dict:
+    result = inventory_sync()
     return {"backend": result.backend, "added": result.added, "missing": result.missing}

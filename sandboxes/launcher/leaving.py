@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from portal.audit.services import audit_record
 from portal.organisations.models import Organisation
 from portal.users.models import User
+from sandboxes.jobs import enqueue_after_commit
 
 from .models import Sandbox
 from .services import sandboxes_stop_live
@@ -62,8 +63,6 @@ def hub_sessions_end(*, user_ids, reason: str) -> None:
     so nobody else costs a task."""
     from portal.users.oidc import hub_oidc_tokens_revoke
 
-    from . import tasks
-
     user_ids = sorted(set(user_ids))
     hub_oidc_tokens_revoke(user_ids=user_ids)
     with_hub_user = list(
@@ -73,9 +72,7 @@ def hub_sessions_end(*, user_ids, reason: str) -> None:
         .distinct()
     )
     for user_id in with_hub_user:
-        transaction.on_commit(
-            lambda user_id=user_id: tasks.hub_session_end.delay(user_id, reason=reason)
-        )
+        enqueue_after_commit("launcher.hub_session_end", user_id, reason=reason)
 
 
 @dataclass(frozen=True)

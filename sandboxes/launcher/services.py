@@ -1,7 +1,8 @@
 """Launch, queue, start, stop and delete sandboxes. The only code that changes `Sandbox.status`.
 
 Every change happens in one transaction with what it implies (GPU allocation or release, the
-audit event), and whatever talks to the hub runs afterwards in Celery (`transaction.on_commit`).
+audit event), and whatever talks to the hub runs afterwards in Celery (after the commit; tasks are
+named, not imported: sandboxes/jobs.py).
 
 This module is the sandbox's state machine, and it is kept whole on purpose (about 450 lines):
 its transitions share the row lock (`_locked`), the start (`_to_starting`) and the release
@@ -28,6 +29,7 @@ from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Organisation
 from portal.users.models import User
 from sandboxes.gpus import services as gpus
+from sandboxes.jobs import enqueue_after_commit
 from sandboxes.metering import services as metering
 
 from .entitlement import already_starting, launch_check
@@ -169,8 +171,6 @@ def queue_advance() -> list[int]:
 
 
 def _to_starting(sandbox: Sandbox, *, message: str) -> None:
-    from . import tasks
-
     sandbox.status = Status.STARTING
     sandbox.starting_at = timezone.now()
     sandbox.progress = 0
@@ -191,7 +191,7 @@ def _to_starting(sandbox: Sandbox, *, message: str) -> None:
     )
     metering.run_open(sandbox=sandbox, at=sandbox.starting_at)
     sandbox_status_send(sandbox)
-    transaction.on_commit(lambda: tasks.sandbox_start.delay(sandbox.pk))
+    enqueue_after_commit("launcher.sandbox_start", sandbox.pk)
 
 
 # --- What the hub reports --------------------------------------------------------------------
@@ -289,8 +289,6 @@ def sandbox_server_gone(*, hub_username: str, server_name: str, start_id: str | 
 
 
 def _end(sandbox: Sandbox, status: str, message: str) -> None:
-    from . import tasks
-
     had_gpus = bool(gpus.gpu_release(sandbox=sandbox))
     sandbox.status = status
     sandbox.stopped_at = timezone.now()
@@ -308,7 +306,7 @@ def _end(sandbox: Sandbox, status: str, message: str) -> None:
     metering.run_close(sandbox=sandbox, at=sandbox.stopped_at)
     sandbox_status_send(sandbox)
     if had_gpus:
-        transaction.on_commit(lambda: tasks.queue_advance.delay())
+        enqueue_after_commit("launcher.queue_advance")
 
 
 # --- What people ask for ---------------------------------------------------------------------
@@ -317,8 +315,6 @@ def _end(sandbox: Sandbox, status: str, message: str) -> None:
 def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | None = None):
     """Stop a sandbox. A queued one simply leaves the queue; a starting or running one is
     stopped in the hub (Celery); its home volume stays."""
-    from . import tasks
-
     with transaction.atomic():
         locked = _locked(sandbox.pk)
         if locked.status == Status.QUEUED:
@@ -328,7 +324,7 @@ def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | N
             locked.status_message = reason or _("Stopping…")
             locked.save(update_fields=["status", "status_message", "updated_at"])
             sandbox_status_send(locked)
-            transaction.on_commit(lambda: tasks.sandbox_stop.delay(locked.pk, reason=reason))
+            enqueue_after_commit("launcher.sandbox_stop", locked.pk, reason=reason)
         elif locked.status != Status.STOPPING:
             raise ApplicationError(_("This sandbox is not running."), code="wrong_state")
         audit_record(
@@ -388,8 +384,6 @@ def sandbox_delete(
 ) -> None:
     """Forget a stopped sandbox. Its owner's home volume is deleted only when asked, and only
     when none of their other sandboxes is live (they share it)."""
-    from . import tasks
-
     with transaction.atomic():
         locked = _locked(sandbox.pk)
         if locked.status not in (Status.STOPPED, Status.FAILED):
@@ -410,7 +404,7 @@ def sandbox_delete(
         )
         if delete_home:
             user_id = locked.user_id
-            transaction.on_commit(lambda: tasks.home_volume_delete.delay(user_id))
+            enqueue_after_commit("launcher.home_volume_delete", user_id)
 
 
 # --- Access to a running sandbox ---------------------------------------------------------------

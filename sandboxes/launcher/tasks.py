@@ -22,7 +22,7 @@ Status = Sandbox.Status
 
 
 @shared_task(name="launcher.sandbox_start", acks_late=True)
-def sandbox_start(sandbox_id: int) -> str:
+def sandbox_start_task(sandbox_id: int) -> str:
     """Ask the hub to start the server and relay its progress until it is ready or failed."""
     sandbox = Sandbox.objects.select_related("user").filter(pk=sandbox_id).first()
     if sandbox is None or sandbox.status != Status.STARTING:
@@ -88,7 +88,7 @@ def _fail(hub, sandbox: Sandbox, message: str) -> None:
 
 
 @shared_task(name="launcher.sandbox_stop", acks_late=True)
-def sandbox_stop(sandbox_id: int, wait_seconds: float = 60, reason: str = "") -> str:
+def sandbox_stop_task(sandbox_id: int, wait_seconds: float = 60, reason: str = "") -> str:
     """Stop the server in the hub, wait until it is gone, then release its GPUs."""
     sandbox = Sandbox.objects.select_related("user").filter(pk=sandbox_id).first()
     if sandbox is None or sandbox.status != Status.STOPPING:
@@ -109,12 +109,12 @@ def sandbox_stop(sandbox_id: int, wait_seconds: float = 60, reason: str = "") ->
 
 
 @shared_task(name="launcher.queue_advance", acks_late=True)
-def queue_advance() -> list[int]:
+def queue_advance_task() -> list[int]:
     return services.queue_advance()
 
 
 @shared_task(name="launcher.firewall_check")
-def firewall_check() -> list[str]:
+def firewall_check_task() -> list[str]:
     """Re-ensure the sandboxes' host firewall and audit what drifted (Celery beat)."""
     from .firewall import firewall_ensure
 
@@ -122,7 +122,7 @@ def firewall_check() -> list[str]:
 
 
 @shared_task(name="launcher.home_volume_delete", acks_late=True)
-def home_volume_delete(user_id: int) -> bool:
+def home_volume_delete_task(user_id: int) -> bool:
     from portal.users.models import User
 
     from .docker_client import volume_remove
@@ -137,14 +137,14 @@ def home_usage_measure_task() -> dict:
 
 
 @shared_task(name="launcher.sandboxes_reconcile", acks_late=True)
-def sandboxes_reconcile() -> dict:
+def sandboxes_reconcile_task() -> dict:
     from .reconcile import reconcile
 
     return reconcile()
 
 
 @shared_task(name="launcher.sandboxes_stop_over_age", acks_late=True)
-def sandboxes_stop_over_age() -> list[str]:
+def sandboxes_stop_over_age_task() -> list[str]:
     """Stop the sandboxes past their profile's maximum age (Celery beat)."""
     return [str(sandbox.public_id) for sandbox in deadlines.sandboxes_stop_over_age()]
 
@@ -160,15 +160,15 @@ HUB_SESSION_END_RETRIES = 10
 
 
 @shared_task(name="launcher.hub_session_end", acks_late=True)
-def hub_session_end(user_id: int, reason: str = "", attempt: int = 0) -> str:
+def hub_session_end_task(user_id: int, reason: str = "", attempt: int = 0) -> str:
     """End a person's hub session (leaving.hub_session_end). Tried again later, with back-off,
     while the hub is unreachable or a sandbox of theirs is still stopping; after
     HUB_SESSION_END_RETRIES it gives up, logged: their tokens at the portal are revoked already.
     (Enqueued again rather than Celery's retry, which an eager run raises to its caller.)"""
-    from .leaving import hub_session_end as end
+    from .leaving import hub_session_end
 
     try:
-        outcome = end(user_id=user_id, reason=reason)
+        outcome = hub_session_end(user_id=user_id, reason=reason)
     except HubError as exc:
         logger.warning("hub session of user %s, attempt %s: %s", user_id, attempt, exc)
         return _hub_session_end_later(user_id, reason, attempt, giving_up="failed")
@@ -183,7 +183,7 @@ def _hub_session_end_later(user_id: int, reason: str, attempt: int, *, giving_up
     if attempt >= HUB_SESSION_END_RETRIES:
         logger.error("gave up ending the hub session of user %s (%s)", user_id, giving_up)
         return giving_up
-    hub_session_end.apply_async(
+    hub_session_end_task.apply_async(
         (user_id,),
         {"reason": reason, "attempt": attempt + 1},
         countdown=min(5 * 2**attempt, 300),

@@ -171,7 +171,8 @@ def latest_samples(*, sandboxes) -> dict[int, UsageSample]:
     return {s.sandbox_id: s for s in UsageSample.objects.filter(pk__in=sample_ids)}
 
 
-def run_open(*, sandbox) -> SandboxRun | None:
+def open_run_get(*, sandbox) -> SandboxRun | None:
     """The sandbox's open run (allocated now), or None. (`run_current` falls back to an ended
-    run; the live pages need to know whether the one usage.sample speaks of is open.)"""
+    run; the live pages need to know whether the one usage.sample speaks of is open. The
+    service that opens a run is `services.run_open`.)"""
     return SandboxRun.objects.filter(sandbox=sandbox, ended_at__isnull=True).first()

@@ -24,8 +24,8 @@ from sandboxes.launcher.selectors import open_url, sandbox_for_user
 from .selectors import (
     account_snapshot,
     latest_samples,
+    open_run_get,
     organisation_running,
-    run_open,
     sandbox_charged,
     sandbox_latest,
     usage_series,
@@ -84,7 +84,7 @@ def sandbox_detail(request: HttpRequest, public_id) -> HttpResponse:
     now = timezone.now()
     series = usage_series(sandbox=sandbox, start=now - span, end=now, step=step)
     gpus = sandbox.held_devices()
-    run = run_open(sandbox=sandbox)
+    run = open_run_get(sandbox=sandbox)
     snapshot = account_snapshot(account=sandbox.account)
     charged = sandbox_charged(sandbox=sandbox)
     stop_at = _stop_at(sandbox, run, snapshot)

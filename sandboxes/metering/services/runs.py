@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Exists, OuterRef
 
+from sandboxes.jobs import enqueue_after_commit
 from sandboxes.launcher.models import Sandbox
 
 from ..models import SandboxRun
@@ -40,9 +40,7 @@ def run_close(*, sandbox: Sandbox, at: dt.datetime) -> SandboxRun | None:
         return None
     run.ended_at = max(at, run.started_at)
     run.save(update_fields=["ended_at", "updated_at"])
-    from sandboxes.metering import tasks
-
-    transaction.on_commit(lambda: tasks.run_settle.delay(run.pk))
+    enqueue_after_commit("metering.run_settle", run.pk)
     return run
 
 

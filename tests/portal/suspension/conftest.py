@@ -24,7 +24,13 @@ from tests.factories import (
     UniversityFactory,
 )
 from tests.portal.credits.helpers import lot
-from tests.sandboxes.launcher.helpers import catalogue, committed, image, profile
+from tests.sandboxes.launcher.helpers import (
+    catalogue,
+    committed,
+    image,
+    profile,
+    tasks_recorded,
+)
 
 HOUR = 3600
 ME = "/api/v1/me"
@@ -34,20 +40,7 @@ Status = Sandbox.Status
 @pytest.fixture
 def hub_tasks(monkeypatch):
     """The Celery tasks that would talk to the hub are recorded instead of run."""
-    from sandboxes.launcher import tasks
-
-    calls = []
-
-    class Recorder:
-        def __init__(self, name):
-            self.name = name
-
-        def delay(self, *args, **kwargs):
-            calls.append((self.name, args, kwargs))
-
-    for name in ("sandbox_start", "sandbox_stop"):
-        monkeypatch.setattr(tasks, name, Recorder(name))
-    return calls
+    return tasks_recorded(monkeypatch, [], "sandbox_start", "sandbox_stop")
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,38 @@ from portal.credits.services import account_for_organisation, account_for_studen
 from portal.organisations.models import Role
 from sandboxes.gpus.backends import SimulatedBackend
 from sandboxes.gpus.services import inventory_sync
+from sandboxes.jobs import registered_task
 from sandboxes.launcher.models import ResourceProfile, SandboxImage
 from tests.factories import MembershipFactory, StudentProfileFactory
 from tests.portal.credits.helpers import lot
 
 HOUR = 3600
+
+
+class TaskRecorder:
+    """Stands in for a Celery task's `delay` and `apply_async`: each call is recorded as
+    (name, args, kwargs), options such as `countdown` among the kwargs."""
+
+    def __init__(self, name: str, calls: list):
+        self.name, self.calls = name, calls
+
+    def delay(self, *args, **kwargs):
+        self.calls.append((self.name, args, kwargs))
+
+    def apply_async(self, args=(), kwargs=None, **options):
+        self.calls.append((self.name, tuple(args), {**(kwargs or {}), **options}))
+
+
+def tasks_recorded(monkeypatch, calls: list, *names: str) -> list:
+    """Record, instead of running, the launcher's Celery tasks `names` (their registered names
+    without "launcher."; the calls are recorded under them). The services enqueue tasks by their
+    registered names (sandboxes/jobs.py), so the registered task itself is patched."""
+    for name in names:
+        task = registered_task(f"launcher.{name}")
+        recorder = TaskRecorder(name, calls)
+        monkeypatch.setattr(task, "delay", recorder.delay)
+        monkeypatch.setattr(task, "apply_async", recorder.apply_async)
+    return calls
 
 
 def committed(service, **kwargs):

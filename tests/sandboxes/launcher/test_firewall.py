@@ -32,14 +32,14 @@ OPEN_INPUT_JUMP = ["-i", OPEN_BRIDGE, "-j", network.INPUT_CHAIN]
 def test_the_check_puts_back_a_deleted_rule_and_audits_it():
     # given the firewall in place (as the hub's start leaves it)
     network.ensure()
-    assert tasks.firewall_check() == []
+    assert tasks.firewall_check_task() == []
     assert not AuditEvent.objects.filter(action="sandbox.firewall_repaired").exists()
     # and someone deleted the drop of 10/8 and the open network's jump to the input chain
     assert iptables("-D", network.FORWARD_CHAIN, *RFC1918_DROP).returncode == 0
     assert iptables("-D", "INPUT", *OPEN_INPUT_JUMP).returncode == 0
 
     # when the periodic check runs
-    changed = tasks.firewall_check()
+    changed = tasks.firewall_check_task()
 
     # then both rules are back
     assert has_rule(network.FORWARD_CHAIN, RFC1918_DROP)
@@ -54,7 +54,7 @@ def test_the_check_puts_back_a_deleted_rule_and_audits_it():
         f"INPUT missing -A INPUT {' '.join(OPEN_INPUT_JUMP)}",
     ]
     # and a run with nothing to repair records nothing
-    assert tasks.firewall_check() == []
+    assert tasks.firewall_check_task() == []
     assert AuditEvent.objects.filter(action="sandbox.firewall_repaired").count() == 1
 
 
@@ -67,7 +67,7 @@ def test_a_worker_that_cannot_manage_iptables_warns_once_and_does_nothing(monkey
     try:
         # when the check runs twice
         with caplog.at_level(logging.WARNING, logger=firewall.__name__):
-            first, second = tasks.firewall_check(), tasks.firewall_check()
+            first, second = tasks.firewall_check_task(), tasks.firewall_check_task()
 
         # then it did not fail, it warned once, and it touched nothing
         assert first == second == []

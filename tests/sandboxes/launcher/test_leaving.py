@@ -31,7 +31,15 @@ from tests.portal.credits.helpers import lot
 from tests.sandboxes.hub import running_hub
 from tests.sandboxes.spawner.conftest import docker_client  # noqa: F401
 
-from .helpers import committed, funded_founder, funded_student, gpus, image, profile
+from .helpers import (
+    committed,
+    funded_founder,
+    funded_student,
+    gpus,
+    image,
+    profile,
+    tasks_recorded,
+)
 
 pytestmark = pytest.mark.django_db
 Status = Sandbox.Status
@@ -40,20 +48,9 @@ Status = Sandbox.Status
 @pytest.fixture(autouse=True)
 def hub_session_tasks(request, _no_hub_tasks, monkeypatch):
     """hub_session_end is recorded like the other hub tasks, except for the real-hub test."""
-    from sandboxes.launcher import tasks
-
     if "real_hub" in request.fixturenames:
         return _no_hub_tasks
-
-    class Recorder:
-        def delay(self, *args, **kwargs):
-            _no_hub_tasks.append(("hub_session_end", args, kwargs))
-
-        def apply_async(self, args, kwargs, **options):
-            _no_hub_tasks.append(("hub_session_end", args, {**kwargs, **options}))
-
-    monkeypatch.setattr(tasks, "hub_session_end", Recorder())
-    return _no_hub_tasks
+    return tasks_recorded(monkeypatch, _no_hub_tasks, "hub_session_end")
 
 
 def _ended(calls) -> list[int]:
@@ -377,7 +374,8 @@ def test_the_task_tries_again_later_while_the_hub_is_down_then_gives_up(
     from portal.celery import app
     from sandboxes.launcher.tasks import HUB_SESSION_END_RETRIES
 
-    task = app.tasks["launcher.hub_session_end"]  # the real one, not this module's recorder
+    # the task itself (its `apply` runs it), while its later tries are recorded
+    task = app.tasks["launcher.hub_session_end"]
     _organisation, _owner, colleague = startup_and_colleague
     hub_session_tasks.clear()
 

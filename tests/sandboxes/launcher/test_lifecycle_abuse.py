@@ -162,14 +162,14 @@ def test_a_sandbox_past_its_profiles_maximum_age_is_stopped_and_told_why(enqueue
 
     # when the beat task runs before the hour is over, nothing happens
     with at(59):
-        assert committed(tasks.sandboxes_stop_over_age) == []
+        assert committed(tasks.sandboxes_stop_over_age_task) == []
     sandbox.refresh_from_db()
     assert sandbox.status == Status.RUNNING
     assert not AuditEvent.objects.filter(action="sandbox.max_age_reached").exists()
 
     # when it runs after the hour
     with at(61):
-        stopped = committed(tasks.sandboxes_stop_over_age)
+        stopped = committed(tasks.sandboxes_stop_over_age_task)
 
     # then the sandbox is stopped through the hub, its home kept, the person told why, audited
     assert stopped == [str(sandbox.public_id)]

@@ -13,6 +13,7 @@ from portal.apikeys.scopes import ALL_SCOPES, PROGRAMME_SCOPES
 from portal.audit.models import AuditEvent
 from portal.credits.services import account_for_organisation, account_for_student
 from portal.organisations.models import Role
+from sandboxes.jobs import registered_task
 from sandboxes.launcher import services
 from sandboxes.launcher.models import Sandbox
 from tests.factories import MembershipFactory, StudentProfileFactory
@@ -50,15 +51,9 @@ def hub_calls(monkeypatch):
 
 @pytest.fixture
 def home_deletions(monkeypatch):
-    from sandboxes.launcher import tasks
-
+    """The user ids whose home volume deletion was enqueued."""
     deleted = []
-
-    class Recorder:
-        def delay(self, user_id):
-            deleted.append(user_id)
-
-    monkeypatch.setattr(tasks, "home_volume_delete", Recorder())
+    monkeypatch.setattr(registered_task("launcher.home_volume_delete"), "delay", deleted.append)
     return deleted
 
 

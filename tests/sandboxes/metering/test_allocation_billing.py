@@ -115,7 +115,7 @@ def test_every_release_charges_from_allocation_to_release_exactly_once(how, enqu
     with at(300.5):
         _release(how, sandbox, founder)
         # and the settle runs again (a retried task) and a tick follows
-        tasks.run_settle(SandboxRun.objects.get(sandbox=sandbox).pk)
+        tasks.run_settle_task(SandboxRun.objects.get(sandbox=sandbox).pk)
         services.tick(sample=False)
 
     # then the charges cover exactly allocation to release, each interval once, and agree

@@ -129,7 +129,7 @@ def test_a_worker_killed_in_the_middle_of_a_tick_loses_and_doubles_nothing(real_
     runs = runs_backdated(120, 300)
     now = timezone.now()
     with celery_worker(QUIET, tmp_path / "worker-1.log") as worker:
-        tasks.tick.delay()
+        tasks.tick_task.delay()
         wait_for(tick_in_flight, timeout=60, what="the tick's ledger statement")
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
@@ -137,13 +137,13 @@ def test_a_worker_killed_in_the_middle_of_a_tick_loses_and_doubles_nothing(real_
     assert UsageCharge.objects.filter(charged__isnull=True).exists()
     assert not LedgerTransaction.objects.filter(kind="usage").exists()
     with celery_worker(QUIET, tmp_path / "worker-2.log"):
-        tasks.tick.delay()
+        tasks.tick_task.delay()
         wait_for(
             lambda: charged_through(runs, now - dt.timedelta(seconds=10)),
             timeout=120,
             what="the next tick",
         )
-        tasks.tick.delay()  # and once more, for good measure: nothing new for the same slots
+        tasks.tick_task.delay()  # and once more, for good measure: nothing new for the same slots
         time.sleep(1)
     assert_each_interval_charged_once(runs)
 
@@ -152,8 +152,8 @@ def test_a_worker_away_for_five_minutes_charges_the_missed_intervals_once(real_c
     runs = runs_backdated(20, 300)
     now = timezone.now()
     with celery_worker(QUIET, tmp_path / "worker.log"):
-        tasks.tick.delay()
-        tasks.tick.delay()  # the backlog a beat would have queued: a second, concurrent tick
+        tasks.tick_task.delay()
+        tasks.tick_task.delay()  # the backlog a beat would have queued: a second, concurrent tick
         wait_for(
             lambda: charged_through(runs, now - dt.timedelta(seconds=10)),
             timeout=120,
