@@ -15,7 +15,12 @@ from portal.credits.models import (
     LedgerEntry,
     LedgerTransaction,
 )
-from portal.credits.services import account_for_organisation, grant_issue
+from portal.credits.services import (
+    account_for_organisation,
+    grant_issue,
+    system_account,
+    usage_charge,
+)
 from tests.factories import OrganisationFactory
 
 RATE = Decimal("750.00")
@@ -100,3 +105,24 @@ def assert_books_consistent(accounts=None) -> None:
         assert not lots.filter(remaining__lt=0).exists()
         for grant in lots:
             assert grant.remaining == entries_sum(grant=grant)
+
+
+def charge(account, seconds, key):
+    return usage_charge(
+        account=account, credit_seconds=seconds, idempotency_key=key, metadata={"sandbox": "t"}
+    )
+
+
+def drawn(txn) -> list[tuple[int, int]]:
+    """(grant pk, amount) of the holder legs of a transaction, in entry order."""
+    return list(
+        txn.entries.filter(grant__isnull=False).order_by("pk").values_list("grant_id", "amount")
+    )
+
+
+def usage():
+    return system_account(CreditAccount.System.USAGE)
+
+
+def adjustments():
+    return system_account(CreditAccount.System.ADJUSTMENTS)

@@ -21,11 +21,12 @@ from portal.credits.services import (
     ledger_post,
     system_account,
 )
-from tests.portal.credits import test_ledger_post as scenarios
+from tests.portal.credits import test_ledger, test_usage
 from tests.portal.credits.helpers import (
     assert_books_consistent,
     balance_of,
     books,
+    charge,
     lot,
     org_account,
     remaining_of,
@@ -57,16 +58,16 @@ def _debit_calls(captured) -> int:
     )
 
 
-# The scenarios of test_ledger_post that charge usage, run here outside any transaction.
+# The scenarios of test_usage that charge, run here outside any transaction.
 SCENARIOS = [
-    scenarios.test_usage_draws_from_the_lot_that_expires_first,
-    scenarios.test_usage_larger_than_the_first_lot_continues_in_the_next,
-    scenarios.test_lots_that_expire_together_are_drawn_oldest_first,
-    scenarios.test_an_expired_lot_is_never_drawn_even_before_the_expiry_job_ran,
-    scenarios.test_replaying_a_key_returns_the_first_transaction_and_writes_nothing,
-    scenarios.test_a_key_refused_for_insufficient_credits_can_be_used_once_there_is_enough,
-    scenarios.test_insufficient_credits_leave_balances_lots_and_entries_unchanged,
-    scenarios.test_an_empty_account_cannot_be_charged,
+    test_usage.test_usage_draws_from_the_lot_that_expires_first,
+    test_usage.test_usage_larger_than_the_first_lot_continues_in_the_next,
+    test_usage.test_lots_that_expire_together_are_drawn_oldest_first,
+    test_usage.test_an_expired_lot_is_never_drawn_even_before_the_expiry_job_ran,
+    test_usage.test_replaying_a_key_returns_the_first_transaction_and_writes_nothing,
+    test_usage.test_a_key_refused_for_insufficient_credits_can_be_used_once_there_is_enough,
+    test_usage.test_insufficient_credits_leave_balances_lots_and_entries_unchanged,
+    test_usage.test_an_empty_account_cannot_be_charged,
 ]
 
 
@@ -81,10 +82,10 @@ def test_the_one_statement_debit_keeps_the_general_paths_promises(scenario):
     assert_books_consistent()
 
 
-@scenarios.OTHER_POSTINGS_UNDER_ONE_KEY
+@test_ledger.OTHER_POSTINGS_UNDER_ONE_KEY
 def test_a_key_replayed_for_another_debit_is_a_conflict(seconds, kind, on_other_account):
     with CaptureQueriesContext(connection) as captured:
-        scenarios.test_replaying_a_key_for_a_different_posting_is_a_conflict(
+        test_ledger.test_replaying_a_key_for_a_different_posting_is_a_conflict(
             seconds, kind, on_other_account
         )
     assert _debit_calls(captured) >= 2  # the first charge, and the refused replay
@@ -97,7 +98,7 @@ def test_a_debit_returns_the_lots_it_drew_as_they_stand_after_it():
     second = lot(account, 1000, days=10)
 
     # when 250 is charged outside any transaction
-    txn = scenarios.charge(account, 250, "use-both")
+    txn = charge(account, 250, "use-both")
 
     # then the transaction returned is the row written (built without reading it back)
     stored = LedgerTransaction.objects.get(idempotency_key="use-both")
@@ -199,18 +200,18 @@ def test_a_usage_charge_replayed_for_another_charge_is_a_conflict(on_other_accou
     account, other = org_account(), org_account()
     lot(account, 1000)
     lot(other, 1000)
-    first = scenarios.charge(account, 300, "usage:job-9")
+    first = charge(account, 300, "usage:job-9")
     before = books()
 
     # when the key is charged again for another amount, or to another account
     target, seconds = (other, 300) if on_other_account else (account, 301)
     with CaptureQueriesContext(connection) as captured, pytest.raises(IdempotencyConflict):
-        scenarios.charge(target, seconds, "usage:job-9")
+        charge(target, seconds, "usage:job-9")
 
     # then the batch found the first transaction, and nothing is written
     assert _debit_calls(captured) == 1
     assert books() == before
     # and the same charge again returns the first, as a replay
-    again = scenarios.charge(account, 300, "usage:job-9")
+    again = charge(account, 300, "usage:job-9")
     assert (again.pk, first.replayed, again.replayed, again.drawn) == (first.pk, False, True, [])
     assert books() == before
