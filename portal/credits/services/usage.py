@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -122,7 +122,10 @@ def usage_charge_batch(
     usage = system_account(CreditAccount.System.USAGE)
     order = sorted(range(len(dues)), key=lambda i: (dues[i].account_id, i))
     if not backend.one_statement_possible():
-        return _usage_charge_one_by_one(dues, order, usage, partial)
+        if partial:
+            return _usage_charge_one_by_one(dues, order, usage, partial)
+        with transaction.atomic():  # a refusal takes back the items posted before it
+            return _usage_charge_one_by_one(dues, order, usage, partial)
     at = timezone.now()
     public_ids = [uuid.uuid4() for _i in order]
     items = [

@@ -68,6 +68,7 @@ SCENARIOS = [
     test_usage.test_a_key_refused_for_insufficient_credits_can_be_used_once_there_is_enough,
     test_usage.test_insufficient_credits_leave_balances_lots_and_entries_unchanged,
     test_usage.test_an_empty_account_cannot_be_charged,
+    test_usage.test_a_batch_to_be_paid_in_full_writes_nothing_when_one_charge_falls_short,
 ]
 
 

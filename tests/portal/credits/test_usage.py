@@ -7,8 +7,15 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from portal.credits.charge_metadata import ChargeMetadata
 from portal.credits.models import CreditGrant, LedgerTransaction
-from portal.credits.services import InsufficientCredits, LedgerError, grant_issue
+from portal.credits.services import (
+    InsufficientCredits,
+    LedgerError,
+    UsageDue,
+    grant_issue,
+    usage_charge_batch,
+)
 from tests.portal.credits.helpers import (
     RATE,
     assert_books_consistent,
@@ -193,4 +200,24 @@ def test_an_empty_account_cannot_be_charged():
         charge(account, 1, "use-1")
 
     # then nothing is written
+    assert books() == before
+
+
+def test_a_batch_to_be_paid_in_full_writes_nothing_when_one_charge_falls_short():
+    # given an account holding 100
+    account = org_account()
+    lot(account, 100)
+    before = books()
+
+    # when two charges of 60 are to be paid in full, in one batch
+    with pytest.raises(InsufficientCredits):
+        usage_charge_batch(
+            [
+                UsageDue(account.pk, 60, "whole:1", ChargeMetadata(sandbox="t")),
+                UsageDue(account.pk, 60, "whole:2", ChargeMetadata(sandbox="t")),
+            ],
+            partial=False,
+        )
+
+    # then not even the first, which it could pay, is written
     assert books() == before
