@@ -7,4 +7,7 @@ class ApiKeysConfig(AppConfig):
     verbose_name = "API keys"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401 - registers the OpenAPI description of key auth
+        from . import (  # noqa: F401 - registered by being imported
+            receivers,  # membership changes
+            schema,  # the OpenAPI description of key auth
+        )

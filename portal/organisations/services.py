@@ -16,14 +16,13 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from portal.apikeys.services import apikeys_answerable_left
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
 from portal.users.models import User, email_normalise
-from sandboxes.launcher.leaving import hub_sessions_end, organisation_sandboxes_enforce
 
 from .models import Invitation, Membership, Organisation, Role
+from .signals import membership_changed_send
 
 INVITATION_SALT = "portal.organisations.invitation"
 # Invitations send e-mail from the programme's domain to any address: a limit per inviter and per
@@ -278,23 +277,19 @@ def membership_role_change(
     previous = membership.role
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
-    # Every role may run on the account today, so this stops nothing unless that rule changes.
-    stopped = organisation_sandboxes_enforce(
-        user=membership.user, organisation=organisation, acting_user=acting_user, ip=ip
-    )
+    # Every role may run on the account today, so no sandbox stops unless that rule changes; an
+    # admin made a member no longer answers for the organisation's API keys.
+    effects = membership_changed_send(
+        organisation=organisation, user=membership.user, acting_user=acting_user, ip=ip,
+        removed=False,
+    )  # fmt: skip
     audit_record(
         actor=acting_user,
         action="membership.role_changed",
         target=organisation,
         ip=ip,
-        data={
-            "user": membership.user.email,
-            "from": previous,
-            "to": role,
-            **({"sandboxes_stopped": stopped} if stopped else {}),
-        },
+        data={"user": membership.user.email, "from": previous, "to": role, **effects},
     )
-    apikeys_answerable_left(organisation=organisation, user=membership.user)
     return membership
 
 
@@ -313,24 +308,21 @@ def membership_remove(*, membership: Membership, acting_user: User, ip: str | No
         if acting.role == Role.ADMIN and membership.role != Role.MEMBER:
             raise PermissionDenied(_("Only the owner can remove an admin."))
     membership.delete()
-    # Leaving stops what they run on this organisation's account (their home volume stays) and
-    # ends their hub session, so no notebook tab or hub token of theirs outlives the removal.
-    stopped = organisation_sandboxes_enforce(
-        user=membership.user, organisation=organisation, acting_user=acting_user, ip=ip
-    )
-    hub_sessions_end(user_ids=[membership.user_id], reason="membership.removed")
+    # Leaving stops what they run on this organisation's account (their home volume stays), ends
+    # their hub session, so no notebook tab or hub token of theirs outlives the removal, and
+    # stops the organisation's keys they answered for (sandboxes.launcher.receivers,
+    # portal.apikeys.receivers).
+    effects = membership_changed_send(
+        organisation=organisation, user=membership.user, acting_user=acting_user, ip=ip,
+        removed=True,
+    )  # fmt: skip
     audit_record(
         actor=acting_user,
         action="membership.removed",
         target=organisation,
         ip=ip,
-        data={
-            "user": membership.user.email,
-            "role": membership.role,
-            "sandboxes_stopped": stopped,
-        },
+        data={"user": membership.user.email, "role": membership.role, **effects},
     )
-    apikeys_answerable_left(organisation=organisation, user=membership.user)
 
 
 @transaction.atomic
@@ -354,17 +346,14 @@ def ownership_transfer(
     Membership.objects.filter(pk=new_owner.pk).update(role=Role.OWNER, updated_at=timezone.now())
     # The previous owner is demoted to admin, who may still run on the account: nothing stops
     # unless that rule changes.
-    stopped = organisation_sandboxes_enforce(
-        user=acting_user, organisation=organisation, acting_user=acting_user, ip=ip
-    )
+    effects = membership_changed_send(
+        organisation=organisation, user=acting_user, acting_user=acting_user, ip=ip,
+        removed=False,
+    )  # fmt: skip
     audit_record(
         actor=acting_user,
         action="organisation.ownership_transferred",
         target=organisation,
         ip=ip,
-        data={
-            "from": acting_user.email,
-            "to": locked[new_owner.pk].user.email,
-            **({"sandboxes_stopped": stopped} if stopped else {}),
-        },
+        data={"from": acting_user.email, "to": locked[new_owner.pk].user.email, **effects},
     )

@@ -23,17 +23,9 @@ def _signed_in(sender, request, user, **kwargs):
 
 @receiver(auth_signals.user_logged_out)
 def _signed_out(sender, request, user, **kwargs):
+    # (sandboxes.launcher.receivers ends the hub session on the same signal)
     if user is not None:
         _record("auth.signed_out", request, user)
-        _hub_sign_out(user)
-
-
-def _hub_sign_out(user) -> None:
-    """A portal sign-out ends the hub session too (its login cookie would outlive it): the
-    hub's OIDC tokens are revoked now, the hub's own tokens and login in Celery."""
-    from sandboxes.launcher.leaving import hub_sessions_end  # the launcher is floors above
-
-    hub_sessions_end(user_ids=[user.pk], reason="auth.signed_out")
 
 
 @receiver(auth_signals.user_login_failed)
