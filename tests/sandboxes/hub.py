@@ -6,8 +6,12 @@ configurable-http-proxy, real PortalSpawner and docker, on free ports with a thr
 
 The hub asks `portal_internal_url` for spawn specs, so the portal there must accept
 `hub.spawn_secret` (pass HUB_SPAWN_SECRET in `env` to choose it). Needs root (the sandbox
-firewall) and a running docker engine. On exit every server the hub knows is stopped, the hub and
-its proxy are ended, and the firewall rule for its throwaway port is withdrawn.
+firewall) and a running docker engine. On exit every server the hub knows is stopped, the hub is
+asked to stop (SIGTERM, which stops its proxy and its managed services, as Ctrl-C does under
+`make run`), then whatever of it is left is ended (`hub_processes`), and the firewall rule for
+its throwaway port is withdrawn. JupyterHub starts configurable-http-proxy and each managed
+service (the idle culler) in a session of its own, so a hub that dies without its cleanup leaves
+them running: they are found by the hub's working directory, which they inherit.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class RunningHub:
     proxy_api_port: int
     data_dir: Path
     log_path: Path
+    pid: int  # the jupyterhub process
     env: dict[str, str] = field(repr=False)
     started_seconds: float = 0.0  # process start to API answering through the proxy
 
@@ -88,6 +93,82 @@ def _wait_up(url: str, process: subprocess.Popen, log_path: Path, timeout: float
                 return
         time.sleep(0.2)
     raise RuntimeError(f"jupyterhub did not answer in {timeout}s:\n{log_path.read_text()[-4000:]}")
+
+
+# --- The hub's processes ----------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time in clock ticks) of a process, None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # the command, in parentheses, may hold spaces
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def still_running(pid: int, started: int) -> bool:
+    """The same process (not a later one given its pid) is still there, and not a zombie."""
+    stat = _stat(pid)
+    return stat is not None and stat[2] == started and stat[0] != "Z"
+
+
+def hub_processes(hub: RunningHub) -> dict[int, int]:
+    """The hub and every process it started that still runs ({pid: start time}): its children
+    and theirs, and anything working in its data directory, which finds the proxy and the
+    managed services even after a hub that died let them go to init."""
+    data_dir = os.path.realpath(hub.data_dir)
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = stat
+    found = {hub.pid} if hub.pid in stats else set()
+    for pid in stats:
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
+            if cwd == data_dir or cwd.startswith(data_dir + os.sep):
+                found.add(pid)
+    children: dict[int, list[int]] = {}
+    for pid, (_state, parent, _started) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return {pid: stats[pid][2] for pid in found if stats[pid][0] != "Z"}
+
+
+def _end(processes: dict[int, int], *, grace: float = 10) -> None:
+    """SIGTERM, then after `grace` seconds SIGKILL, whichever of `processes` still runs."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        alive = [pid for pid, started in processes.items() if still_running(pid, started)]
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in alive if still_running(pid, processes[pid])]
+        if not alive:
+            return
+
+
+def _stop_hub(hub: RunningHub, process: subprocess.Popen) -> None:
+    """Stop the hub as `make run`'s Ctrl-C does (it stops its proxy and services itself), then end
+    whatever of it is left: all of it when the hub had died or does not exit in time."""
+    started = hub_processes(hub)  # while the hub lives, its children are found by parent too
+    if process.poll() is None:
+        _stop_all_servers(hub)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    _end({**started, **hub_processes(hub)})
 
 
 def _stop_all_servers(hub: RunningHub) -> None:
@@ -165,6 +246,7 @@ def running_hub(
             proxy_api_port=int(hub_env["HUB_PROXY_API_PORT"]),
             data_dir=data_dir,
             log_path=log_path,
+            pid=process.pid,
             env=hub_env,
         )
         try:
@@ -172,16 +254,6 @@ def running_hub(
             hub.started_seconds = time.monotonic() - started
             yield hub
         finally:
-            if process.poll() is None:
-                _stop_all_servers(hub)
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
-            # the proxy (and the culler) share the hub's session: end any leftover
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            _stop_hub(hub, process)
             if port != 8081:
                 network.remove_hub_port(port)
