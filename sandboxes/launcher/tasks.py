@@ -140,7 +140,13 @@ def home_usage_measure_task() -> dict:
 def sandboxes_reconcile_task() -> dict:
     from .reconcile import reconcile
 
-    return reconcile()
+    try:
+        return reconcile()
+    except HubUnavailable as exc:
+        # Expected while the hub starts (the first beat of `make run` comes before it is up) or
+        # restarts: nothing can be judged without it, and the next run repairs what is due.
+        logger.warning("reconciliation waits for the hub, which does not answer (%s)", exc)
+        return {"skipped": "hub unavailable"}
 
 
 @shared_task(name="launcher.sandboxes_stop_over_age", acks_late=True)
