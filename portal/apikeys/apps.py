@@ -7,7 +7,8 @@ class ApiKeysConfig(AppConfig):
     verbose_name = "API keys"
 
     def ready(self) -> None:
-        from . import (  # noqa: F401 - registered by being imported
+        # Receivers connect, and the schema extension registers, once the apps are ready.
+        from . import (  # noqa: F401, PLC0415 - registered by being imported
             receivers,  # membership changes
             schema,  # the OpenAPI description of key auth
         )

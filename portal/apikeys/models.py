@@ -8,13 +8,12 @@ from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
 from portal.core.models import PublicIdModel
+from portal.organisations.models import Membership
 
 
 def answerable_is_manager() -> Exists:
     """For a query over ApiKey: the key's answerable person is an active owner or admin of the
     key's organisation (false for a key with none)."""
-    from portal.organisations.models import Membership
-
     return Exists(
         Membership.objects.managers().filter(
             organisation_id=OuterRef("organisation_id"),
@@ -28,8 +27,6 @@ class ApiKeyQuerySet(models.QuerySet):
     def for_user(self, user) -> "ApiKeyQuerySet":
         """Keys a person may see and revoke: their own, and their organisations' when they are
         an owner or admin there."""
-        from portal.organisations.models import Membership
-
         if not user.is_authenticated:
             return self.none()
         return (

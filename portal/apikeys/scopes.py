@@ -2,6 +2,8 @@
 
 from django.utils.translation import gettext_lazy as _
 
+from portal.users.selectors import user_is_programme_manager
+
 SCOPES = {
     "profile:read": _("Read your profile"),
     "credits:read": _("Read balances, the ledger and statements"),
@@ -22,8 +24,6 @@ ALL_SCOPES = frozenset(SCOPES)
 
 def scopes_allowed_for(*, user=None, organisation=None) -> frozenset[str]:
     """What the owner may do right now: a key never holds more than its owner."""
-    from portal.users.selectors import user_is_programme_manager
-
     if organisation is not None:
         return ALL_SCOPES - PROGRAMME_SCOPES if organisation.is_active else frozenset()
     if user is None or not user.is_active:

@@ -7,4 +7,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Core"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the deployment's system checks)
+        from . import checks  # noqa: F401, PLC0415 - registers the deployment's system checks

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CreditsConfig(AppConfig):
@@ -7,9 +8,7 @@ class CreditsConfig(AppConfig):
     verbose_name = "GPU credits"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
-
-        from .services import system_accounts_forget
+        from .services import system_accounts_forget  # noqa: PLC0415 - models: apps must be ready
 
         # A flushed or re-migrated database (the test runner does both) has new system
         # accounts: forget the ones this process remembered.

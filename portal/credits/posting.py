@@ -28,8 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connection
+from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.models import F
 from django.utils.translation import gettext as _
+from psycopg.types.json import Jsonb
 
 from .models import CreditAccount, CreditGrant, LedgerEntry, LedgerTransaction
 
@@ -93,8 +95,6 @@ def post_in_one_statement(txn: LedgerTransaction, postings: Sequence) -> list[Dr
     Returns the drawn lots, or None when the idempotency key was posted before (nothing was
     written). A refusal raises PostingRefused; the server has already rolled it back.
     """
-    from psycopg.types.json import Jsonb
-
     # The row's own values, as LedgerTransaction's fields would store them (public_id and
     # created_at are set by the caller; metadata is a JSON object).
     params = [
@@ -143,8 +143,6 @@ def post_usage_batch(
     by account. With `partial`, an account that cannot pay an item in full pays what it holds;
     without, a shortfall raises PostingRefused(INSUFFICIENT) and nothing is written. Returns one
     UsagePosted per item, in order."""
-    from psycopg.types.json import Jsonb
-
     rows = _call(
         "SELECT item, transaction_id, charged, replayed, grant_id, remaining, amount "
         "FROM credits_post_usage(%s, %s, %s, %s::uuid[], %s::varchar[], %s::jsonb[], "
@@ -211,8 +209,6 @@ def _server_binding_cursor():
     SQL text for the server to parse back: for a debit that is about a third of the client's
     work and much of the server's before the account lock. No statement is prepared by name
     (Django leaves prepare_threshold off), so a transaction-pooling PgBouncer stays safe."""
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()

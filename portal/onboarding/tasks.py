@@ -6,6 +6,8 @@ entries and messages already queued name them so.
 
 from celery import shared_task
 
+from portal.users.models import User
+
 from . import allowance
 
 
@@ -16,7 +18,5 @@ def student_allowances_grant_month_task() -> int:
 
 @shared_task(name="credits.student_allowance_grant", acks_late=True)
 def student_allowance_grant_task(*, user_id: int) -> bool:
-    from portal.users.models import User
-
     user = User.objects.filter(pk=user_id).first()
     return user is not None and allowance.student_allowance_grant(user=user) is not None

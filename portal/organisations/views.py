@@ -1,5 +1,6 @@
 """Organisation pages: members, invitations, roles. Thin: forms in, services do the work."""
 
+from allauth.account.adapter import get_adapter
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -204,8 +205,6 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         )
     user: User = request.user
     if not user.is_authenticated:
-        from allauth.account.adapter import get_adapter
-
         request.session[PENDING_INVITATION_SESSION_KEY] = token
         get_adapter(request).stash_verified_email(request, invitation.email)
         has_account = User.objects.filter(email__iexact=invitation.email).exists()

@@ -5,6 +5,8 @@ import secrets
 from pathlib import Path
 
 import environ
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 # The hub's development secrets (`manage.py hub_configure` writes them), read before base.py so
 # every manage.py command and the web process see the same client id, tokens and URLs.
@@ -52,9 +54,6 @@ CELERY_BEAT_SCHEDULE["metering-tick"].update(
 
 def _development_oidc_key() -> str:
     """An RSA key for signing ID tokens, made once into var/ (0600) like the secret key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     path = OIDC_DEVELOPMENT_KEY_PATH
     if not path.exists():
         pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(

@@ -2,6 +2,9 @@
 
 import os
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from .base import *  # noqa: F403
 from .base import CACHES, CHANNEL_LAYERS, OAUTH2_PROVIDER, env
 
@@ -36,9 +39,6 @@ HUB_API_URL = env.str("HUB_API_URL", default="http://127.0.0.1:1/hub/api")
 
 def _test_oidc_key() -> str:
     """A fresh RSA key per test process, in memory only: tests read the JWKS, never a fixed key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return key.private_bytes(
         serialization.Encoding.PEM,

@@ -8,4 +8,4 @@ class UsersConfig(AppConfig):
 
     def ready(self) -> None:
         # Receivers for allauth's and Django's authentication signals: they only call services.
-        from . import receivers  # noqa: F401
+        from . import receivers  # noqa: F401, PLC0415 - they import models: apps must be ready

@@ -4,11 +4,15 @@ Signals are used only to hear third-party code; each receiver calls the audit se
 """
 
 from allauth.account import signals as account_signals
+from allauth.account.internal.flows.login import record_authentication
 from allauth.mfa import signals as mfa_signals
+from allauth.mfa.models import Authenticator
 from django.contrib.auth import signals as auth_signals
 from django.dispatch import receiver
 
 from portal.audit.services import audit_record, client_ip
+
+from .services import user_mfa_enrolled
 
 
 def _record(action: str, request, user, **data) -> None:
@@ -85,11 +89,6 @@ def _mfa_enrolled(sender, request, user, authenticator, **kwargs):
     """TOTP set up (recovery codes come with it and change nothing here): the session in hand
     has just entered a valid code from it, so it counts as having passed MFA (allauth's record
     of the step, as at a sign-in); every other session of the account ends."""
-    from allauth.account.internal.flows.login import record_authentication
-    from allauth.mfa.models import Authenticator
-
-    from .services import user_mfa_enrolled
-
     if authenticator.type == Authenticator.Type.RECOVERY_CODES:
         return
     record_authentication(request, user, "mfa", id=authenticator.pk, type=authenticator.type)

@@ -4,6 +4,7 @@ normalisation and hub usernames, which creating a User needs, live beside the mo
 from collections.abc import Iterable
 from importlib import import_module
 
+from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
@@ -53,8 +54,6 @@ def user_sessions_end(*, user_ids: Iterable[int], keep_session_key: str | None =
     session still exists). Sessions are rows in the database (SESSION_ENGINE), so inside a
     transaction they end when it commits, with the rest of it.
     """
-    from allauth.usersessions.models import UserSession
-
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     ended = 0
     sessions = UserSession.objects.filter(user_id__in=list(user_ids))

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
+import pynvml
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -54,9 +55,7 @@ class NvmlBackend:
     simulated = False
 
     def __init__(self, nvml=None):
-        if nvml is None:
-            import pynvml as nvml
-        self.nvml = nvml
+        self.nvml = pynvml if nvml is None else nvml
 
     def discover(self) -> list[DiscoveredGpu]:
         n = self.nvml

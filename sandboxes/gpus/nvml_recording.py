@@ -13,10 +13,12 @@ import json
 import sys
 from types import SimpleNamespace
 
+import pynvml
+
 
 def record(nvml=None) -> dict:
     if nvml is None:
-        import pynvml as nvml
+        nvml = pynvml
     nvml.nvmlInit()
     try:
         devices = []

@@ -3,6 +3,9 @@ same services and selectors."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+
 from django.db.models import Q
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -196,12 +199,8 @@ class LaunchSerializer(serializers.Serializer):
 
 def _by_slug_or_id(model, value: str, field: str):
     lookup = Q(slug=value)
-    try:
-        import uuid
-
+    with contextlib.suppress(ValueError):
         lookup |= Q(public_id=uuid.UUID(value))
-    except ValueError:
-        pass
     found = model.objects.filter(lookup).first()
     if found is None:
         raise ApplicationError(

@@ -7,4 +7,5 @@ class LauncherConfig(AppConfig):
     verbose_name = "Sandboxes"
 
     def ready(self) -> None:
-        from . import receivers  # noqa: F401 - membership changes and sign-outs, by signal
+        # Membership changes and sign-outs, by signal; the receivers import models.
+        from . import receivers  # noqa: F401, PLC0415 - apps must be ready

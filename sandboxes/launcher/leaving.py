@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from portal.audit.services import audit_record
 from portal.organisations.models import Organisation
 from portal.users.models import User
+from portal.users.oidc import hub_oidc_tokens_revoke
 from sandboxes.jobs import enqueue_after_commit
 
 from .models import Sandbox
@@ -61,8 +62,6 @@ def hub_sessions_end(*, user_ids, reason: str) -> None:
     ask Celery to revoke their hub tokens and end their hub login (`hub_session_end`). Only
     people who ever had a sandbox have a hub user (the portal creates it at the first start),
     so nobody else costs a task."""
-    from portal.users.oidc import hub_oidc_tokens_revoke
-
     user_ids = sorted(set(user_ids))
     hub_oidc_tokens_revoke(user_ids=user_ids)
     with_hub_user = list(
@@ -96,7 +95,8 @@ def hub_session_end(*, user_id: int, reason: str = "") -> HubSessionEnded:
     person's row is locked from the check to the deletion, so a launch (which locks it too)
     cannot start a server on the user being deleted; its start re-creates the hub user.
     """
-    from .hub_client import hub_client
+    # Looked up when called, not bound at import: tests put a fake hub in hub_client's place.
+    from .hub_client import hub_client  # noqa: PLC0415 - looked up at call time
 
     user = User.objects.filter(pk=user_id).first()
     if user is None:

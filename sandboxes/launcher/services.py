@@ -33,6 +33,8 @@ from sandboxes.jobs import enqueue_after_commit
 from sandboxes.metering import services as metering
 
 from .entitlement import already_starting, launch_check
+from .hub_client import HubError
+from .hub_urls import server_url
 from .messages import sandbox_status_send, spawn_progress_send
 from .models import ResourceProfile, Sandbox, SandboxImage, SandboxStart
 from .selectors import (
@@ -412,8 +414,8 @@ def sandbox_delete(
 
 def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> dict:
     """A short-lived hub token that reaches only this sandbox's server."""
-    from .hub_client import HubError, hub_client
-    from .hub_urls import server_url
+    # Looked up when called, not bound at import: tests put a fake hub in hub_client's place.
+    from .hub_client import hub_client  # noqa: PLC0415 - looked up at call time
 
     if sandbox.status != Status.RUNNING:
         raise ApplicationError(_("The sandbox is not running."), code="wrong_state")

@@ -11,10 +11,16 @@ from celery import shared_task
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from portal.users.models import User
+
 from . import deadlines, services
 from .disk import home_usage_measure
+from .docker_client import volume_remove
+from .firewall import firewall_ensure
 from .hub_client import HubError, HubUnavailable, hub_client
+from .leaving import hub_session_end
 from .models import Sandbox
+from .reconcile import reconcile
 from .selectors import home_volume
 
 logger = logging.getLogger(__name__)
@@ -116,17 +122,11 @@ def queue_advance_task() -> list[int]:
 @shared_task(name="launcher.firewall_check")
 def firewall_check_task() -> list[str]:
     """Re-ensure the sandboxes' host firewall and audit what drifted (Celery beat)."""
-    from .firewall import firewall_ensure
-
     return firewall_ensure()
 
 
 @shared_task(name="launcher.home_volume_delete", acks_late=True)
 def home_volume_delete_task(user_id: int) -> bool:
-    from portal.users.models import User
-
-    from .docker_client import volume_remove
-
     user = User.objects.filter(pk=user_id).first()
     return user is not None and volume_remove(home_volume(user))
 
@@ -138,8 +138,6 @@ def home_usage_measure_task() -> dict:
 
 @shared_task(name="launcher.sandboxes_reconcile", acks_late=True)
 def sandboxes_reconcile_task() -> dict:
-    from .reconcile import reconcile
-
     try:
         return reconcile()
     except HubUnavailable as exc:
@@ -171,8 +169,6 @@ def hub_session_end_task(user_id: int, reason: str = "", attempt: int = 0) -> st
     while the hub is unreachable or a sandbox of theirs is still stopping; after
     HUB_SESSION_END_RETRIES it gives up, logged: their tokens at the portal are revoked already.
     (Enqueued again rather than Celery's retry, which an eager run raises to its caller.)"""
-    from .leaving import hub_session_end
-
     try:
         outcome = hub_session_end(user_id=user_id, reason=reason)
     except HubError as exc:

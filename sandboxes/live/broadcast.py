@@ -110,7 +110,8 @@ async def _publish_pipelined(layer, batch: list[tuple[str, dict]]) -> bool:
     exactly as if group_send had sent them. False (nothing sent) on any other layer, or if the
     layer's internals are not what this expects; the caller then sends one by one."""
     try:
-        from channels_redis.pubsub import RedisPubSubChannelLayer
+        # Inside the try: any other channel layer works without channels_redis.
+        from channels_redis.pubsub import RedisPubSubChannelLayer  # noqa: PLC0415 - optional
 
         if not isinstance(layer, RedisPubSubChannelLayer):
             return False

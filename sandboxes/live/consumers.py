@@ -25,6 +25,7 @@ import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
 
 from .access import StreamRefused, live_stream_group
 from .broadcast import VERSION
@@ -37,8 +38,6 @@ TOO_MANY_FRAMES = 4429
 def _session_user_now(scope):
     """The session's person as the database has them now (None once signed out elsewhere,
     deactivated or gone)."""
-    from django.contrib.auth import get_user_model
-
     user = scope.get("user")
     if user is None or not user.is_authenticated:
         return None

@@ -6,13 +6,15 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from portal.credits.models import CreditAccount
+from sandboxes.gpus.models import GpuAllocation, GpuDevice
+from sandboxes.launcher.models import Sandbox
 
 from .messages import balance_message, cluster_message, iso
-from .models import SandboxRun, Step, UsageRollup, UsageSample
+from .models import DeviceSample, SandboxRun, Step, UsageRollup, UsageSample
 
 SERIES = ["gpu_util_pct", "gpu_memory_used_mib", "gpu_power_w", "cpu_pct", "memory_used_mib"]
 STEPS = {"raw": None, "minute": Step.MINUTE, "hour": Step.HOUR}
@@ -100,8 +102,6 @@ def sandbox_ids_out_of_credits(*, now: dt.datetime) -> list[int]:
 
 def organisation_running(*, organisation):
     """The organisation's members' live sandboxes, for its live page."""
-    from sandboxes.launcher.models import Sandbox
-
     return (
         Sandbox.objects.filter(organisation=organisation, deleted_at__isnull=True)
         .filter(Q(status__in=Sandbox.LIVE))
@@ -118,12 +118,6 @@ def cluster_snapshot() -> dict:
     """The `cluster.gpus` message from the latest stored samples (a page's first paint; the
     tick's broadcasts take over from there). A free GPU's utilisation and memory are left out:
     the last sample may be its previous holder's."""
-    from django.db.models import OuterRef, Subquery
-
-    from sandboxes.gpus.models import GpuAllocation, GpuDevice
-
-    from .models import DeviceSample
-
     latest = DeviceSample.objects.filter(device=OuterRef("pk")).order_by("-taken_at")
     devices = (
         GpuDevice.objects.filter(mig_enabled=False)
@@ -157,10 +151,6 @@ def cluster_snapshot() -> dict:
 def latest_samples(*, sandboxes) -> dict[int, UsageSample]:
     """The latest UsageSample of each of `sandboxes`, by sandbox id, in one query whatever
     their number (a live page's first paint; `sandbox_latest` reads one)."""
-    from django.db.models import OuterRef, Subquery
-
-    from sandboxes.launcher.models import Sandbox
-
     newest = UsageSample.objects.filter(sandbox=OuterRef("pk")).order_by("-taken_at")
     sample_ids = (
         Sandbox.objects.filter(pk__in=[sandbox.pk for sandbox in sandboxes])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from django.core.cache import cache
 
 from sandboxes.gpus.backends import GpuBackend, NvmlBackend
+from sandboxes.launcher.docker_client import client
 
 logger = logging.getLogger(__name__)
 _MIB = 1024 * 1024
@@ -51,8 +52,6 @@ def containers_read(public_ids: set[str]) -> dict[str, ContainerReading]:
     """
     if not public_ids:
         return {}
-    from sandboxes.launcher.docker_client import client
-
     try:
         with closing(client()) as engine:
             containers = {

@@ -215,7 +215,7 @@ def sandbox_dns_servers(egress: str) -> list[str] | None:
 
 
 def _docker_client():
-    import docker
+    import docker  # noqa: PLC0415 - the firewall half of this module needs no docker SDK
 
     return docker.from_env(timeout=30)
 
@@ -224,8 +224,8 @@ def ensure_docker_network(client, net: SandboxNetwork) -> bool:
     """Create the network unless it exists; refuse one that exists with other settings.
 
     Returns True when it was created."""
-    import docker.errors
-    from docker.types import IPAMConfig, IPAMPool
+    import docker.errors  # noqa: PLC0415 - as in _docker_client
+    from docker.types import IPAMConfig, IPAMPool  # noqa: PLC0415 - as above
 
     try:
         existing = client.networks.get(net.name)

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from portal.core.exceptions import ApplicationError, PermissionDenied
+from portal.organisations.models import Membership
 
 from .. import posting as backend
 from ..models import CreditAccount, CreditGrant, LedgerTransaction
@@ -105,8 +106,6 @@ def decision_conflict_refuse(
     or an organisation they belong to (named by its account, or by its id when there is no
     account to name, as in the review of an application). One rule for revocations, adjustments
     and reviews; a system action (no acting person) is never refused."""
-    from portal.organisations.models import Membership
-
     if acting_user is None:
         return
     if account is not None:

@@ -4,6 +4,7 @@ holder (a student, or the organisation's owners and admins) after commit."""
 from django.conf import settings
 
 from portal.core.mail import mail_send_after_commit
+from portal.organisations.models import Membership
 
 from ..models import CreditAccount, CreditGrant, CreditWarning
 from ..units import display_gpu_hours
@@ -38,8 +39,6 @@ def _warnings_record(grant_ids: list[int]) -> list[CreditWarning]:
 
 
 def _warning_recipients(account: CreditAccount) -> list:
-    from portal.organisations.models import Membership
-
     if account.kind == CreditAccount.Kind.STUDENT:
         return [account.user]
     owners = (

@@ -9,9 +9,11 @@ import logging
 from dataclasses import dataclass
 
 from django.db.models import Q, Sum
+from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from portal.audit.services import audit_record
+from portal.credits.models import LedgerEntry, LedgerTransaction
 
 from ..charging import owed
 from ..models import SandboxRun, UsageCharge
@@ -34,10 +36,6 @@ def reconcile(*, since: dt.datetime | None = None) -> dict:
     """Recompute every run's charges from its start and end (or charged-until) and compare them
     with its interval rows and with the ledger. Every figure must agree to the credit-second;
     any drift is logged as an error and audited, never corrected silently."""
-    from django.db.models.fields.json import KeyTextTransform
-
-    from portal.credits.models import LedgerEntry, LedgerTransaction
-
     since = since or timezone.now() - dt.timedelta(days=2)
     runs = list(
         SandboxRun.objects.filter(Q(settled=False) | Q(ended_at__gte=since)).select_related(
