@@ -9,6 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
@@ -138,7 +139,7 @@ def apikey_create(
     )
     audit_record(
         actor=acting_user,
-        action="apikey.created",
+        action=AuditAction.APIKEY_CREATED,
         target=organisation or user,
         ip=ip,
         data={
@@ -188,7 +189,7 @@ def apikey_revoke(*, key: ApiKey, acting_user, ip: str | None = None) -> ApiKey:
         raise ApplicationError(_("This key was already revoked."))
     audit_record(
         actor=acting_user,
-        action="apikey.revoked",
+        action=AuditAction.APIKEY_REVOKED,
         target=key.organisation or key.user,
         ip=ip,
         data={"key_id": key.key_id, "name": key.name},
@@ -216,7 +217,7 @@ def apikey_reconfirm(*, key: ApiKey, acting_user, owner=None, ip: str | None = N
     locked.save(update_fields=["answerable_by", "updated_at"])
     audit_record(
         actor=acting_user,
-        action="apikey.reconfirmed",
+        action=AuditAction.APIKEY_RECONFIRMED,
         target=key.organisation,
         ip=ip,
         data={

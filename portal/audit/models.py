@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .actions import AuditAction
+
 
 class AppendOnlyError(Exception):
     """Raised when code tries to change or remove a row of an append-only table."""
@@ -52,3 +54,9 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Audit events are append-only.")
+
+    @property
+    def action_label(self) -> str:
+        """What the action is called on the audit page; an action that is no longer declared
+        (the log keeps every row it ever had) reads as its stored value."""
+        return AuditAction.label_of(self.action)

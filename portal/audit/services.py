@@ -4,6 +4,7 @@ from typing import Any
 
 from django.db import models
 
+from .actions import AuditAction
 from .models import AuditEvent
 
 
@@ -21,12 +22,16 @@ def _target_fields(target: models.Model | None) -> dict[str, str]:
 def audit_record(
     *,
     actor,
-    action: str,
+    action: AuditAction,
     target: models.Model | None = None,
     ip: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one audit event. Call it inside the transaction of the change it records."""
+    """Append one audit event. Call it inside the transaction of the change it records.
+
+    `action` is an `AuditAction`; anything that is not one of its values is refused
+    (ValueError), so every action in the log is declared, with its label, in one place."""
+    action = AuditAction(action)
     actor = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
     return AuditEvent.objects.create(
         actor=actor,

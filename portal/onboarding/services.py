@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Organisation
@@ -97,7 +98,7 @@ def student_onboard(
     transaction.on_commit(lambda: student_allowance_grant_task.delay(user_id=user.pk))
     audit_record(
         actor=user,
-        action="student.onboarded",
+        action=AuditAction.STUDENT_ONBOARDED,
         target=user,
         ip=ip,
         data={
@@ -147,7 +148,7 @@ def cohort_create(
     )
     audit_record(
         actor=acting_user,
-        action="cohort.created",
+        action=AuditAction.COHORT_CREATED,
         target=cohort,
         ip=ip,
         data={
@@ -217,7 +218,7 @@ def cohort_update(
     cohort.save(update_fields=[*changes, "updated_at"])
     audit_record(
         actor=acting_user,
-        action="cohort.updated",
+        action=AuditAction.COHORT_UPDATED,
         target=cohort,
         ip=ip,
         data={
@@ -241,7 +242,7 @@ def cohort_deactivate(*, cohort: Cohort, acting_user: User, ip: str | None = Non
     cohort.save(update_fields=["expires_at", "updated_at"])
     audit_record(
         actor=acting_user,
-        action="cohort.deactivated",
+        action=AuditAction.COHORT_DEACTIVATED,
         target=cohort,
         ip=ip,
         data={"expires_at_was": previous.isoformat(), "joined": cohort.students.count()},

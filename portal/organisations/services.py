@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
@@ -88,7 +89,7 @@ def organisation_create(*, owner: User, ip: str | None = None, **details) -> Org
     Membership.objects.create(organisation=organisation, user=owner, role=Role.OWNER)
     audit_record(
         actor=owner,
-        action="organisation.created",
+        action=AuditAction.ORGANISATION_CREATED,
         target=organisation,
         ip=ip,
         data={"secp_registration_number": organisation.secp_registration_number},
@@ -167,7 +168,7 @@ def invitation_create(
     )
     audit_record(
         actor=acting_user,
-        action="invitation.created",
+        action=AuditAction.INVITATION_CREATED,
         target=organisation,
         ip=ip,
         data={"email": email, "role": role, "invitation": str(invitation.public_id)},
@@ -196,7 +197,7 @@ def invitation_revoke(*, invitation: Invitation, acting_user: User, ip: str | No
         raise ApplicationError(_("This invitation has already been used or withdrawn."))
     audit_record(
         actor=acting_user,
-        action="invitation.revoked",
+        action=AuditAction.INVITATION_REVOKED,
         target=invitation.organisation,
         ip=ip,
         data={"email": invitation.email, "invitation": str(invitation.public_id)},
@@ -251,7 +252,7 @@ def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membe
     invitation.save(update_fields=["accepted_at", "accepted_by", "updated_at"])
     audit_record(
         actor=user,
-        action="invitation.accepted",
+        action=AuditAction.INVITATION_ACCEPTED,
         target=invitation.organisation,
         ip=ip,
         data={"role": invitation.role, "invitation": str(invitation.public_id)},
@@ -285,7 +286,7 @@ def membership_role_change(
     )  # fmt: skip
     audit_record(
         actor=acting_user,
-        action="membership.role_changed",
+        action=AuditAction.MEMBERSHIP_ROLE_CHANGED,
         target=organisation,
         ip=ip,
         data={"user": membership.user.email, "from": previous, "to": role, **effects},
@@ -318,7 +319,7 @@ def membership_remove(*, membership: Membership, acting_user: User, ip: str | No
     )  # fmt: skip
     audit_record(
         actor=acting_user,
-        action="membership.removed",
+        action=AuditAction.MEMBERSHIP_REMOVED,
         target=organisation,
         ip=ip,
         data={"user": membership.user.email, "role": membership.role, **effects},
@@ -352,7 +353,7 @@ def ownership_transfer(
     )  # fmt: skip
     audit_record(
         actor=acting_user,
-        action="organisation.ownership_transferred",
+        action=AuditAction.ORGANISATION_OWNERSHIP_TRANSFERRED,
         target=organisation,
         ip=ip,
         data={"from": acting_user.email, "to": locked[new_owner.pk].user.email, **effects},

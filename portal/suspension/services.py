@@ -51,6 +51,7 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
 from portal.apikeys.selectors import api_key_ids_in_force
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.onboarding.models import StudentProfile
@@ -157,7 +158,8 @@ def _student_reactivated(student: User) -> None:
 class _Kind:
     """How a suspension reads one kind of subject."""
 
-    action: str  # the audit actions' prefix: "organisation.suspended", "student.reactivated"
+    suspended_action: AuditAction
+    reactivated_action: AuditAction
     update_fields: list[str]
     # The subject's row, re-read and locked; refuses what this programme manager may not decide.
     locked: Callable
@@ -170,7 +172,8 @@ class _Kind:
 
 
 ORGANISATION = _Kind(
-    action="organisation",
+    suspended_action=AuditAction.ORGANISATION_SUSPENDED,
+    reactivated_action=AuditAction.ORGANISATION_REACTIVATED,
     update_fields=["is_active", "updated_at"],
     locked=_organisation_locked,
     people=_organisation_members_locked,
@@ -179,7 +182,8 @@ ORGANISATION = _Kind(
     counts_people=True,
 )
 STUDENT = _Kind(
-    action="student",
+    suspended_action=AuditAction.STUDENT_SUSPENDED,
+    reactivated_action=AuditAction.STUDENT_REACTIVATED,
     update_fields=["is_active"],
     locked=_student_locked,
     people=lambda student: [student.pk],
@@ -216,10 +220,10 @@ def suspend(*, subject, reason: str, acting_user: User, ip: str | None = None) -
     outcome = suspension_enforce(
         sandboxes=kind.sandboxes(subject), user_ids=people, acting_user=acting_user, ip=ip
     )
-    hub_sessions_end(user_ids=people, reason=f"{kind.action}.suspended")
+    hub_sessions_end(user_ids=people, reason=kind.suspended_action)
     audit_record(
         actor=acting_user,
-        action=f"{kind.action}.suspended",
+        action=kind.suspended_action,
         target=subject,
         ip=ip,
         data={
@@ -249,7 +253,7 @@ def reactivate(
     subject.save(update_fields=kind.update_fields)
     audit_record(
         actor=acting_user,
-        action=f"{kind.action}.reactivated",
+        action=kind.reactivated_action,
         target=subject,
         ip=ip,
         data={

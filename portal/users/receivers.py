@@ -10,26 +10,27 @@ from allauth.mfa.models import Authenticator
 from django.contrib.auth import signals as auth_signals
 from django.dispatch import receiver
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record, client_ip
 
 from .services import user_mfa_enrolled
 
 
-def _record(action: str, request, user, **data) -> None:
+def _record(action: AuditAction, request, user, **data) -> None:
     """An event the person did to their own account."""
     audit_record(actor=user, action=action, target=user, ip=client_ip(request), data=data)
 
 
 @receiver(auth_signals.user_logged_in)
 def _signed_in(sender, request, user, **kwargs):
-    _record("auth.signed_in", request, user)
+    _record(AuditAction.AUTH_SIGNED_IN, request, user)
 
 
 @receiver(auth_signals.user_logged_out)
 def _signed_out(sender, request, user, **kwargs):
     # (sandboxes.launcher.receivers ends the hub session on the same signal)
     if user is not None:
-        _record("auth.signed_out", request, user)
+        _record(AuditAction.AUTH_SIGNED_OUT, request, user)
 
 
 @receiver(auth_signals.user_login_failed)
@@ -37,42 +38,50 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
     # Django has already scrubbed the password from `credentials`; keep only the address tried.
     attempted = str(credentials.get("email") or credentials.get("username") or "")[:254]
     audit_record(
-        actor=None, action="auth.sign_in_failed", ip=client_ip(request), data={"email": attempted}
+        actor=None,
+        action=AuditAction.AUTH_SIGN_IN_FAILED,
+        ip=client_ip(request),
+        data={"email": attempted},
     )
 
 
 @receiver(account_signals.user_signed_up)
 def _signed_up(sender, request, user, **kwargs):
-    _record("auth.signed_up", request, user)
+    _record(AuditAction.AUTH_SIGNED_UP, request, user)
 
 
 @receiver(account_signals.email_confirmed)
 def _email_confirmed(sender, request, email_address, **kwargs):
-    _record("auth.email_verified", request, email_address.user, email=email_address.email)
+    _record(AuditAction.AUTH_EMAIL_VERIFIED, request, email_address.user, email=email_address.email)
 
 
 @receiver(account_signals.email_changed)
 def _email_changed(sender, request, user, from_email_address, to_email_address, **kwargs):
     previous = getattr(from_email_address, "email", None)
-    _record("auth.email_changed", request, user, **{"from": previous, "to": to_email_address.email})
+    _record(
+        AuditAction.AUTH_EMAIL_CHANGED,
+        request,
+        user,
+        **{"from": previous, "to": to_email_address.email},
+    )
 
 
 @receiver(account_signals.password_changed)
 @receiver(account_signals.password_set)
 def _password_changed(sender, request, user, **kwargs):
-    _record("auth.password_changed", request, user)
+    _record(AuditAction.AUTH_PASSWORD_CHANGED, request, user)
 
 
 @receiver(account_signals.password_reset)
 def _password_reset(sender, request, user, **kwargs):
-    _record("auth.password_reset", request, user)
+    _record(AuditAction.AUTH_PASSWORD_RESET, request, user)
 
 
 MFA_ACTIONS = {
-    mfa_signals.authenticator_added: "mfa.added",
-    mfa_signals.authenticator_removed: "mfa.removed",
-    mfa_signals.authenticator_reset: "mfa.recovery_codes_reset",
-    mfa_signals.authentication_failed: "mfa.failed",
+    mfa_signals.authenticator_added: AuditAction.MFA_ADDED,
+    mfa_signals.authenticator_removed: AuditAction.MFA_REMOVED,
+    mfa_signals.authenticator_reset: AuditAction.MFA_RECOVERY_CODES_RESET,
+    mfa_signals.authentication_failed: AuditAction.MFA_FAILED,
 }
 
 

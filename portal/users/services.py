@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 
 from .models import User
@@ -23,7 +24,9 @@ def programme_manager_grant(*, user: User, acting_user: User | None, ip: str | N
     if not user.is_staff:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
-    audit_record(actor=acting_user, action="programme_manager.granted", target=user, ip=ip, data={})
+    audit_record(
+        actor=acting_user, action=AuditAction.PROGRAMME_MANAGER_GRANTED, target=user, ip=ip, data={}
+    )
     return user
 
 
@@ -39,7 +42,9 @@ def programme_manager_revoke(
     if user.is_staff and not user.is_superuser:
         user.is_staff = False
         user.save(update_fields=["is_staff"])
-    audit_record(actor=acting_user, action="programme_manager.revoked", target=user, ip=ip, data={})
+    audit_record(
+        actor=acting_user, action=AuditAction.PROGRAMME_MANAGER_REVOKED, target=user, ip=ip, data={}
+    )
     return user
 
 
@@ -74,7 +79,7 @@ def user_mfa_enrolled(*, user: User, current_session_key: str | None, ip: str | 
     ended = user_sessions_end(user_ids=[user.pk], keep_session_key=current_session_key)
     audit_record(
         actor=user,
-        action="auth.other_sessions_ended",
+        action=AuditAction.AUTH_OTHER_SESSIONS_ENDED,
         target=user,
         ip=ip,
         data={"reason": "mfa_enrolled", "sessions": ended},

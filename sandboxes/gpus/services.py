@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 
 from .backends import GpuBackend, backend_from_setting
@@ -68,7 +69,7 @@ def inventory_sync(*, backend: GpuBackend | None = None) -> InventorySync:
         if added or missing_count:
             audit_record(
                 actor=None,
-                action="gpus.inventory_changed",
+                action=AuditAction.GPUS_INVENTORY_CHANGED,
                 data={
                     "backend": backend.name,
                     "added": added,

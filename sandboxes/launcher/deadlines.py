@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
 from sandboxes.metering.selectors import sandbox_ids_out_of_credits
@@ -48,7 +49,7 @@ def sandboxes_stop_over_age(*, now: dt.datetime | None = None) -> list[Sandbox]:
                 locked = services.sandbox_stop(sandbox=sandbox, acting_user=None, reason=reason)
                 audit_record(
                     actor=None,
-                    action="sandbox.max_age_reached",
+                    action=AuditAction.SANDBOX_MAX_AGE_REACHED,
                     target=locked,
                     data={
                         "max_age_seconds": max_age,

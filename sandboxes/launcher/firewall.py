@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from sandboxes.spawner import network
 
@@ -44,5 +45,7 @@ def firewall_ensure() -> list[str]:
     changed = network.ensure()
     if changed:
         logger.warning("sandbox firewall drifted and was repaired: %s", changed)
-        audit_record(actor=None, action="sandbox.firewall_repaired", data={"changed": changed})
+        audit_record(
+            actor=None, action=AuditAction.SANDBOX_FIREWALL_REPAIRED, data={"changed": changed}
+        )
     return changed

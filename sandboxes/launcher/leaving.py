@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.organisations.models import Organisation
 from portal.users.models import User
@@ -125,7 +126,7 @@ def hub_session_end(*, user_id: int, reason: str = "") -> HubSessionEnded:
                 outcome = HubSessionEnded(tokens_revoked=tokens, hub_user_deleted=deleted)
             audit_record(
                 actor=None,
-                action="hub.session_ended",
+                action=AuditAction.HUB_SESSION_ENDED,
                 target=user,
                 data={
                     "reason": reason,

@@ -4,6 +4,7 @@ signing out of the portal. The apps below send the signal; they do not import th
 from django.contrib.auth import signals as auth_signals
 from django.dispatch import receiver
 
+from portal.audit.actions import AuditAction
 from portal.organisations.signals import membership_changed
 
 from .leaving import hub_sessions_end, organisation_sandboxes_enforce
@@ -15,7 +16,7 @@ def _membership_changed(sender, *, organisation, user, acting_user, ip, removed,
         user=user, organisation=organisation, acting_user=acting_user, ip=ip
     )
     if removed:
-        hub_sessions_end(user_ids=[user.pk], reason="membership.removed")
+        hub_sessions_end(user_ids=[user.pk], reason=AuditAction.MEMBERSHIP_REMOVED)
         return {"sandboxes_stopped": stopped}
     return {"sandboxes_stopped": stopped} if stopped else {}
 
@@ -24,4 +25,4 @@ def _membership_changed(sender, *, organisation, user, acting_user, ip, removed,
 def _signed_out(sender, request, user, **kwargs):
     # The hub's login would outlive the portal session: end it too.
     if user is not None:
-        hub_sessions_end(user_ids=[user.pk], reason="auth.signed_out")
+        hub_sessions_end(user_ids=[user.pk], reason=AuditAction.AUTH_SIGNED_OUT)

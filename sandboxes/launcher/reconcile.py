@@ -14,6 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 
 from . import services
@@ -75,7 +76,7 @@ def _reconcile(hub: HubClient, containers: dict[str, str] | None) -> dict:
         _stop_in_hub(hub, hub_username=key[0], server=key[1])
         audit_record(
             actor=None,
-            action="sandbox.reconciled_orphan",
+            action=AuditAction.SANDBOX_RECONCILED_ORPHAN,
             data={"hub_user": key[0], "server": key[1]},
         )
         repairs["orphans_stopped"] += 1
@@ -91,7 +92,7 @@ def _repair(sandbox: Sandbox, outcome: str, reason: str) -> None:
         services.sandbox_mark_stopped(sandbox_id=sandbox.pk, reason=reason)
     audit_record(
         actor=None,
-        action="sandbox.reconciled",
+        action=AuditAction.SANDBOX_RECONCILED,
         target=sandbox,
         data={"was": sandbox.status, "now": outcome, "reason": reason},
     )

@@ -24,6 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
 from portal.organisations.models import Organisation
@@ -91,7 +92,7 @@ def sandbox_launch(
         _allocate_or_queue(sandbox)
         audit_record(
             actor=user,
-            action="sandbox.launched",
+            action=AuditAction.SANDBOX_LAUNCHED,
             target=sandbox,
             ip=ip,
             data={"image": image.image, "profile": profile.slug, "status": sandbox.status},
@@ -243,7 +244,9 @@ def sandbox_mark_failed(*, sandbox_id: int, message: str) -> bool:
         if sandbox is None or sandbox.status in (Status.STOPPED, Status.FAILED):
             return False
         _end(sandbox, Status.FAILED, message)
-        audit_record(actor=None, action="sandbox.failed", target=sandbox, data={"reason": message})
+        audit_record(
+            actor=None, action=AuditAction.SANDBOX_FAILED, target=sandbox, data={"reason": message}
+        )
     return True
 
 
@@ -255,7 +258,9 @@ def sandbox_mark_stopped(*, sandbox_id: int, reason: str, actor=None) -> bool:
         if sandbox is None or sandbox.status in (Status.STOPPED, Status.FAILED):
             return False
         _end(sandbox, Status.STOPPED, reason)
-        audit_record(actor=actor, action="sandbox.stopped", target=sandbox, data={"reason": reason})
+        audit_record(
+            actor=actor, action=AuditAction.SANDBOX_STOPPED, target=sandbox, data={"reason": reason}
+        )
     return True
 
 
@@ -286,7 +291,9 @@ def sandbox_server_gone(*, hub_username: str, server_name: str, start_id: str | 
                 return False
         reason = _("The notebook server stopped.")
         _end(locked, Status.STOPPED, reason)
-        audit_record(actor=None, action="sandbox.stopped", target=locked, data={"reason": reason})
+        audit_record(
+            actor=None, action=AuditAction.SANDBOX_STOPPED, target=locked, data={"reason": reason}
+        )
     return True
 
 
@@ -331,7 +338,7 @@ def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | N
             raise ApplicationError(_("This sandbox is not running."), code="wrong_state")
         audit_record(
             actor=acting_user,
-            action="sandbox.stop_requested",
+            action=AuditAction.SANDBOX_STOP_REQUESTED,
             target=locked,
             ip=ip,
             data={"reason": reason},
@@ -377,7 +384,7 @@ def sandbox_restart(*, sandbox: Sandbox, acting_user, ip: str | None = None) -> 
         except IntegrityError as exc:
             raise already_starting() from exc
         _allocate_or_queue(locked)
-        audit_record(actor=acting_user, action="sandbox.restarted", target=locked, ip=ip)
+        audit_record(actor=acting_user, action=AuditAction.SANDBOX_RESTARTED, target=locked, ip=ip)
     return locked
 
 
@@ -399,7 +406,7 @@ def sandbox_delete(
         locked.save(update_fields=["deleted_at", "updated_at"])
         audit_record(
             actor=acting_user,
-            action="sandbox.deleted",
+            action=AuditAction.SANDBOX_DELETED,
             target=locked,
             ip=ip,
             data={"home_deleted": delete_home},
@@ -433,7 +440,9 @@ def access_token_issue(*, sandbox: Sandbox, acting_user, ip: str | None = None) 
         raise ApplicationError(
             _("The notebook service is unavailable; try again shortly."), code="unavailable"
         ) from exc
-    audit_record(actor=acting_user, action="sandbox.access_token_issued", target=sandbox, ip=ip)
+    audit_record(
+        actor=acting_user, action=AuditAction.SANDBOX_ACCESS_TOKEN_ISSUED, target=sandbox, ip=ip
+    )
     return {
         "token": token,
         "expires_at": timezone.now() + dt.timedelta(seconds=lifetime),

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
@@ -149,7 +150,9 @@ def application_submit(*, application, acting_user, ip: str | None = None):
         by=acting_user,
         submitted_at=timezone.now,
     )
-    audit_record(actor=acting_user, action="application.submitted", target=application, ip=ip)
+    audit_record(
+        actor=acting_user, action=AuditAction.APPLICATION_SUBMITTED, target=application, ip=ip
+    )
     return application
 
 
@@ -158,7 +161,9 @@ def application_withdraw(*, application, acting_user, ip: str | None = None):
     application = _locked(application)
     _require_applicant(application, acting_user)
     application = _move(application, to=S.WITHDRAWN, allowed_from=OPEN_STATES, by=acting_user)
-    audit_record(actor=acting_user, action="application.withdrawn", target=application, ip=ip)
+    audit_record(
+        actor=acting_user, action=AuditAction.APPLICATION_WITHDRAWN, target=application, ip=ip
+    )
     return application
 
 
@@ -179,7 +184,7 @@ def application_comment(
     )
     audit_record(
         actor=acting_user,
-        action="application.commented",
+        action=AuditAction.APPLICATION_COMMENTED,
         target=application,
         ip=ip,
         data={"reviewer": is_reviewer},
@@ -194,7 +199,9 @@ def application_review_start(*, application, acting_user, ip: str | None = None)
     application = _locked(application)
     _require_reviewer(application, acting_user)
     application = _move(application, to=S.IN_REVIEW, allowed_from={S.SUBMITTED}, by=acting_user)
-    audit_record(actor=acting_user, action="application.review_started", target=application, ip=ip)
+    audit_record(
+        actor=acting_user, action=AuditAction.APPLICATION_REVIEW_STARTED, target=application, ip=ip
+    )
     return application
 
 
@@ -212,7 +219,10 @@ def application_request_changes(*, application, acting_user, message: str, ip: s
         message=message,
     )
     audit_record(
-        actor=acting_user, action="application.changes_requested", target=application, ip=ip
+        actor=acting_user,
+        action=AuditAction.APPLICATION_CHANGES_REQUESTED,
+        target=application,
+        ip=ip,
     )
     _notify_applicants(
         application, "credits/email/application_changes_requested", {"message": message.strip()}
@@ -237,7 +247,7 @@ def application_reject(*, application, acting_user, reason: str, ip: str | None 
     )
     audit_record(
         actor=acting_user,
-        action="application.rejected",
+        action=AuditAction.APPLICATION_REJECTED,
         target=application,
         ip=ip,
         data={"reason": reason.strip()},
@@ -292,7 +302,7 @@ def application_approve(
     )
     audit_record(
         actor=acting_user,
-        action="application.approved",
+        action=AuditAction.APPLICATION_APPROVED,
         target=application,
         ip=ip,
         data={

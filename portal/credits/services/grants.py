@@ -9,6 +9,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError
 
@@ -139,7 +140,7 @@ def grant_revoke(*, grant: CreditGrant, reason: str, acting_user, ip: str | None
     CreditGrant.objects.filter(pk=grant.pk).update(revoked_at=timezone.now())
     audit_record(
         actor=acting_user,
-        action="credits.grant_revoked",
+        action=AuditAction.CREDITS_GRANT_REVOKED,
         target=grant.account,
         ip=ip,
         data={"grant": str(grant.public_id), "credit_seconds": amount, "reason": reason},
@@ -250,7 +251,7 @@ def adjustment_post(
         data = {}
     audit_record(
         actor=acting_user,
-        action="credits.adjustment_posted",
+        action=AuditAction.CREDITS_ADJUSTMENT_POSTED,
         target=account,
         ip=ip,
         data={"credit_seconds": credit_seconds, "reason": reason, **data},

@@ -3,6 +3,8 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from portal.audit.actions import AuditAction
+
 
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(label=_("Actor e-mail"), required=False, max_length=254)
@@ -17,7 +19,10 @@ class AuditFilterForm(forms.Form):
 
     def __init__(self, *args, actions: list[str], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["action"].choices = [("", _("Any")), *[(a, a) for a in actions]]
+        self.fields["action"].choices = [
+            ("", _("Any")),
+            *[(action, AuditAction.label_of(action)) for action in actions],
+        ]
 
     def clean(self):
         cleaned = super().clean()

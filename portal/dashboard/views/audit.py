@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from portal.audit.actions import AuditAction
 from portal.audit.selectors import audit_actions, audit_events_list
 from portal.audit.services import audit_record, client_ip
 from portal.core.spreadsheets import csv_response
@@ -80,7 +81,7 @@ def audit_export(request: HttpRequest) -> HttpResponse:
         )
     audit_record(
         actor=request.user,
-        action="audit.exported",
+        action=AuditAction.AUDIT_EXPORTED,
         ip=client_ip(request),
         data={k: v.isoformat() if isinstance(v, dt.date) else v for k, v in filters.items()},
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.credits.models import CreditAccount
 
@@ -72,7 +73,7 @@ def enforce(
             if run.exhausted_at is not None:
                 audit_record(
                     actor=None,
-                    action="sandbox.credits_exhausted",
+                    action=AuditAction.SANDBOX_CREDITS_EXHAUSTED,
                     target=run.sandbox,
                     data={"stop_at": iso(run.stop_at), "account": str(run.account.public_id)},
                 )

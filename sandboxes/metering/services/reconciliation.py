@@ -12,6 +12,7 @@ from django.db.models import Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
+from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
 from portal.credits.models import LedgerEntry, LedgerTransaction
 
@@ -81,5 +82,5 @@ def reconcile(*, since: dt.datetime | None = None) -> dict:
             drifts.append(drift)
     for drift in drifts:
         logger.error("metering drift: %s", drift)
-        audit_record(actor=None, action="metering.drift", data=drift.__dict__)
+        audit_record(actor=None, action=AuditAction.METERING_DRIFT, data=drift.__dict__)
     return {"runs": len(runs), "drift": [d.__dict__ for d in drifts], "unpaid": unpaid}

@@ -43,7 +43,7 @@ def test_postgresql_also_refuses_delete(user):
 
 
 def test_the_record_keeps_a_snapshot_of_who_and_what(user):
-    event = audit_record(actor=user, action="x.y", target=user, data={"k": 1})
+    event = audit_record(actor=user, action="auth.signed_in", target=user, data={"k": 1})
     assert event.actor_email == user.email
     assert event.target_type == "users.user"
     assert event.target_id == str(user.pk)

@@ -16,6 +16,7 @@ from django.test import AsyncClient
 from django.urls import reverse
 from django.utils import timezone
 
+from portal.audit.actions import AuditAction
 from portal.audit.models import AuditEvent
 from portal.audit.services import audit_record
 from portal.credits.models import CreditApplication, CreditGrant
@@ -54,6 +55,14 @@ def test_audit_log_filters(client, programme_manager):
     events = list(page.context["page"])
     assert [e.action for e in events] == ["auth.signed_in"]
     assert events[0].actor_email == "alice@example.pk"
+
+
+def test_the_audit_page_names_actions_by_their_labels(client, programme_manager):
+    audit_record(actor=None, action=AuditAction.AUTH_SIGN_IN_FAILED, data={})
+    client.force_login(programme_manager)
+    page = client.get(reverse("dashboard:audit")).content.decode()
+    assert '<option value="auth.sign_in_failed">Sign-in failed</option>' in page
+    assert "Sign-in failed <code>auth.sign_in_failed</code>" in page
 
 
 def test_audit_log_rejects_an_inverted_date_range(client, programme_manager):
@@ -100,15 +109,15 @@ def test_the_export_has_every_matching_event_not_one_page(client, programme_mana
 
 def test_the_export_takes_the_pages_date_filters(client, programme_manager):
     with time_machine.travel(timezone.now() - dt.timedelta(days=10), tick=False):
-        audit_record(actor=None, action="thing.old")
-    audit_record(actor=None, action="thing.new")
+        audit_record(actor=None, action="cohort.created")
+    audit_record(actor=None, action="cohort.updated")
     client.force_login(programme_manager)
     today = timezone.localdate()
     before = _rows(client.get(reverse(EXPORT), {"date_to": today - dt.timedelta(days=1)}))
     since = _rows(client.get(reverse(EXPORT), {"date_from": today}))
-    assert [row[2] for row in before[1:]] == ["thing.old"]
-    assert "thing.new" in [row[2] for row in since[1:]]
-    assert "thing.old" not in [row[2] for row in since[1:]]
+    assert [row[2] for row in before[1:]] == ["cohort.created"]
+    assert "cohort.updated" in [row[2] for row in since[1:]]
+    assert "cohort.created" not in [row[2] for row in since[1:]]
 
 
 @pytest.mark.parametrize("start", ["=", "+", "-", "@"])
@@ -170,7 +179,7 @@ def test_anonymous_is_sent_to_sign_in(client):
     ["student", "startup member", "organisation admin", "organisation owner"],
 )
 def test_people_without_the_role_cannot_export(client, people, role):
-    audit_record(actor=None, action="secret.thing")
+    audit_record(actor=None, action="metering.drift")
     client.force_login(people[role])
     response = client.get(reverse(EXPORT))
     assert response.status_code == 403
