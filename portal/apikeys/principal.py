@@ -34,11 +34,16 @@ def is_programme_manager(request) -> bool:
     return programme_authority(request)
 
 
-def organisation_from_query(request) -> Organisation | None:
-    """`?organisation=<id>` among the caller's organisations (404 otherwise); with none given,
-    the caller's only organisation, or None when there is no single one."""
+def organisation_acting_for(
+    request, wanted=None, *, only_one_is_default: bool = True
+) -> Organisation | None:
+    """The organisation an API request acts for: the one it names (`wanted`, from the body, else
+    `?organisation=<id>`), which must be among the caller's organisations: any other is a 404,
+    as if it did not exist. Naming none: a service key acts for its own; a person for none
+    (None), or with `only_one_is_default` for their only organisation, and is asked to say which
+    when they belong to several."""
     organisations = organisations_visible(request)
-    wanted = request.query_params.get("organisation")
+    wanted = wanted or request.query_params.get("organisation")
     if wanted:
         try:
             return organisations.get(public_id=wanted)
@@ -46,6 +51,8 @@ def organisation_from_query(request) -> Organisation | None:
             raise Http404 from exc
     if is_service(request):
         return request.user.organisation
+    if not only_one_is_default:
+        return None
     first_two = list(organisations[:2])
     if len(first_two) > 1:
         raise ApplicationError(

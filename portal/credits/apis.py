@@ -19,7 +19,7 @@ from portal.apikeys.principal import (
     acting_person,
     is_programme_manager,
     is_service,
-    organisation_from_query,
+    organisation_acting_for,
     organisations_visible,
 )
 from portal.audit.services import client_ip
@@ -59,7 +59,7 @@ ORGANISATION_PARAM = OpenApiParameter(
 
 def _account(request) -> CreditAccount:
     """The account the request reads: its organisation's, or, for a student, their own."""
-    organisation = organisation_from_query(request)
+    organisation = organisation_acting_for(request)
     if organisation is not None:
         account = CreditAccount.objects.filter(organisation=organisation).first()
         if account is None:  # an organisation that was never funded: an empty account
@@ -324,16 +324,9 @@ class ApplicationListCreateApi(generics.ListAPIView):
         data = ApplicationInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         details = dict(data.validated_data)
-        wanted = details.pop("organisation", None)
-        organisations = organisations_visible(request)
-        if wanted is not None:
-            organisation = organisations.filter(public_id=wanted).first()
-            if organisation is None:
-                raise Http404
-        else:
-            organisation = organisation_from_query(request)
-            if organisation is None:
-                raise ApplicationError(_("Apply as an organisation."), field="organisation")
+        organisation = organisation_acting_for(request, details.pop("organisation", None))
+        if organisation is None:
+            raise ApplicationError(_("Apply as an organisation."), field="organisation")
         usernames = details.pop("team_members", [])
         team = list(User.objects.filter(hub_username__in=usernames))
         if len(team) != len(set(usernames)):

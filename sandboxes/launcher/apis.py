@@ -19,8 +19,7 @@ from portal.apikeys.idempotency import idempotent
 from portal.apikeys.permissions import granted_scopes
 from portal.apikeys.principal import (
     acting_person,
-    is_service,
-    organisations_visible,
+    organisation_acting_for,
     service_organisation,
 )
 from portal.audit.services import client_ip
@@ -145,7 +144,8 @@ class ProfileListApi(APIView):
         operation_id="profiles_list",
     )
     def get(self, request):
-        choices = launch_choices(user=acting_person(request), organisation=_organisation(request))
+        organisation = organisation_acting_for(request, only_one_is_default=False)
+        choices = launch_choices(user=acting_person(request), organisation=organisation)
         if choices.problem:
             raise ApplicationError(choices.problem)
         return Response(ProfileSerializer(choices.profiles, many=True).data)
@@ -209,21 +209,6 @@ def _by_slug_or_id(model, value: str, field: str):
     return found
 
 
-def _organisation(request, wanted=None):
-    wanted = wanted or request.query_params.get("organisation")
-    if is_service(request):
-        organisation = request.user.organisation
-        if wanted and str(organisation.public_id) != str(wanted):
-            raise Http404
-        return organisation
-    if not wanted:
-        return None
-    try:
-        return organisations_visible(request).get(public_id=wanted)
-    except Exception as exc:
-        raise Http404 from exc
-
-
 def _sandboxes(request):
     """The sandboxes the request may see and act on: a person's own; for a service key, those
     of the person who answers for it that its own organisation pays for, and no other (not
@@ -261,7 +246,9 @@ class SandboxListCreateApi(generics.ListAPIView):
             user=acting_person(request),
             image=_by_slug_or_id(SandboxImage, values["image"], "image"),
             profile=_by_slug_or_id(ResourceProfile, values["profile"], "profile"),
-            organisation=_organisation(request, values.get("organisation")),
+            organisation=organisation_acting_for(
+                request, values.get("organisation"), only_one_is_default=False
+            ),
             name=values.get("name", ""),
             ip=client_ip(request),
         )

@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from portal.credits.selectors import account_for_organisation_get
 from portal.credits.units import display_gpu_hours
 from portal.organisations.models import Organisation
+from portal.organisations.selectors import organisation_for_user
 from sandboxes.launcher.selectors import open_url, sandbox_for_user
 
 from .selectors import (
@@ -127,12 +128,8 @@ def sandbox_detail(request: HttpRequest, public_id) -> HttpResponse:
 
 def _member_organisation(request, public_id) -> Organisation:
     """An active organisation the person belongs to; 404 hides every other."""
-    organisation = (
-        Organisation.objects.for_user(request.user)
-        .filter(public_id=public_id, is_active=True)
-        .first()
-    )
-    if organisation is None:
+    organisation = organisation_for_user(user=request.user, public_id=public_id)
+    if organisation is None or not organisation.is_active:
         raise Http404
     return organisation
 
