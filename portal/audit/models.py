@@ -4,14 +4,12 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from portal.core.models import AppendOnlyModel
+
 from .actions import AuditAction
 
 
-class AppendOnlyError(Exception):
-    """Raised when code tries to change or remove a row of an append-only table."""
-
-
-class AuditEvent(models.Model):
+class AuditEvent(AppendOnlyModel):
     """One security event. Rows are only ever inserted.
 
     The database refuses UPDATE (and, on PostgreSQL, DELETE) with a trigger, so not even a
@@ -46,14 +44,6 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.actor_email}"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise AppendOnlyError("Audit events are append-only.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Audit events are append-only.")
 
     @property
     def action_label(self) -> str:

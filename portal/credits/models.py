@@ -12,12 +12,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from portal.core.models import PublicIdModel, TimeStampedModel
+from portal.core.models import AppendOnlyModel, PublicIdModel, TimeStampedModel
 from portal.organisations.models import DataSensitivity, Sector
-
-
-class AppendOnlyError(Exception):
-    """Raised when code tries to change or remove a ledger row."""
 
 
 class CreditAccount(PublicIdModel):
@@ -164,7 +160,7 @@ class CreditGrant(PublicIdModel):
         return self.expires_at <= timezone.now()
 
 
-class LedgerTransaction(models.Model):
+class LedgerTransaction(AppendOnlyModel):
     """One balanced event in the books: its entries sum to zero. Never changed, never removed.
 
     `idempotency_key` is unique: whoever posts the same event twice (a retried task, two beat
@@ -216,16 +212,8 @@ class LedgerTransaction(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} {self.idempotency_key}"
 
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise AppendOnlyError("Ledger transactions are append-only.")
-        super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Ledger transactions are append-only.")
-
-
-class LedgerEntry(models.Model):
+class LedgerEntry(AppendOnlyModel):
     """One leg of a transaction: a signed amount on one account (and, for holders, one lot)."""
 
     transaction = models.ForeignKey(
@@ -261,14 +249,6 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount:+d}s {self.account}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise AppendOnlyError("Ledger entries are append-only.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Ledger entries are append-only.")
 
 
 class ApplicationState(models.TextChoices):

@@ -3,8 +3,9 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from portal.audit.models import AppendOnlyError, AuditEvent
+from portal.audit.models import AuditEvent
 from portal.audit.services import audit_record
+from portal.core.models import AppendOnlyError
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +17,14 @@ def test_code_cannot_change_or_delete_an_event(user):
         event.save()
     with pytest.raises(AppendOnlyError):
         event.delete()
+    assert AuditEvent.objects.get().action == "auth.signed_in"
+
+
+def test_a_new_object_with_a_stored_rows_key_cannot_overwrite_it(user):
+    event = audit_record(actor=user, action="auth.signed_in", target=user)
+    forged = AuditEvent(pk=event.pk, action="auth.signed_out")
+    with pytest.raises(AppendOnlyError):
+        forged.save()
     assert AuditEvent.objects.get().action == "auth.signed_in"
 
 

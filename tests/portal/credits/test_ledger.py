@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from portal.credits.models import AppendOnlyError, CreditAccount, LedgerEntry, LedgerTransaction
+from portal.core.models import AppendOnlyError
+from portal.credits.models import CreditAccount, LedgerEntry, LedgerTransaction
 from portal.credits.services import (
     MAX_AMOUNT,
     IdempotencyConflict,
