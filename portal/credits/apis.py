@@ -43,6 +43,7 @@ from .models import (
 from .selectors import (
     STATEMENT_TOTALS,
     Statement,
+    account_of,
     available_credit_seconds,
     grants_of,
     statement_for,
@@ -61,14 +62,14 @@ def _account(request) -> CreditAccount:
     """The account the request reads: its organisation's, or, for a student, their own."""
     organisation = organisation_acting_for(request)
     if organisation is not None:
-        account = CreditAccount.objects.filter(organisation=organisation).first()
+        account = account_of(organisation=organisation)
         if account is None:  # an organisation that was never funded: an empty account
             return CreditAccount(
                 kind=CreditAccount.Kind.ORGANISATION, organisation=organisation, balance=0
             )
         return account
     if not is_service(request):
-        account = CreditAccount.objects.filter(user=request.user).first()
+        account = account_of(user=request.user)
         if account is not None:
             return account
     raise Http404

@@ -38,8 +38,14 @@ def account_visible_to(*, user, public_id, programme_authority: bool) -> CreditA
     return accounts.first()
 
 
-def account_for_organisation_get(organisation: Organisation) -> CreditAccount | None:
-    return CreditAccount.objects.filter(organisation=organisation).first()
+def account_of(*, organisation=None, user=None) -> CreditAccount | None:
+    """The credit account of an organisation or of a person (a student's allowance); None when
+    none was ever opened. The one way to read it: a writer that needs the account to exist opens
+    it with `services.ledger.account_for_organisation` / `account_for_student`."""
+    if (organisation is None) == (user is None):
+        raise TypeError("account_of() takes an organisation or a user")
+    holder = {"organisation": organisation} if organisation is not None else {"user": user}
+    return CreditAccount.objects.filter(**holder).first()
 
 
 def available_credit_seconds(*, account: CreditAccount) -> int:
@@ -87,7 +93,7 @@ class OrganisationHistory:
 
 
 def organisation_history(*, organisation: Organisation) -> OrganisationHistory:
-    account = account_for_organisation_get(organisation)
+    account = account_of(organisation=organisation)
     grants = list(grants_of(account=account)) if account else []
     used = 0
     if account:

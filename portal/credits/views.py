@@ -27,7 +27,7 @@ from portal.users.selectors import (
 from .forms import ApplicationForm, MessageForm
 from .models import CreditApplication
 from .selectors import (
-    account_for_organisation_get,
+    account_of,
     account_visible_to,
     available_credit_seconds,
     grants_of,
@@ -57,7 +57,7 @@ def application_url(application: CreditApplication) -> str:
 @login_required
 def organisation_credits(request: HttpRequest, slug: str) -> HttpResponse:
     organisation = organisation_or_404(request, slug)
-    account = account_for_organisation_get(organisation)
+    account = account_of(organisation=organisation)
     context = {
         "organisation": organisation,
         "membership": membership_get(organisation=organisation, user=request.user),

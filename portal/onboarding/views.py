@@ -9,8 +9,7 @@ from django.utils.translation import gettext as _
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
-from portal.credits.models import CreditAccount
-from portal.credits.selectors import available_credit_seconds, grants_of
+from portal.credits.selectors import account_of, available_credit_seconds, grants_of
 from portal.organisations.views import PENDING_INVITATION_SESSION_KEY, organisation_url
 from portal.users.selectors import user_has_verified_email
 
@@ -107,7 +106,7 @@ def student_home(request: HttpRequest) -> HttpResponse:
     profile = getattr(request.user, "student_profile", None)
     if profile is None:
         return redirect("onboarding:start")
-    account = CreditAccount.objects.filter(user=request.user).first()
+    account = account_of(user=request.user)
     context = {
         "profile": profile,
         "account": account,

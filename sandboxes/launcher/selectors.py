@@ -13,7 +13,7 @@ from django.utils.translation import ngettext
 
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.credits.models import CreditAccount
-from portal.credits.selectors import available_credit_seconds
+from portal.credits.selectors import account_of, available_credit_seconds
 from portal.organisations.models import Organisation
 from portal.users.models import User
 from sandboxes.gpus.models import GpuAllocation
@@ -46,7 +46,7 @@ def holder_for(*, user: User, organisation: Organisation | None = None) -> Holde
     else their only organisation."""
     if organisation is None:
         if hasattr(user, "student_profile"):
-            account = CreditAccount.objects.filter(user=user).first()
+            account = account_of(user=user)
             return Holder(None, account, Audience.STUDENTS)
         memberships = list(Organisation.objects.for_user(user)[:2])
         if len(memberships) > 1:
@@ -65,7 +65,7 @@ def holder_for(*, user: User, organisation: Organisation | None = None) -> Holde
         )
     if not organisation.is_active:
         raise PermissionDenied(_("This organisation is suspended; sandboxes cannot be launched."))
-    account = CreditAccount.objects.filter(organisation=organisation).first()
+    account = account_of(organisation=organisation)
     return Holder(organisation, account, Audience.STARTUPS)
 
 

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from portal.credits.selectors import account_for_organisation_get
+from portal.credits.selectors import account_of
 from portal.credits.units import display_gpu_hours
 from portal.organisations.models import Organisation
 from portal.organisations.selectors import organisation_for_user
@@ -139,7 +139,7 @@ def organisation_live(request: HttpRequest, public_id) -> HttpResponse:
     organisation = _member_organisation(request, public_id)
     sandboxes = list(organisation_running(organisation=organisation))
     samples = latest_samples(sandboxes=sandboxes)
-    account = account_for_organisation_get(organisation)
+    account = account_of(organisation=organisation)
     snapshot = account_snapshot(account=account) if account is not None else None
     context = {
         "organisation": organisation,

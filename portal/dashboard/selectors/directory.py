@@ -139,11 +139,6 @@ def organisation_directory_get(*, public_id) -> Organisation | None:
     return organisations_with_figures().filter(public_id=public_id).first()
 
 
-def credit_account_of(*, organisation=None, user=None) -> CreditAccount | None:
-    holder = {"organisation": organisation} if organisation is not None else {"user": user}
-    return CreditAccount.objects.filter(**holder).first()
-
-
 def grants_listed(*, account: CreditAccount | None) -> QuerySet[CreditGrant]:
     if account is None:
         return CreditGrant.objects.none()

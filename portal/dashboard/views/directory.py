@@ -15,6 +15,7 @@ from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
 from portal.credits.models import CreditApplication
+from portal.credits.selectors import account_of
 from portal.organisations.selectors import memberships_list
 from portal.suspension.services import SuspensionOutcome, reactivate, suspend
 
@@ -95,7 +96,7 @@ def _organisation_or_404(public_id):
 
 
 def _organisation_page(request, organisation, *, form=None, status=200) -> HttpResponse:
-    account = selectors.credit_account_of(organisation=organisation)
+    account = account_of(organisation=organisation)
     context = {
         "organisation": organisation,
         "account": account,
@@ -178,7 +179,7 @@ def _student_or_404(hub_username: str):
 
 def _student_page(request, student, *, form=None, status=200) -> HttpResponse:
     person = student.user
-    account = selectors.credit_account_of(user=person)
+    account = account_of(user=person)
     context = {
         "student": student,
         "person": person,
