@@ -11,6 +11,7 @@ from allauth.mfa.totp.internal.auth import (
 )
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import translation
 
 from portal.organisations.models import Role
 from portal.users.services import programme_manager_grant
@@ -31,6 +32,15 @@ def _clean_cache():
     _clear_own_cache_keys()
     yield
     _clear_own_cache_keys()
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Every test starts in the portal's default language: a request in an earlier test leaves
+    the language LocaleMiddleware activated (Urdu, say) in the thread."""
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"

@@ -63,6 +63,7 @@ from portal.users.services import user_sessions_end
 from sandboxes.launcher.leaving import hub_sessions_end
 from sandboxes.launcher.models import Sandbox
 from sandboxes.launcher.services import sandboxes_stop_live
+from sandboxes.launcher.status_messages import note
 
 SUSPENSION_REASON_MAX_LENGTH = 500
 
@@ -100,7 +101,7 @@ def suspension_enforce(*, sandboxes, user_ids, acting_user, ip: str | None = Non
     stopped = sandboxes_stop_live(
         sandboxes=sandboxes,
         acting_user=acting_user,
-        reason=_("Suspended by the programme"),
+        reason=note("suspended"),
         ip=ip,
     )
     return SuspensionOutcome(

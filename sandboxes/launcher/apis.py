@@ -158,7 +158,7 @@ class SandboxSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="public_id")
     name = serializers.CharField(source="display_name")
     status = serializers.CharField()
-    message = serializers.CharField(source="status_message")
+    message = serializers.CharField(source="status_text")
     progress = serializers.IntegerField()
     queue_position = serializers.SerializerMethodField()
     image = serializers.CharField(source="image.slug")

@@ -10,7 +10,6 @@ import logging
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
@@ -19,7 +18,7 @@ from sandboxes.metering.selectors import sandbox_ids_out_of_credits
 
 from . import services
 from .models import Sandbox
-from .selectors import age_label
+from .status_messages import note
 
 logger = logging.getLogger(__name__)
 Status = Sandbox.Status
@@ -40,10 +39,7 @@ def sandboxes_stop_over_age(*, now: dt.datetime | None = None) -> list[Sandbox]:
         max_age = sandbox.profile.max_age_seconds
         if now - sandbox.starting_at < dt.timedelta(seconds=max_age):
             continue
-        reason = _(
-            "Stopped: this sandbox reached the maximum age of its profile (%(age)s). Your files "
-            "are kept; start it again to continue."
-        ) % {"age": age_label(max_age)}
+        reason = note("max_age", max_age_seconds=max_age)
         try:
             with transaction.atomic():
                 locked = services.sandbox_stop(sandbox=sandbox, acting_user=None, reason=reason)
@@ -77,7 +73,7 @@ def sandboxes_stop_out_of_credits(*, now: dt.datetime | None = None) -> list[San
             with transaction.atomic():
                 stopped.append(
                     services.sandbox_stop(
-                        sandbox=sandbox, acting_user=None, reason=_("The GPU credits ran out.")
+                        sandbox=sandbox, acting_user=None, reason=note("out_of_credits")
                     )
                 )
         except ApplicationError:  # it ended on its own in the meantime

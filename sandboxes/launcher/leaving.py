@@ -18,7 +18,6 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.utils.translation import gettext as _
 
 from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
@@ -29,6 +28,7 @@ from sandboxes.jobs import enqueue_after_commit
 
 from .models import Sandbox
 from .services import sandboxes_stop_live
+from .status_messages import note
 
 logger = logging.getLogger(__name__)
 Status = Sandbox.Status
@@ -51,8 +51,7 @@ def organisation_sandboxes_enforce(
     stopped = sandboxes_stop_live(
         sandboxes=Sandbox.objects.filter(user=user, organisation=organisation),
         acting_user=acting_user,
-        reason=_("Stopped: you no longer belong to %(organisation)s. Your files are kept.")
-        % {"organisation": organisation},
+        reason=note("left_organisation", organisation=str(organisation)),
         ip=ip,
     )
     return [str(sandbox.public_id) for sandbox in stopped]

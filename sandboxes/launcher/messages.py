@@ -12,20 +12,28 @@ from .selectors import queue_position
 
 def sandbox_message(sandbox: Sandbox, message_type: str) -> dict:
     """A sandbox's state as `sandbox.status` and `spawn.progress` carry it, with its place in the
-    queue (None when it is not queued)."""
+    queue (None when it is not queued), in the current language."""
     return {
         "type": message_type,
         "sandbox": str(sandbox.public_id),
         "status": sandbox.status,
         "status_label": str(sandbox.get_status_display()),
-        "message": sandbox.status_message,
+        "message": sandbox.status_text,
         "progress": sandbox.progress,
         "queue_position": queue_position(sandbox),
     }
 
 
 def _send(sandbox: Sandbox, message_type: str) -> int:
-    message = sandbox_message(sandbox, message_type)
+    # Built once for readers of every language (the owner's, the organisation's members'): the
+    # consumer gives each socket the words in its own.
+    message = {
+        **sandbox_message(sandbox, message_type),
+        broadcast.IN_EACH_LANGUAGE: {
+            "status_label": broadcast.in_each_language(sandbox.get_status_display),
+            "message": broadcast.in_each_language(lambda: sandbox.status_text),
+        },
+    }
     return broadcast.send_after_commit(
         (group, message) for group in broadcast.sandbox_groups(sandbox)
     )

@@ -17,6 +17,8 @@ from django.utils.translation import gettext_lazy as _
 
 from portal.core.models import PublicIdModel
 
+from .status_messages import status_render
+
 SERVER_NAME_REGEX = r"^sb-[a-z0-9]{10}$"
 
 
@@ -190,7 +192,12 @@ class Sandbox(PublicIdModel):
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.REQUESTED, db_index=True
     )
+    # The status message: a code of status_messages.MESSAGES with its parameters, put into
+    # words in each reader's language (`status_text`); `status_message` keeps it in English for
+    # logs, the admin and the audit, and holds alone the hub's own words, which have no code.
     status_message = models.CharField(max_length=500, blank=True)
+    status_code = models.CharField(max_length=40, blank=True)
+    status_params = models.JSONField(default=dict, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)
     queued_at = models.DateTimeField(null=True, blank=True)
     starting_at = models.DateTimeField(null=True, blank=True)
@@ -235,6 +242,11 @@ class Sandbox(PublicIdModel):
     @property
     def display_name(self) -> str:
         return self.name or f"{self.image.name} · {self.profile.name}"
+
+    @property
+    def status_text(self) -> str:
+        """The status message in the current language (the stored text when it has no code)."""
+        return status_render(self.status_code, self.status_params) or self.status_message
 
 
 class SandboxStart(PublicIdModel):

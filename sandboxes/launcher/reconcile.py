@@ -12,7 +12,6 @@ import logging
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from portal.audit.actions import AuditAction
 from portal.audit.services import audit_record
@@ -21,6 +20,7 @@ from . import services
 from .docker_client import sandbox_containers
 from .hub_client import HubClient, hub_client
 from .models import Sandbox
+from .status_messages import StatusNote, note
 
 logger = logging.getLogger(__name__)
 Status = Sandbox.Status
@@ -54,14 +54,14 @@ def _reconcile(hub: HubClient, containers: dict[str, str] | None) -> dict:
         container = None if containers is None else containers.get(str(sandbox.public_id))
         if sandbox.status == Status.RUNNING:
             if server is None:
-                _repair(sandbox, "stopped", _("The notebook server stopped outside the portal."))
+                _repair(sandbox, "stopped", note("server_stopped_outside"))
                 repairs["stopped"] += 1
             elif containers is not None and container in (None, "exited", "dead"):
                 _stop_in_hub(hub, hub_username=key[0], server=key[1])
-                _repair(sandbox, "stopped", _("The sandbox's container is gone."))
+                _repair(sandbox, "stopped", note("container_gone"))
                 repairs["stopped"] += 1
         elif sandbox.status == Status.STOPPING and server is None:
-            _repair(sandbox, "stopped", _("Stopped."))
+            _repair(sandbox, "stopped", note("stopped"))
             repairs["stopped"] += 1
         elif (
             sandbox.status == Status.STARTING
@@ -69,7 +69,7 @@ def _reconcile(hub: HubClient, containers: dict[str, str] | None) -> dict:
             and sandbox.starting_at
             and timezone.now() - sandbox.starting_at > spawn_grace
         ):
-            _repair(sandbox, "failed", _("The start was lost; launch it again."))
+            _repair(sandbox, "failed", note("start_lost"))
             repairs["failed"] += 1
     for key in servers.keys() - known:
         # A server the portal does not consider live: it must not run (and burn GPUs unpaid).
@@ -85,7 +85,7 @@ def _reconcile(hub: HubClient, containers: dict[str, str] | None) -> dict:
     return repairs
 
 
-def _repair(sandbox: Sandbox, outcome: str, reason: str) -> None:
+def _repair(sandbox: Sandbox, outcome: str, reason: StatusNote) -> None:
     if outcome == "failed":
         services.sandbox_mark_failed(sandbox_id=sandbox.pk, message=reason)
     else:
@@ -94,7 +94,7 @@ def _repair(sandbox: Sandbox, outcome: str, reason: str) -> None:
         actor=None,
         action=AuditAction.SANDBOX_RECONCILED,
         target=sandbox,
-        data={"was": sandbox.status, "now": outcome, "reason": reason},
+        data={"was": sandbox.status, "now": outcome, "reason": reason.english},
     )
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import Sum
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.credits.models import CreditAccount
@@ -21,6 +20,7 @@ from sandboxes.gpus.selectors import free_count
 
 from .hub_urls import server_url
 from .models import Audience, ResourceProfile, Sandbox, SandboxImage, SandboxStart
+from .status_messages import age_label
 
 Status = Sandbox.Status
 
@@ -142,15 +142,6 @@ def current_start_id(*, sandbox: Sandbox):
 
 
 # --- The launch picker and the lists ---------------------------------------------------------
-
-
-def age_label(seconds: int) -> str:
-    """A maximum age for people to read: whole hours, else minutes."""
-    if seconds % 3600 == 0:
-        hours = seconds // 3600
-        return ngettext("%(n)s hour", "%(n)s hours", hours) % {"n": hours}
-    minutes = max(1, seconds // 60)
-    return ngettext("%(n)s minute", "%(n)s minutes", minutes) % {"n": minutes}
 
 
 @dataclass(frozen=True)

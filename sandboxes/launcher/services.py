@@ -45,6 +45,7 @@ from .selectors import (
     queued_ahead,
     sandbox_for_server,
 )
+from .status_messages import StatusNote, note
 
 logger = logging.getLogger(__name__)
 Status = Sandbox.Status
@@ -119,16 +120,17 @@ def _allocate_or_queue(sandbox: Sandbox) -> None:
             sandbox.status = Status.QUEUED
             sandbox.queued_at = sandbox.queued_at or timezone.now()
             cap = settings.SANDBOX_MAX_GPUS_PER_HOLDER
-            sandbox.status_message = (
-                _("Waiting: %(who)s already holds its maximum of %(cap)s GPUs.")
-                % {"who": sandbox.organisation or _("you"), "cap": cap}
+            organisation = str(sandbox.organisation) if sandbox.organisation else ""
+            noted = _note(
+                sandbox,
+                note("queued_over_cap", organisation=organisation, cap=cap)
                 if over_cap
-                else _("Waiting for a free GPU.")
+                else note("queued"),
             )
-            sandbox.save(update_fields=["status", "queued_at", "status_message", "updated_at"])
+            sandbox.save(update_fields=["status", "queued_at", *noted, "updated_at"])
             sandbox_status_send(sandbox)
             return
-    _to_starting(sandbox, message=_("Starting…"))
+    _to_starting(sandbox, message=note("starting"))
 
 
 def _queue_key(profile: ResourceProfile) -> tuple[str, str]:
@@ -168,19 +170,26 @@ def queue_advance() -> list[int]:
             if not _allocate(sandbox):
                 blocked.add(key)
                 continue
-            _to_starting(sandbox, message=_("A GPU is free: starting…"))
+            _to_starting(sandbox, message=note("starting_gpu_free"))
             started.append(sandbox.pk)
     return started
 
 
-def _to_starting(sandbox: Sandbox, *, message: str) -> None:
+def _note(sandbox: Sandbox, message: StatusNote | str) -> list[str]:
+    """Set the sandbox's status message (a note, or free text); returns the fields to save."""
+    message = StatusNote.from_value(message)
+    sandbox.status_code = message.code
+    sandbox.status_params = message.params
+    sandbox.status_message = message.english
+    return ["status_code", "status_params", "status_message"]
+
+
+def _to_starting(sandbox: Sandbox, *, message: StatusNote) -> None:
     sandbox.status = Status.STARTING
     sandbox.starting_at = timezone.now()
     sandbox.progress = 0
-    sandbox.status_message = message
-    sandbox.save(
-        update_fields=["status", "starting_at", "progress", "status_message", "updated_at"]
-    )
+    noted = _note(sandbox, message)
+    sandbox.save(update_fields=["status", "starting_at", "progress", *noted, "updated_at"])
     # Its resources are allocated from now: the start is recorded and its time is charged,
     # whether or not the server ever becomes ready. (A start left open by a status changed
     # behind the services' back ends here, so the new one is the only current start.)
@@ -210,9 +219,13 @@ def _locked(sandbox_id: int) -> Sandbox | None:
 
 
 def sandbox_progress(*, sandbox_id: int, progress: int, message: str) -> None:
-    """A spawn progress event: remembered for a page reload, and pushed to the browser."""
+    """A spawn progress event (the hub's words, which have no code): remembered for a page
+    reload, and pushed to the browser."""
     updated = Sandbox.objects.filter(pk=sandbox_id, status=Status.STARTING).update(
-        progress=max(0, min(progress, 100)), status_message=message[:500]
+        progress=max(0, min(progress, 100)),
+        status_message=message[:500],
+        status_code="",
+        status_params={},
     )
     if updated:
         sandbox = Sandbox.objects.select_related("user").get(pk=sandbox_id)
@@ -227,39 +240,46 @@ def sandbox_mark_running(*, sandbox_id: int) -> bool:
         sandbox.status = Status.RUNNING
         sandbox.running_at = timezone.now()
         sandbox.progress = 100
-        sandbox.status_message = _("Ready.")
-        sandbox.save(
-            update_fields=["status", "running_at", "progress", "status_message", "updated_at"]
-        )
+        noted = _note(sandbox, note("ready"))
+        sandbox.save(update_fields=["status", "running_at", "progress", *noted, "updated_at"])
         # Normally open since the start (`_to_starting`); this covers a start older than that.
         metering.run_open(sandbox=sandbox, at=sandbox.starting_at or sandbox.running_at)
         sandbox_status_send(sandbox)
     return True
 
 
-def sandbox_mark_failed(*, sandbox_id: int, message: str) -> bool:
-    """The start failed: nothing is held any more; the person sees why."""
+def sandbox_mark_failed(*, sandbox_id: int, message: StatusNote | str) -> bool:
+    """The start failed: nothing is held any more; the person sees why (a note, or the hub's
+    words)."""
+    message = StatusNote.from_value(message)
     with transaction.atomic():
         sandbox = _locked(sandbox_id)
         if sandbox is None or sandbox.status in (Status.STOPPED, Status.FAILED):
             return False
         _end(sandbox, Status.FAILED, message)
         audit_record(
-            actor=None, action=AuditAction.SANDBOX_FAILED, target=sandbox, data={"reason": message}
+            actor=None,
+            action=AuditAction.SANDBOX_FAILED,
+            target=sandbox,
+            data={"reason": message.english},
         )
     return True
 
 
-def sandbox_mark_stopped(*, sandbox_id: int, reason: str, actor=None) -> bool:
+def sandbox_mark_stopped(*, sandbox_id: int, reason: StatusNote | str, actor=None) -> bool:
     """The server is gone (stopped by the portal, culled, crashed, removed by hand): release its
     GPUs and let the queue move. Idempotent."""
+    reason = StatusNote.from_value(reason)
     with transaction.atomic():
         sandbox = _locked(sandbox_id)
         if sandbox is None or sandbox.status in (Status.STOPPED, Status.FAILED):
             return False
         _end(sandbox, Status.STOPPED, reason)
         audit_record(
-            actor=actor, action=AuditAction.SANDBOX_STOPPED, target=sandbox, data={"reason": reason}
+            actor=actor,
+            action=AuditAction.SANDBOX_STOPPED,
+            target=sandbox,
+            data={"reason": reason.english},
         )
     return True
 
@@ -289,20 +309,23 @@ def sandbox_server_gone(*, hub_username: str, server_name: str, start_id: str | 
                     current,
                 )
                 return False
-        reason = _("The notebook server stopped.")
+        reason = note("server_stopped")
         _end(locked, Status.STOPPED, reason)
         audit_record(
-            actor=None, action=AuditAction.SANDBOX_STOPPED, target=locked, data={"reason": reason}
+            actor=None,
+            action=AuditAction.SANDBOX_STOPPED,
+            target=locked,
+            data={"reason": reason.english},
         )
     return True
 
 
-def _end(sandbox: Sandbox, status: str, message: str) -> None:
+def _end(sandbox: Sandbox, status: str, message: StatusNote) -> None:
     had_gpus = bool(gpus.gpu_release(sandbox=sandbox))
     sandbox.status = status
     sandbox.stopped_at = timezone.now()
-    sandbox.status_message = message[:500]
-    sandbox.save(update_fields=["status", "stopped_at", "status_message", "updated_at"])
+    noted = _note(sandbox, message)
+    sandbox.save(update_fields=["status", "stopped_at", *noted, "updated_at"])
     SandboxStart.objects.filter(sandbox=sandbox, ended_at__isnull=True).update(
         ended_at=sandbox.stopped_at,
         outcome=(
@@ -321,19 +344,23 @@ def _end(sandbox: Sandbox, status: str, message: str) -> None:
 # --- What people ask for ---------------------------------------------------------------------
 
 
-def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | None = None):
+def sandbox_stop(
+    *, sandbox: Sandbox, acting_user, reason: StatusNote | str = "", ip: str | None = None
+):
     """Stop a sandbox. A queued one simply leaves the queue; a starting or running one is
-    stopped in the hub (Celery); its home volume stays."""
+    stopped in the hub (Celery); its home volume stays. `reason` (a note, or free text) is what
+    its owner reads."""
+    reason = StatusNote.from_value(reason)
     with transaction.atomic():
         locked = _locked(sandbox.pk)
         if locked.status == Status.QUEUED:
-            _end(locked, Status.STOPPED, reason or _("Left the queue."))
+            _end(locked, Status.STOPPED, reason or note("left_queue"))
         elif locked.status in (Status.STARTING, Status.RUNNING, Status.REQUESTED):
             locked.status = Status.STOPPING
-            locked.status_message = reason or _("Stopping…")
-            locked.save(update_fields=["status", "status_message", "updated_at"])
+            noted = _note(locked, reason or note("stopping"))
+            locked.save(update_fields=["status", *noted, "updated_at"])
             sandbox_status_send(locked)
-            enqueue_after_commit("launcher.sandbox_stop", locked.pk, reason=reason)
+            enqueue_after_commit("launcher.sandbox_stop", locked.pk, reason=reason.as_value())
         elif locked.status != Status.STOPPING:
             raise ApplicationError(_("This sandbox is not running."), code="wrong_state")
         audit_record(
@@ -341,12 +368,14 @@ def sandbox_stop(*, sandbox: Sandbox, acting_user, reason: str = "", ip: str | N
             action=AuditAction.SANDBOX_STOP_REQUESTED,
             target=locked,
             ip=ip,
-            data={"reason": reason},
+            data={"reason": reason.english},
         )
     return locked
 
 
-def sandboxes_stop_live(*, sandboxes, acting_user, reason: str, ip: str | None = None) -> list:
+def sandboxes_stop_live(
+    *, sandboxes, acting_user, reason: StatusNote | str, ip: str | None = None
+) -> list:
     """Stop every live sandbox of `sandboxes` (a queryset) through `sandbox_stop`, oldest first;
     one already stopping is left as it is, one that ended meanwhile is skipped. Returns those
     asked to stop."""

@@ -9,7 +9,6 @@ import time
 
 from celery import shared_task
 from django.conf import settings
-from django.utils.translation import gettext as _
 
 from portal.users.models import User
 
@@ -22,6 +21,7 @@ from .leaving import hub_session_end
 from .models import Sandbox
 from .reconcile import reconcile
 from .selectors import home_volume
+from .status_messages import StatusNote, note
 
 logger = logging.getLogger(__name__)
 Status = Sandbox.Status
@@ -64,28 +64,25 @@ def sandbox_start_task(sandbox_id: int) -> str:
             if current is not None and current.ready:
                 services.sandbox_mark_running(sandbox_id=sandbox_id)
                 return "running"
-            _fail(hub, sandbox, _("The notebook server did not become ready."))
+            _fail(hub, sandbox, note("server_not_ready"))
             return "failed"
     except HubUnavailable:
         logger.exception("hub unavailable while starting %s", server)
-        services.sandbox_mark_failed(
-            sandbox_id=sandbox_id, message=_("The notebook service is unavailable; try again.")
-        )
+        services.sandbox_mark_failed(sandbox_id=sandbox_id, message=note("hub_unavailable"))
         return "failed"
     except HubError as exc:
         logger.warning("hub refused to start %s: %s", server, exc)
-        services.sandbox_mark_failed(
-            sandbox_id=sandbox_id, message=_("The notebook service refused: %(e)s") % {"e": exc}
-        )
+        services.sandbox_mark_failed(sandbox_id=sandbox_id, message=note("hub_refused", e=str(exc)))
         return "failed"
 
 
-def _spawn_message(message: str) -> str:
-    # The hub prefixes the spawner's reason with "Spawn failed: ".
-    return message.removeprefix("Spawn failed:").strip() or _("The notebook server failed.")
+def _spawn_message(message: str) -> StatusNote:
+    # The hub prefixes the spawner's reason with "Spawn failed: " (its words: kept as they are).
+    reason = message.removeprefix("Spawn failed:").strip()
+    return StatusNote(text=reason) if reason else note("server_failed")
 
 
-def _fail(hub, sandbox: Sandbox, message: str) -> None:
+def _fail(hub, sandbox: Sandbox, message: StatusNote) -> None:
     try:
         hub.server_stop(sandbox.user.hub_username, sandbox.server_name, remove=True)
     except HubError:
@@ -94,8 +91,9 @@ def _fail(hub, sandbox: Sandbox, message: str) -> None:
 
 
 @shared_task(name="launcher.sandbox_stop", acks_late=True)
-def sandbox_stop_task(sandbox_id: int, wait_seconds: float = 60, reason: str = "") -> str:
-    """Stop the server in the hub, wait until it is gone, then release its GPUs."""
+def sandbox_stop_task(sandbox_id: int, wait_seconds: float = 60, reason: dict | str = "") -> str:
+    """Stop the server in the hub, wait until it is gone, then release its GPUs. `reason` is a
+    status note's `as_value()` (or free text)."""
     sandbox = Sandbox.objects.select_related("user").filter(pk=sandbox_id).first()
     if sandbox is None or sandbox.status != Status.STOPPING:
         return "skipped"
@@ -110,7 +108,8 @@ def sandbox_stop_task(sandbox_id: int, wait_seconds: float = 60, reason: str = "
         # Still stopping: reconciliation finishes the job when the hub lets go.
         logger.warning("server %s still stopping after %ss", server, wait_seconds)
         return "pending"
-    services.sandbox_mark_stopped(sandbox_id=sandbox_id, reason=reason or _("Stopped."))
+    reason = StatusNote.from_value(reason)
+    services.sandbox_mark_stopped(sandbox_id=sandbox_id, reason=reason or note("stopped"))
     return "stopped"
 
 

@@ -18,8 +18,10 @@ from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.utils import translation
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ EVENT_TYPE = "portal.message"
 # The channel layer's rule for group names (channels/layers.py); checked here, before the send,
 # so that one bad name cannot stop the rest of a batch.
 _GROUP_NAME = re.compile(r"[a-zA-Z\d\-_.]{1,99}")
+# A message built once for readers of several languages carries its words in each under this
+# key, `{field: {language: text}}`; the consumer puts the connection's into the fields and
+# drops the key (`localized`), so clients never see it.
+IN_EACH_LANGUAGE = "in_each_language"
 
 
 def user_group(user_id: int) -> str:
@@ -50,6 +56,29 @@ def sandbox_groups(sandbox) -> list[str]:
     if sandbox.organisation_id:
         groups.append(organisation_group(sandbox.organisation_id))
     return groups
+
+
+def in_each_language(render) -> dict[str, str]:
+    """`render()` in each of the portal's languages: `{language: text}`, for IN_EACH_LANGUAGE."""
+    texts = {}
+    for language, _name in settings.LANGUAGES:
+        with translation.override(language):
+            texts[language] = str(render())
+    return texts
+
+
+def localized(message: dict, language: str) -> dict:
+    """The message as a reader of `language` gets it: each field given IN_EACH_LANGUAGE in
+    their language (left as it is when theirs is missing), and the key itself dropped. The
+    message is not changed: the one object may be delivered to several sockets."""
+    texts = message.get(IN_EACH_LANGUAGE)
+    if texts is None:
+        return message
+    reader = {key: value for key, value in message.items() if key != IN_EACH_LANGUAGE}
+    for name, by_language in texts.items():
+        if language in by_language:
+            reader[name] = by_language[language]
+    return reader
 
 
 def _prepared(message: dict) -> dict:

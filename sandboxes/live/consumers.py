@@ -26,9 +26,11 @@ import time
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest
+from django.utils import translation
 
 from .access import StreamRefused, live_stream_group
-from .broadcast import VERSION
+from .broadcast import VERSION, localized
 from .limits import SlidingWindow, TokenBucket
 
 MESSAGE_TOO_BIG = 1009
@@ -47,6 +49,18 @@ def _session_user_now(scope):
     return get_user_model().objects.filter(pk=user.pk, is_active=True).first()
 
 
+def _connection_language(scope) -> str:
+    """The language the socket's reader gets messages in, found as Django's LocaleMiddleware
+    finds a page's (and an API response's): the language cookie that the portal's language
+    switch sets, else the Accept-Language header, else the portal's default."""
+    request = HttpRequest()
+    request.COOKIES = scope.get("cookies") or {}
+    for name, value in scope.get("headers", []):
+        if name == b"accept-language":
+            request.META["HTTP_ACCEPT_LANGUAGE"] = value.decode("latin-1")
+    return translation.get_language_from_request(request)
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     MAX_FRAME_BYTES = 4096
     INBOUND_FRAMES = 10
@@ -58,6 +72,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.group = None
         self.closed = False
+        self.language = _connection_language(self.scope)
         self.dropped = 0
         self.inbound = SlidingWindow(limit=self.INBOUND_FRAMES, seconds=self.INBOUND_SECONDS)
         self.outbound = TokenBucket(
@@ -126,7 +141,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "v": VERSION, "message": "This channel only sends."})
 
     async def portal_message(self, event):
-        """A message from the broadcast module, forwarded as it is."""
+        """A message from the broadcast module, forwarded as it is (its words in the
+        connection's language, when it carries them in several)."""
         if self.closed:
             return
         if (
@@ -140,4 +156,4 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if self.dropped:
             await self.send_json({"type": "live.dropped", "v": VERSION, "dropped": self.dropped})
             self.dropped = 0
-        await self.send_json(event["message"])
+        await self.send_json(localized(event["message"], self.language))

@@ -69,7 +69,9 @@ def test_suspending_an_organisation_stops_it_keys_sessions_and_is_audited(
     running = Sandbox.objects.get(pk=startup["running"].pk)
     assert running.status == Status.STOPPING
     assert running.status_message == "Suspended by the programme"
-    assert hub_tasks == [("sandbox_stop", (running.pk,), {"reason": "Suspended by the programme"})]
+    assert hub_tasks == [
+        ("sandbox_stop", (running.pk,), {"reason": {"code": "suspended", "params": {}}})
+    ]
     assert api.get(ME).status_code == 401
     assert not any(is_signed_in(b) for b in browsers.values())
     assert is_signed_in(bystander)

@@ -47,7 +47,9 @@ def test_suspending_a_student_stops_keys_sessions_and_sign_in(
     assert person.is_active is False
     running = Sandbox.objects.get(pk=student["running"].pk)
     assert running.status == Status.STOPPING
-    assert hub_tasks == [("sandbox_stop", (running.pk,), {"reason": "Suspended by the programme"})]
+    assert hub_tasks == [
+        ("sandbox_stop", (running.pk,), {"reason": {"code": "suspended", "params": {}}})
+    ]
     assert api.get(ME).status_code == 401
     assert not is_signed_in(browser)
     assert not Client().login(email=person.email, password=PASSWORD)

@@ -178,7 +178,8 @@ def test_a_sandbox_past_its_profiles_maximum_age_is_stopped_and_told_why(enqueue
     assert "maximum age of its profile (1 hour)" in sandbox.status_message
     assert "Your files are kept" in sandbox.status_message
     stops = [call for call in enqueued if call[0] == "sandbox_stop"]
-    assert stops == [("sandbox_stop", (sandbox.pk,), {"reason": sandbox.status_message})]
+    reason = {"code": "max_age", "params": {"max_age_seconds": 3600}}
+    assert stops == [("sandbox_stop", (sandbox.pk,), {"reason": reason})]
     assert not [call for call in enqueued if call[0] == "home_volume_delete"]
     audit = AuditEvent.objects.get(action="sandbox.max_age_reached")
     assert audit.target_id == str(sandbox.public_id)

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from django.db import transaction
 
+from sandboxes.launcher.status_messages import MESSAGES
 from sandboxes.live import broadcast
 from sandboxes.live.broadcast import organisation_group, send_after_commit, user_group
 
@@ -128,3 +129,21 @@ def test_a_failed_send_is_logged_not_raised(monkeypatch, caplog):
     monkeypatch.setattr(broadcast, "get_channel_layer", lambda: FakeLayer(fail=True))
     assert send_after_commit([(user_group(1), {"type": "sandbox.status"})]) == 1
     assert "could not broadcast 1 live message" in caplog.text
+
+
+def test_words_in_each_language_become_the_readers_and_the_key_is_dropped():
+    message = {
+        "type": "sandbox.status",
+        "message": "Ready.",
+        broadcast.IN_EACH_LANGUAGE: {
+            "message": broadcast.in_each_language(lambda: MESSAGES["ready"])
+        },
+    }
+
+    assert broadcast.localized(message, "ur") == {"type": "sandbox.status", "message": "تیار۔"}
+    assert broadcast.localized(message, "en") == {"type": "sandbox.status", "message": "Ready."}
+    # a language the message lacks keeps the field as sent; the message itself is not changed
+    assert broadcast.localized(message, "de") == {"type": "sandbox.status", "message": "Ready."}
+    assert broadcast.IN_EACH_LANGUAGE in message
+    plain = {"type": "usage.sample", "cpu_pct": 1.0}
+    assert broadcast.localized(plain, "ur") is plain

@@ -180,6 +180,49 @@ async def test_sandbox_events_reach_the_owner_and_the_paying_organisation():
         await ws.close()
 
 
+async def test_each_socket_reads_a_sandboxs_status_in_its_own_language():
+    from django.conf import settings
+    from django.utils import translation
+
+    from sandboxes.launcher.messages import sandbox_status_send
+    from sandboxes.launcher.models import Sandbox
+
+    owner = (await make_member(role=Role.OWNER)).user
+    organisation = await sync_to_async(lambda: owner.memberships.get().organisation)()
+    colleague = (await make_member(organisation)).user
+    urdu = f"; {settings.LANGUAGE_COOKIE_NAME}=ur".encode()
+    own = live_socket(cookie=await session_cookie(owner) + urdu)
+    theirs = live_socket(
+        f"/ws/live/organisation/{organisation.public_id}/",
+        cookie=await session_cookie(colleague),
+    )
+    for ws in (own, theirs):
+        assert (await ws.open())[0]
+    # stopped by a Celery task, which speaks English
+    sandbox = Sandbox(
+        user=owner,
+        organisation=organisation,
+        status=Sandbox.Status.STOPPED,
+        status_code="stopped",
+        status_message="Stopped.",
+    )
+
+    def send_in_english():
+        with translation.override("en"):
+            return sandbox_status_send(sandbox)
+
+    assert await sync_to_async(send_in_english)() == 2
+
+    owners = await own.receive_json()
+    colleagues = await theirs.receive_json()
+    assert (owners["status_label"], owners["message"]) == ("رکا ہوا", "رک گیا۔")
+    assert (colleagues["status_label"], colleagues["message"]) == ("Stopped", "Stopped.")
+    assert broadcast.IN_EACH_LANGUAGE not in owners
+    assert broadcast.IN_EACH_LANGUAGE not in colleagues
+    for ws in (own, theirs):
+        await ws.close()
+
+
 # --- an organisation's stream ------------------------------------------------------------------
 
 

@@ -175,7 +175,9 @@ def test_an_empty_account_starts_the_countdown_then_the_launcher_stops_the_sandb
     sandbox.refresh_from_db()
     assert stopped == [sandbox]
     assert sandbox.status == Sandbox.Status.STOPPING
-    assert ("sandbox_stop", (sandbox.pk,), {"reason": "The GPU credits ran out."}) in enqueued
+    assert sandbox.status_message == "The GPU credits ran out."
+    reason = {"code": "out_of_credits", "params": {}}
+    assert ("sandbox_stop", (sandbox.pk,), {"reason": reason}) in enqueued
     # While it stops, later runs do not ask again.
     committed(services.tick, now=now + later(131))
     assert committed(deadlines.sandboxes_stop_out_of_credits, now=now + later(131)) == []
