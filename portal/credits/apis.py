@@ -1,5 +1,9 @@
 """REST API v1 for credits and credit applications. Thin: serializers in and out, services do
-the work, the same services as the HTML pages."""
+the work, the same services as the HTML pages.
+
+One module on purpose (about 450 lines, most of them serializers and OpenAPI annotations): it
+is the whole /api/v1/credits surface, read top to bottom as the schema lists it, and each
+endpoint sits beside the serializers it alone uses."""
 
 import datetime as dt
 

@@ -1,7 +1,8 @@
 """Everything the portal needs, read from the environment (django-environ).
 
 Environment-specific modules (local, production, test) change only what must differ.
-Every variable read here is listed, with its default, in the README.
+Every variable read here is listed, with its default, in the README (a test checks it).
+One module on purpose: every setting of the deployment in one place, by banner.
 """
 
 from decimal import Decimal

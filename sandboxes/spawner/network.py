@@ -32,6 +32,9 @@ returned (the periodic check audits it). Needs root and a running docker engine.
 the networks have no IPv6 (ensure refuses one that has), so containers get no IPv6 address.
 Rules do not survive a reboot: `make run` (run-hub.sh) ensures them each start, and the
 portal's worker re-ensures them every few minutes (sandboxes.launcher.firewall).
+
+One module on purpose (about 550 lines): the networks and the rules around them are one
+security boundary, and a reviewer should be able to read every rule that makes it in one place.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ and the portal must not take a late report about an earlier start for the curren
 
 Docker SDK calls stay off the event loop (DockerSpawner runs them in its thread pool); the portal
 is called with an async HTTP client.
+
+One module on purpose (about 500 lines): JupyterHub loads it by name inside the hub, where no
+Django runs, and the spec's validation, its application to the container and the lifecycle
+hooks each need the others in view to be checked against the contract.
 """
 
 from __future__ import annotations
