@@ -123,7 +123,11 @@ def _allocate_or_queue(sandbox: Sandbox) -> None:
             organisation = str(sandbox.organisation) if sandbox.organisation else ""
             noted = _note(
                 sandbox,
-                note("queued_over_cap", organisation=organisation, cap=cap)
+                (
+                    note("queued_over_cap", organisation=organisation, cap=cap)
+                    if organisation
+                    else note("queued_over_own_cap", cap=cap)
+                )
                 if over_cap
                 else note("queued"),
             )

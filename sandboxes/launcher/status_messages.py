@@ -24,6 +24,8 @@ STATUS_MESSAGE_MAX_LENGTH = 500
 MESSAGES = {
     "queued": _("Waiting for a free GPU."),
     "queued_over_cap": _("Waiting: %(who)s already holds its maximum of %(cap)s GPUs."),
+    # A student (their own holder): "you" would not agree with "holds its".
+    "queued_over_own_cap": _("Waiting: you already hold your maximum of %(cap)s GPUs."),
     "starting": _("Starting…"),
     "starting_gpu_free": _("A GPU is free: starting…"),
     "ready": _("Ready."),

@@ -267,3 +267,18 @@ def test_a_cpu_image_is_refused_for_real_gpus(enqueued):
             services.sandbox_launch, user=funded_founder(), image=image(), profile=profile("gpu-1")
         )
     assert nothing_created()
+
+
+def test_a_student_over_their_gpu_cap_is_told_in_their_own_words(settings, enqueued):
+    settings.SANDBOX_MAX_GPUS_PER_HOLDER = 1
+    gpus(2)
+    student = funded_student(hours=20)
+    first = committed(
+        services.sandbox_launch, user=student, image=image(), profile=profile("gpu-1")
+    )
+    committed(services.sandbox_mark_running, sandbox_id=first.pk)
+    second = committed(
+        services.sandbox_launch, user=student, image=image(), profile=profile("gpu-1")
+    )
+    assert second.status == Status.QUEUED
+    assert second.status_message == "Waiting: you already hold your maximum of 1 GPUs."

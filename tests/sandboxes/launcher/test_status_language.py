@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db
 # What each message's parameters look like when a writer stores it.
 PARAMS = {
     "queued_over_cap": {"organisation": "", "cap": 2},
+    "queued_over_own_cap": {"cap": 2},
     "hub_refused": {"e": "HTTP 500"},
     "max_age": {"max_age_seconds": 3600},
     "left_organisation": {"organisation": "Indus Speech"},
