@@ -302,6 +302,7 @@ def _race_once(manager) -> list[str]:
     return list(left.values_list("status", flat=True))
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
 @pytest.mark.django_db(transaction=True)
 def test_launches_racing_a_suspension_end_stopped_or_refused(hub_tasks):
     """Real threads on real PostgreSQL transactions: whoever wins, no sandbox of a suspended

@@ -39,7 +39,9 @@ def _signed_in(user) -> Client:
 
 def _raw_data(authenticator_pk) -> str:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT data::text FROM mfa_authenticator WHERE id = %s", [authenticator_pk])
+        cursor.execute(
+            "SELECT CAST(data AS TEXT) FROM mfa_authenticator WHERE id = %s", [authenticator_pk]
+        )
         return cursor.fetchone()[0]
 
 
