@@ -22,10 +22,6 @@ from tests.sandboxes.spawner.conftest import docker_client, sandbox_image  # noq
 
 REPO = Path(__file__).resolve().parents[3]
 
-pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="the worker shares the test database: PostgreSQL"
-)
-
 
 def _worker_environment() -> dict[str, str]:
     db = connection.settings_dict
@@ -155,7 +151,10 @@ def hub_env() -> dict[str, str]:
 
 @pytest.fixture
 def stack(portal_server, settings, tmp_path, docker_client, sandbox_image, stack_env, hub_env):  # noqa: F811
-    """The whole stack, wired together; yields the running hub."""
+    """The whole stack, wired together; yields the running hub. (A mark in a conftest applies to
+    no test, so the PostgreSQL condition is checked here, where every e2e test passes.)"""
+    if connection.vendor != "postgresql":
+        pytest.skip("the worker shares the test database: PostgreSQL (make test runs it)")
     from tests.sandboxes.launcher.helpers import catalogue
 
     catalogue()  # seeded by a migration, but a committing test before this one flushed it
