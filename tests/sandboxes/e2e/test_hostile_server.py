@@ -12,7 +12,6 @@ not read the victim's server or the hub's API as the victim.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,16 +20,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from django.conf import settings as django_settings
-from playwright.sync_api import expect
 
-from sandboxes.launcher.models import Sandbox
 from tests.browser.conftest import chromium
-from tests.factories import PASSWORD
 from tests.sandboxes.launcher.helpers import funded_student
-from tests.sandboxes.launcher.test_api import client_for
 
 from .conftest import hub_sign_in_allowed
-from .test_sandbox_lifecycle import API, wait_for
+from .journeys import sandbox_running, signed_in_to_sandbox
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -135,14 +130,7 @@ def test_a_hostile_server_gets_no_cookie_of_the_victim_and_reads_nothing_of_thei
     hub_sign_in_allowed(stack, settings)
     # given a victim with a running sandbox (a real container behind the real proxy)
     victim = funded_student()
-    launched = client_for(victim).post(
-        f"{API}/sandboxes", {"image": "python-cpu", "profile": "cpu-small"}, format="json"
-    )
-    assert launched.status_code == 202, launched.json()
-    running = wait_for(client_for(victim), launched.json()["id"], {"running", "failed"}, stack)
-    assert running["status"] == "running", running["message"]
-    victim_server = Sandbox.objects.get(public_id=running["id"])
-    victim_server_url = stack.server_url(victim.hub_username, victim_server.server_name)
+    running, _sandbox, victim_server_url = sandbox_running(stack, victim)
 
     # and an attacker whose server address answers with a process of their own
     attacker = f"mallory-{secrets.token_hex(3)}"
@@ -166,14 +154,7 @@ def test_a_hostile_server_gets_no_cookie_of_the_victim_and_reads_nothing_of_thei
             page = context.new_page()
             # the victim signs in to the portal, then opens their sandbox (single sign-on
             # into the hub) and lands in JupyterLab
-            page.goto("/accounts/login/")
-            page.get_by_label("Email").fill(victim.email)
-            page.get_by_label(re.compile(r"^Password:?$")).fill(PASSWORD)
-            page.get_by_role("button", name="Sign In").click()
-            page.wait_for_url(re.compile(r"^(?!.*/accounts/login/).*$"))
-            page.goto(running["url"])
-            page.wait_for_url(re.compile(rf"^{re.escape(victim_server_url)}lab"), timeout=60_000)
-            expect(page).to_have_title(re.compile("JupyterLab"), timeout=60_000)
+            signed_in_to_sandbox(page, victim, running, victim_server_url)
             held = {cookie["name"]: cookie for cookie in context.cookies()}
             # so the browser now holds every cookie worth stealing (else this proves nothing)
             portal_cookie = django_settings.SESSION_COOKIE_NAME

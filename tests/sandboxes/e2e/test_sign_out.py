@@ -9,16 +9,13 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import expect
 
 from sandboxes.launcher.models import Sandbox
 from tests.browser.conftest import chromium
-from tests.factories import PASSWORD
 from tests.sandboxes.launcher.helpers import funded_student
-from tests.sandboxes.launcher.test_api import client_for
 
 from .conftest import hub_sign_in_allowed
-from .test_sandbox_lifecycle import API, wait_for
+from .journeys import sandbox_running, signed_in_to_sandbox
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -37,14 +34,7 @@ def test_signing_out_of_the_portal_ends_the_hub_login_while_the_sandbox_runs(
     hub_sign_in_allowed(stack, settings)
     # given a student with a running sandbox
     student = funded_student()
-    launched = client_for(student).post(
-        f"{API}/sandboxes", {"image": "python-cpu", "profile": "cpu-small"}, format="json"
-    )
-    assert launched.status_code == 202, launched.json()
-    running = wait_for(client_for(student), launched.json()["id"], {"running", "failed"}, stack)
-    assert running["status"] == "running", running["message"]
-    server = Sandbox.objects.get(public_id=running["id"])
-    server_url = stack.server_url(student.hub_username, server.server_name)
+    running, server, server_url = sandbox_running(stack, student)
     hub_home = f"{stack.public_url}/hub/home"
     portal_login = re.compile(rf"^{re.escape(portal_server.url)}/accounts/login/")
 
@@ -53,14 +43,7 @@ def test_signing_out_of_the_portal_ends_the_hub_login_while_the_sandbox_runs(
         context.set_default_timeout(30_000)
         page = context.new_page()
         # who signed in to the portal and opened their sandbox (single sign-on into the hub)
-        page.goto("/accounts/login/")
-        page.get_by_label("Email").fill(student.email)
-        page.get_by_label(re.compile(r"^Password:?$")).fill(PASSWORD)
-        page.get_by_role("button", name="Sign In").click()
-        page.wait_for_url(re.compile(r"^(?!.*/accounts/login/).*$"))
-        page.goto(running["url"])
-        page.wait_for_url(re.compile(rf"^{re.escape(server_url)}lab"), timeout=60_000)
-        expect(page).to_have_title(re.compile("JupyterLab"), timeout=60_000)
+        signed_in_to_sandbox(page, student, running, server_url)
         # and whose hub login works, past the refresh age too (the portal vouches again)
         time.sleep(REFRESH_AGE + 1)
         page.goto(hub_home)
