@@ -71,7 +71,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "portal.core.middleware.ContentSecurityPolicyMiddleware",
 ]
@@ -111,10 +110,27 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 else:
-    # 0: Django's ASGI handler runs each request in a new thread, so a persistent connection is
-    # never reused and only piles up until PostgreSQL refuses more clients (seen in the API
-    # benchmark). Django's docs say as much for ASGI; a pooler (PgBouncer) is the way to reuse.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+    # Django's ASGI handler runs each request's sync code in a thread of its own, so a
+    # persistent connection (CONN_MAX_AGE) is never reused and only piles up until PostgreSQL
+    # refuses more clients. psycopg's pool, per process, is shared by those threads instead: a
+    # request borrows a connection and gives it back when it ends (Django's request_finished,
+    # sent for a cancelled request too), as a Celery task does when it ends. The pool needs
+    # CONN_MAX_AGE 0. max_size bounds the connections one process holds: the worker's 16
+    # threads (.procfile) need 16 to never wait; a request that finds none free within the
+    # timeout fails (PoolTimeout) rather than queueing without end. DATABASE_POOL_MAX_SIZE=0
+    # turns the pool off (one connection per request, as before). Behind PgBouncer in
+    # transaction pooling, also set DATABASE_DISABLE_SERVER_SIDE_CURSORS (README, Connections).
+    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=16)
+    if DATABASE_POOL_MAX_SIZE > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=2), DATABASE_POOL_MAX_SIZE),
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": env.float("DATABASE_POOL_TIMEOUT_SECONDS", default=10.0),
+        }
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+        "DATABASE_DISABLE_SERVER_SIDE_CURSORS", default=False
+    )
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -211,6 +227,8 @@ MFA_ADAPTER = "portal.users.adapters.MFAAdapter"  # TOTP secrets encrypted at re
 # The key for them, apart from SECRET_KEY; local.py derives one, production requires it.
 MFA_ENCRYPTION_KEY = env.str("MFA_ENCRYPTION_KEY", default="")
 MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="National AI Cloud")
+# The sessions page shows when and where each session was last seen. portal.users.middleware
+# records it, at most once a minute, in place of allauth's middleware (a write per request).
 USERSESSIONS_TRACK_ACTIVITY = True
 
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 12)

@@ -11,15 +11,17 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from portal.audit.models import AuditEvent
-from portal.users.middleware import LAST_ACTIVITY_KEY, TOUCH_SECONDS
+from portal.users.middleware import LAST_ACTIVITY_KEY, RECORDED_KEY, TOUCH_SECONDS
 
 pytestmark = pytest.mark.django_db
 PAGE = "apikeys:list"  # any page that needs a sign-in
 
 
 def _last_seen(client, seconds_ago: float) -> None:
+    """As if the session's last request, which recorded it, came `seconds_ago`."""
     session = client.session
     session[LAST_ACTIVITY_KEY] = int(time.time() - seconds_ago)
+    session[RECORDED_KEY] = session.session_key
     session.save()
 
 
