@@ -233,6 +233,10 @@ class LedgerEntry(AppendOnlyModel):
         db_index=False,  # partial index below: system legs name no lot
     )
     amount = models.BigIntegerField(_("amount (credit-seconds)"))
+    # A copy of the transaction's kind, written with the entry by the posting module: the
+    # programme's figures filter and group entries by kind, and joining a million transactions
+    # to read it was most of their cost.
+    kind = models.CharField(max_length=16, choices=LedgerTransaction.Kind.choices)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -245,10 +249,147 @@ class LedgerEntry(AppendOnlyModel):
         ]
         constraints = [
             models.CheckConstraint(name="credits_entry_not_zero", condition=~Q(amount=0)),
+            # A writer that forgot the kind would store Django's blank default.
+            models.CheckConstraint(name="credits_entry_kind_given", condition=~Q(kind="")),
         ]
 
     def __str__(self) -> str:
         return f"{self.amount:+d}s {self.account}"
+
+
+class RollupPeriod(models.TextChoices):
+    """How long a roll-up row's stretch of the ledger is: a local day or a local month (Pakistan
+    time, as `units.month_bounds` cuts months), named by the date it starts on."""
+
+    DAY = "day", _("Day")
+    MONTH = "month", _("Month")
+
+
+class AccountRollup(models.Model):
+    """The sums of one holder account's ledger entries over a local day or month, per
+    transaction kind and lot rate: what programme pages read instead of the entries.
+
+    Written by the posting module in the transaction of the postings it sums, under the holder
+    account's row lock the posting already holds, so it is never behind the ledger and adds no
+    lock of its own. Only holder accounts (organisations', students') have roll-ups: a system
+    account is the other side of every posting, and one row of its own would serialise them all.
+    Every holder entry names a lot, hence a rate, so PKR is exact: `amount` × the row's rate.
+    `manage.py credits_rollups_rebuild` recomputes the table from the entries; the nightly
+    reconciliation compares a sample of accounts with their entries.
+
+    An account with lots at two rates has two rows for one (period, starts, kind): a total per
+    account sums over its rates.
+    """
+
+    account = models.ForeignKey(
+        CreditAccount,
+        on_delete=models.PROTECT,
+        related_name="rollups",
+        db_index=False,  # the unique key starts with the account
+    )
+    period = models.CharField(max_length=8, choices=RollupPeriod.choices)
+    starts = models.DateField(_("first local day"))
+    kind = models.CharField(max_length=16, choices=LedgerTransaction.Kind.choices)
+    rate_pkr_per_gpu_hour = models.DecimalField(
+        _("PKR per GPU-hour"), max_digits=12, decimal_places=2
+    )
+    amount = models.BigIntegerField(_("signed sum (credit-seconds)"))
+    entries = models.BigIntegerField(_("entries summed"))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "period", "starts", "kind", "rate_pkr_per_gpu_hour"],
+                name="credits_rollup_account_key",
+            )
+        ]
+        # The directory's sorts: the accounts with the most of one kind in one day or month.
+        indexes = [
+            models.Index(fields=["period", "starts", "kind", "amount"], name="credits_rollup_sort")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.period} {self.starts} {self.kind} {self.amount:+d}s"
+
+
+class RollupDimension(models.TextChoices):
+    """What a programme roll-up is cut by (the programme reports' dimensions, but organisation,
+    which reads the accounts' roll-ups directly, and month, which is the period)."""
+
+    PROGRAMME = "programme", _("Whole programme")
+    SECTOR = "sector", _("Sector")
+    PROVINCE = "province", _("Province")
+    UNIVERSITY = "university", _("University")
+    COHORT = "cohort", _("Cohort")
+
+
+class ProgrammeRollup(models.Model):
+    """The holders' entries of one local month (or, for the whole programme only, one local
+    day), summed per value of a report dimension, holder kind, transaction kind and lot rate.
+
+    Built from AccountRollup, never from the ledger, by `services.rollups_refresh` (on beat, and
+    on commit of every grant, adjustment, revocation and expiry run), which replaces a period's
+    rows in one transaction; ProgrammeRollupRefresh says when. A holder counts under the value
+    it has when the refresh runs (a student who changes cohort moves with their history).
+
+    `key` is the value: a sector or province code, a university's name, a cohort's public id,
+    "" for the programme; holders the dimension does not describe have a row of their own:
+    "~students" (students, by sector or province), "~organisations" (by university or cohort),
+    "~none" (students without a listed university, or without a cohort). `holders` counts the
+    distinct holder accounts behind the row: it is per rate, so it does not add up over rates.
+    """
+
+    period = models.CharField(max_length=8, choices=RollupPeriod.choices)
+    starts = models.DateField(_("first local day"))
+    dimension = models.CharField(max_length=16, choices=RollupDimension.choices)
+    key = models.CharField(max_length=200, blank=True)
+    holder_kind = models.CharField(max_length=16, choices=CreditAccount.Kind.choices)
+    kind = models.CharField(max_length=16, choices=LedgerTransaction.Kind.choices)
+    rate_pkr_per_gpu_hour = models.DecimalField(
+        _("PKR per GPU-hour"), max_digits=12, decimal_places=2
+    )
+    amount = models.BigIntegerField(_("signed sum (credit-seconds)"))
+    entries = models.BigIntegerField(_("entries summed"))
+    holders = models.PositiveIntegerField(_("holder accounts"))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "period",
+                    "dimension",
+                    "starts",
+                    "key",
+                    "holder_kind",
+                    "kind",
+                    "rate_pkr_per_gpu_hour",
+                ],
+                name="credits_programme_rollup_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.starts} {self.dimension}={self.key} {self.kind}"
+
+
+class ProgrammeRollupRefresh(models.Model):
+    """When a period's programme roll-ups were last rebuilt: pages say "as of" this. A month
+    refreshed after it closed (and the posting grace after it) is final: the ledger is
+    append-only, so it never changes again."""
+
+    period = models.CharField(max_length=8, choices=RollupPeriod.choices)
+    starts = models.DateField(_("first local day"))
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "starts"], name="credits_programme_rollup_refresh_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.starts} as of {self.refreshed_at:%Y-%m-%d %H:%M}"
 
 
 class ApplicationState(models.TextChoices):

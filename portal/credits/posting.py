@@ -257,8 +257,8 @@ def insert_and_apply(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLo
 def _apply_postgresql(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot]:
     rows = _call(
         "SELECT grant_id, remaining, amount FROM credits_apply_postings("
-        "%s, %s, %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])",
-        [txn.pk, txn.created_at, *_posting_arrays(postings)],
+        "%s, %s, %s, %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])",
+        [txn.pk, txn.kind, txn.created_at, *_posting_arrays(postings)],
     )
     return _drawn(rows)
 
@@ -302,7 +302,12 @@ def _apply_orm(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot]:
             entries.append((account.pk, grant_pk, -take))
     LedgerEntry.objects.bulk_create(
         LedgerEntry(
-            transaction=txn, account_id=a, grant_id=g, amount=amount, created_at=txn.created_at
+            transaction=txn,
+            account_id=a,
+            grant_id=g,
+            amount=amount,
+            kind=txn.kind,
+            created_at=txn.created_at,
         )
         for a, g, amount in entries
     )

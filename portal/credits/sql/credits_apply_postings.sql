@@ -7,6 +7,7 @@
 -- transaction, so a refused posting writes nothing.
 CREATE OR REPLACE FUNCTION credits_apply_postings(
     p_transaction bigint,
+    p_kind character varying,
     p_at timestamp with time zone,
     p_accounts bigint[],
     p_amounts bigint[],
@@ -35,8 +36,8 @@ BEGIN
             IF NOT FOUND THEN
                 RAISE EXCEPTION 'unknown account' USING ERRCODE = 'NC002';
             END IF;
-            INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
-            VALUES (p_transaction, p_accounts[i], NULL, p_amounts[i], p_at);
+            INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
+            VALUES (p_transaction, p_accounts[i], NULL, p_amounts[i], p_kind, p_at);
         END IF;
     END LOOP;
 
@@ -67,8 +68,8 @@ BEGIN
                     RAISE EXCEPTION 'lot of another account' USING ERRCODE = 'NC003';
                 END IF;
             END IF;
-            INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
-            VALUES (p_transaction, p_accounts[i], p_grants[i], p_amounts[i], p_at);
+            INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
+            VALUES (p_transaction, p_accounts[i], p_grants[i], p_amounts[i], p_kind, p_at);
         ELSIF p_grants[i] IS NOT NULL THEN
             -- A debit from one named lot (expiry, revocation).
             UPDATE credits_creditgrant g SET remaining = g.remaining + p_amounts[i]
@@ -82,8 +83,8 @@ BEGIN
                 END IF;
                 RAISE EXCEPTION 'lot of another account' USING ERRCODE = 'NC003';
             END IF;
-            INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
-            VALUES (p_transaction, p_accounts[i], p_grants[i], p_amounts[i], p_at);
+            INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
+            VALUES (p_transaction, p_accounts[i], p_grants[i], p_amounts[i], p_kind, p_at);
             RETURN NEXT;
         ELSE
             -- A debit from the lots that expire first, in one statement: its snapshot is taken
@@ -108,8 +109,8 @@ BEGIN
             ),
             written AS (
                 INSERT INTO credits_ledgerentry
-                    (transaction_id, account_id, grant_id, amount, created_at)
-                SELECT p_transaction, p_accounts[i], t.id, -t.take, p_at
+                    (transaction_id, account_id, grant_id, amount, kind, created_at)
+                SELECT p_transaction, p_accounts[i], t.id, -t.take, p_kind, p_at
                 FROM taken t ORDER BY t.ord
             )
             SELECT coalesce(sum(t.take), 0), array_agg(t.id ORDER BY t.ord),

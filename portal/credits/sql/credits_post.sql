@@ -39,7 +39,7 @@ BEGIN
     RETURN QUERY
         SELECT v_transaction, lots.grant_id, lots.remaining, lots.amount
         FROM credits_apply_postings(
-            v_transaction, p_at, p_accounts, p_amounts, p_grants, p_holder
+            v_transaction, p_kind, p_at, p_accounts, p_amounts, p_grants, p_holder
         ) AS lots;
 END;
 $function$;

@@ -45,8 +45,8 @@ BEGIN
 
     -- The system leg, before any lock: it names an existing system account or nothing is
     -- written.
-    INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
-    SELECT v_transaction, a.id, NULL, p_amount, p_at
+    INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
+    SELECT v_transaction, a.id, NULL, p_amount, p_kind, p_at
     FROM credits_creditaccount a WHERE a.id = p_system AND a.kind = 'system';
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown account' USING ERRCODE = 'NC002';
@@ -78,8 +78,8 @@ BEGIN
         RETURNING g.id, g.remaining, g.amount
     ),
     written AS (
-        INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
-        SELECT v_transaction, p_holder, t.id, -p_amount, p_at FROM taken t
+        INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
+        SELECT v_transaction, p_holder, t.id, -p_amount, p_kind, p_at FROM taken t
     )
     SELECT t.id, t.remaining, t.amount INTO v_lot FROM taken t;
     IF FOUND THEN
@@ -110,8 +110,8 @@ BEGIN
         RETURNING g.id, g.remaining, g.amount, d.take, d.ord
     ),
     written AS (
-        INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, created_at)
-        SELECT v_transaction, p_holder, t.id, -t.take, p_at FROM taken t ORDER BY t.ord
+        INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
+        SELECT v_transaction, p_holder, t.id, -t.take, p_kind, p_at FROM taken t ORDER BY t.ord
     )
     SELECT coalesce(sum(t.take), 0), array_agg(t.id ORDER BY t.ord),
            array_agg(t.remaining ORDER BY t.ord), array_agg(t.amount ORDER BY t.ord)
