@@ -232,7 +232,9 @@ MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="National AI Cloud")
 USERSESSIONS_TRACK_ACTIVITY = True
 
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 12)
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Rows in the database, read through the cache: a signed-in request reads no session row
+# (portal.users.sessions says why Django's cached_db is not enough).
+SESSION_ENGINE = "portal.users.sessions"
 # A signed-in session ends after this long without a request (portal.users.middleware).
 SESSION_IDLE_TIMEOUT_SECONDS = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=60 * 60 * 8)
 
