@@ -56,6 +56,9 @@ os.environ.update(
     {
         "DJANGO_SETTINGS_MODULE": "portal.settings.test",
         "DATABASE_URL": f"{SERVER_URL}/{TEMPLATE}",
+        # No connection pool: each size drops and copies databases under this one process, and a
+        # pool would keep connections to the template open (CREATE DATABASE ... TEMPLATE refuses).
+        "DATABASE_POOL_MAX_SIZE": "0",
         # The channel layer and the cache (test settings derive both from this), in a Redis
         # database and a prefix of this run's own.
         "TEST_REDIS_URL": os.environ.get("BENCH_METERING_REDIS_URL", "redis://127.0.0.1:6379/12"),
