@@ -68,9 +68,21 @@ test:
 	  $(MANAGE) check --deploy --fail-level WARNING --settings=portal.settings.production
 	$(VENV)/bin/pytest
 
-bench: ## ledger and API throughput, sandbox launch latency against a bare hub, the metering tick over 10/100/1,000 sandboxes, live-message latency and 1,000 WebSocket clients, programme pages at 10,000 organisations (own databases portal_bench, portal_bench_api, portal_bench_sandboxes, portal_bench_metering, portal_bench_live, portal_bench_programme; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS, BENCH_METERING_SIZES, BENCH_LIVE_MANY)
+# The benchmark's own tools, Locust (the load test) and py-spy (its profile), pinned with hashes
+# in their own lock, resolved by `make lock` against $(LOCK): every version the two share is the
+# same, so installing them over the runtime changes nothing in it.
+BENCH_LOCK := .ci/bench-requirements.lock
+BENCH_TOOLS := 'locust>=2.40' 'py-spy>=0.4'
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat $(LOCK) $(BENCH_LOCK) | sha256sum | cut -c1-16)
+
+$(BENCH_STAMP): $(LOCK) $(BENCH_LOCK)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r $(BENCH_LOCK)
+	@rm -f $(VENV)/.bench-installed-* && touch $@
+
+bench: ## ledger and API throughput, sandbox launch latency against a bare hub, the metering tick over 10/100/1,000 sandboxes, live-message latency and 1,000 WebSocket clients, programme pages at 10,000 organisations, a Locust load test of the mix up to 200 simulated people with its profile (own databases portal_bench, portal_bench_api, portal_bench_sandboxes, portal_bench_metering, portal_bench_live, portal_bench_programme, portal_bench_load; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS, BENCH_METERING_SIZES, BENCH_LIVE_MANY, BENCH_LOAD_SECONDS, BENCH_LOAD_USERS)
 	@.ci/system-deps.sh test
 	@$(MAKE) --no-print-directory install
+	@$(MAKE) --no-print-directory $(BENCH_STAMP)
 	$(PY) tests/benchmarks/bench_ledger.py
 	$(PY) tests/benchmarks/bench_api.py
 	@$(MAKE) --no-print-directory images
@@ -78,6 +90,7 @@ bench: ## ledger and API throughput, sandbox launch latency against a bare hub, 
 	$(PY) tests/benchmarks/bench_metering.py
 	-$(PY) tests/benchmarks/bench_live.py
 	$(PY) tests/benchmarks/bench_programme.py
+	$(PY) tests/benchmarks/bench_load.py
 
 test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest
@@ -95,6 +108,7 @@ format: install
 lock: ## re-resolve the pinned dependencies from pyproject.toml (maintainers only)
 	python3 -m pip install --quiet uv
 	python3 -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o $(LOCK)
+	printf '%s\n' $(BENCH_TOOLS) | python3 -m uv pip compile - --constraint $(LOCK) --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' -o $(BENCH_LOCK)
 
 images: ## the sandbox images nac/<image>:2026.11, built locally (no registry; see sandboxes/images/README.md)
 	@.ci/system-deps.sh run
