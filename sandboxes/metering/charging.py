@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from portal.credits.charge_metadata import ChargeMetadata
 
 if TYPE_CHECKING:
-    from .models import UsageCharge
+    from .models import SandboxRun, UsageCharge
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -84,15 +84,16 @@ def charge_key(run_public_id, slot: dt.datetime) -> str:
     return f"usage:{run_public_id}:{int((slot - EPOCH).total_seconds())}"
 
 
-def charge_metadata(charge: UsageCharge) -> ChargeMetadata:
-    """The ledger's record of one interval's charge (its run and sandbox already loaded):
-    statements group usage by sandbox and profile, reconciliation sums it by run."""
-    sandbox = charge.run.sandbox
+def charge_metadata(charge: UsageCharge, run: SandboxRun) -> ChargeMetadata:
+    """The ledger's record of one interval's charge of `run` (its sandbox, profile and image
+    already loaded): statements group usage by sandbox and profile, reconciliation sums it by
+    run."""
+    sandbox = run.sandbox
     return ChargeMetadata(
         sandbox=str(sandbox.public_id),
         sandbox_name=sandbox.display_name,
         profile=sandbox.profile.name,
-        run=str(charge.run.public_id),
+        run=str(run.public_id),
         interval_start=charge.interval_start,
         milliseconds=charge.milliseconds,
         due=charge.due,

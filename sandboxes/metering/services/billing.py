@@ -46,7 +46,7 @@ def charge(runs: list[SandboxRun], *, now: dt.datetime) -> Charged:
             if interval.due > 0:
                 new_rows.append(
                     UsageCharge(
-                        run=run,
+                        run_id=run.pk,
                         interval_start=interval.start,
                         milliseconds=interval.milliseconds,
                         due=interval.due,
@@ -62,14 +62,14 @@ def charge(runs: list[SandboxRun], *, now: dt.datetime) -> Charged:
     if runs and len(runs) < 50:
         pending = pending.filter(run__in=runs) if advanced or new_rows else pending.none()
     pending = list(pending.order_by("pk"))
-    _runs_attach(pending, runs)
+    run_of = _runs_of(pending, runs)
     charged, warnings = usage_charge_batch(
         [
             UsageDue(
-                account_id=c.run.account_id,
+                account_id=run_of[c.run_id].account_id,
                 credit_seconds=c.due,
                 idempotency_key=c.idempotency_key,
-                metadata=charge_metadata(c),
+                metadata=charge_metadata(c, run_of[c.run_id]),
             )
             for c in pending
         ]
@@ -82,7 +82,7 @@ def charge(runs: list[SandboxRun], *, now: dt.datetime) -> Charged:
         by_run[row.run_id][0] += outcome.charged
         by_run[row.run_id][1] += row.due - outcome.charged
         if row.due > outcome.charged:
-            shortfall[row.run.account_id] += row.due - outcome.charged
+            shortfall[run_of[row.run_id].account_id] += row.due - outcome.charged
     paid_total = sum(v[0] for v in by_run.values())
     unpaid_total = sum(v[1] for v in by_run.values())
 
@@ -120,19 +120,18 @@ def charge(runs: list[SandboxRun], *, now: dt.datetime) -> Charged:
     )
 
 
-def _runs_attach(rows: list[UsageCharge], runs: list[SandboxRun]) -> None:
-    """Give each row its run, with the sandbox, profile and image the ledger's metadata names:
-    the tick's own runs, already read with them (a thousand rows read again with three joins
-    cost more than their posting); a run outside the tick's list (a row a killed tick left
-    behind) is read here."""
+def _runs_of(rows: list[UsageCharge], runs: list[SandboxRun]) -> dict[int, SandboxRun]:
+    """The run of each row, with the sandbox, profile and image the ledger's metadata names: the
+    tick's own runs, already read with them (a thousand rows read again with three joins cost
+    more than their posting); a run outside the tick's list (a row a killed tick left behind)
+    is read here."""
     loaded = {run.pk: run for run in runs}
     missing = {row.run_id for row in rows} - loaded.keys()
     if missing:
         loaded.update(
             SandboxRun.objects.select_related("sandbox__profile", "sandbox__image").in_bulk(missing)
         )
-    for row in rows:
-        row.run = loaded[row.run_id]
+    return loaded
 
 
 def _charges_record(rows: list[UsageCharge]) -> None:

@@ -75,6 +75,9 @@ def enforce(
                     actor=None,
                     action=AuditAction.SANDBOX_CREDITS_EXHAUSTED,
                     target=run.sandbox,
-                    data={"stop_at": iso(run.stop_at), "account": str(run.account.public_id)},
+                    data={
+                        "stop_at": iso(run.stop_at),
+                        "account": str(accounts[run.account_id].public_id),
+                    },
                 )
     return Enforced(countdowns=countdowns, messages=messages)

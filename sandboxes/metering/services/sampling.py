@@ -55,7 +55,7 @@ def sample(runs: list[SandboxRun], *, held: dict, now: dt.datetime) -> Sampled:
             continue
         device_rows.append(
             DeviceSample(
-                device=device,
+                device_id=device.pk,
                 sandbox_id=run.sandbox_id if run else None,
                 taken_at=taken_at,
                 util_pct=reading.util_pct if reading else None,
@@ -69,7 +69,7 @@ def sample(runs: list[SandboxRun], *, held: dict, now: dt.datetime) -> Sampled:
         container = containers.get(str(sandbox.public_id))
         its = [(d, gpus.get(d.uuid)) for d in held.get(sandbox.pk, [])]
         row = UsageSample(
-            sandbox=sandbox,
+            sandbox_id=sandbox.pk,
             taken_at=taken_at,
             gpu_count=len(its),
             gpu_util_pct=_mean(r.util_pct for _d, r in its if r),
