@@ -97,20 +97,15 @@ def charge(runs: list[SandboxRun], *, now: dt.datetime) -> Charged:
     updates += [(run_id, None, False, paid, unpaid) for run_id, (paid, unpaid) in by_run.items()]
     with transaction.atomic():
         _charges_record(pending)
-        _runs_advance(updates)
-    stored = {
-        pk: rest
-        for pk, *rest in SandboxRun.objects.filter(pk__in=[r.pk for r in runs]).values_list(
-            "pk", "charged_until", "settled", "charged_credit_seconds", "unpaid_credit_seconds"
-        )
-    }
+        stored = _runs_advance(updates)
     for run in runs:
-        (
-            run.charged_until,
-            run.settled,
-            run.charged_credit_seconds,
-            run.unpaid_credit_seconds,
-        ) = stored[run.pk]
+        if run.pk in stored:
+            (
+                run.charged_until,
+                run.settled,
+                run.charged_credit_seconds,
+                run.unpaid_credit_seconds,
+            ) = stored[run.pk]
     return Charged(
         intervals=len(new_rows),
         charged=paid_total,
@@ -151,12 +146,16 @@ def _charges_record(rows: list[UsageCharge]) -> None:
         )
 
 
-def _runs_advance(updates: list[tuple]) -> None:
+# A run's cursor and counters, as _runs_advance returns them (its RETURNING lists the same).
+_STORED = ("charged_until", "settled", "charged_credit_seconds", "unpaid_credit_seconds")
+
+
+def _runs_advance(updates: list[tuple]) -> dict[int, tuple]:
     """Move each run's cursor forward (never back: a slower, concurrent settle cannot undo a
     tick) and add what was paid and left unpaid. `updates`: (run id, charged until or None,
-    settled, paid, unpaid)."""
+    settled, paid, unpaid). Returns each updated run's cursor and counters as stored now."""
     if not updates:
-        return
+        return {}
     if connection.vendor != "postgresql":
         for run_id, until, settled, paid, unpaid in updates:
             changes = {
@@ -168,7 +167,8 @@ def _runs_advance(updates: list[tuple]) -> None:
             if settled:
                 changes["settled"] = True
             SandboxRun.objects.filter(pk=run_id).update(**changes)
-        return
+        updated = SandboxRun.objects.filter(pk__in=[u[0] for u in updates])
+        return {pk: tuple(rest) for pk, *rest in updated.values_list("pk", *_STORED)}
     columns = list(zip(*updates, strict=True))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -178,6 +178,9 @@ def _runs_advance(updates: list[tuple]) -> None:
             "charged_credit_seconds = r.charged_credit_seconds + v.paid, "
             "unpaid_credit_seconds = r.unpaid_credit_seconds + v.unpaid "
             "FROM unnest(%s::bigint[], %s::timestamptz[], %s::boolean[], %s::bigint[], "
-            "%s::bigint[]) AS v(id, until, settled, paid, unpaid) WHERE r.id = v.id",
+            "%s::bigint[]) AS v(id, until, settled, paid, unpaid) WHERE r.id = v.id "
+            "RETURNING r.id, r.charged_until, r.settled, r.charged_credit_seconds, "
+            "r.unpaid_credit_seconds",
             [list(column) for column in columns],
         )
+        return {pk: tuple(rest) for pk, *rest in cursor.fetchall()}
