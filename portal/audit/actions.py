@@ -67,6 +67,7 @@ class AuditAction(models.TextChoices):
     APPLICATION_APPROVED = "application.approved", _("Application approved")
     CREDITS_GRANT_REVOKED = "credits.grant_revoked", _("Credit grant revoked")
     CREDITS_ADJUSTMENT_POSTED = "credits.adjustment_posted", _("Credit adjustment posted")
+    CREDITS_ROLLUP_DRIFT = "credits.rollup_drift", _("Credit roll-up differs from the ledger")
     # Sandboxes, the hub and the GPUs
     SANDBOX_LAUNCHED = "sandbox.launched", _("Sandbox launched")
     SANDBOX_FAILED = "sandbox.failed", _("Sandbox failed")

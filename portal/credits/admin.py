@@ -48,7 +48,7 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
 class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "account", "grant", "amount", "transaction"]
     list_select_related = ["account", "grant", "transaction"]
-    list_filter = ["transaction__kind"]
+    list_filter = ["kind"]
 
 
 @admin.register(CreditAccount)

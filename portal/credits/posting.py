@@ -21,19 +21,33 @@ must agree, and the same tests run against both:
 - Anything else (SQLite, the embedded default): the same steps through the ORM; SQLite has one
   writer at a time anyway. A batch of usage charges is then posted one by one through
   `ledger_post`.
+
+Both add every holder leg to its account's roll-ups (AccountRollup: per local day and month,
+kind and lot rate) in the same transaction, under the account's row lock the posting holds
+already: `credits_rollup_add` on PostgreSQL, `_rollups_add` through the ORM. The usage batch
+posts each charge through `credits_post_debit`, so each holder leg is counted exactly once.
 """
 
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db import DatabaseError, connection
 from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.models import F
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from psycopg.types.json import Jsonb
 
-from .models import CreditAccount, CreditGrant, LedgerEntry, LedgerTransaction
+from .models import (
+    AccountRollup,
+    CreditAccount,
+    CreditGrant,
+    LedgerEntry,
+    LedgerTransaction,
+    RollupPeriod,
+)
 
 # SQLSTATEs raised by the functions in credits/sql/ (class "NC", ours).
 INSUFFICIENT = "NC001"
@@ -313,8 +327,35 @@ def _apply_orm(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot]:
     )
     for grant_pk, delta in sorted(lot_deltas.items()):
         CreditGrant.objects.filter(pk=grant_pk).update(remaining=F("remaining") + delta)
-    lots = CreditGrant.objects.in_bulk(debited)
+    lots = CreditGrant.objects.in_bulk([g for a, g, _amount in entries if g is not None])
+    holder_legs = [(a, lots[g].rate_pkr_per_gpu_hour, amount) for a, g, amount in entries if g]
+    _rollups_add(txn, holder_legs)
     return [DrawnLot(pk, lots[pk].remaining, lots[pk].amount) for pk in dict.fromkeys(debited)]
+
+
+def _rollups_add(txn: LedgerTransaction, legs: Sequence[tuple[int, Decimal, int]]) -> None:
+    """What credits_rollup_add does: add the holder legs (account, lot rate, amount) to their
+    accounts' roll-ups for the local day and month of the transaction. The accounts' rows were
+    locked above by the balance UPDATE, so the read-then-write cannot race another posting."""
+    day = timezone.localtime(txn.created_at).date()
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for account_pk, rate, amount in legs:
+        for period, starts in ((RollupPeriod.DAY, day), (RollupPeriod.MONTH, day.replace(day=1))):
+            key = (account_pk, period, starts, rate)
+            sums[key][0] += amount
+            sums[key][1] += 1
+    for (account_pk, period, starts, rate), (amount, count) in sums.items():
+        row = {
+            "account_id": account_pk,
+            "period": period,
+            "starts": starts,
+            "kind": txn.kind,
+            "rate_pkr_per_gpu_hour": rate,
+        }
+        if not AccountRollup.objects.filter(**row).update(
+            amount=F("amount") + amount, entries=F("entries") + count
+        ):
+            AccountRollup.objects.create(**row, amount=amount, entries=count)
 
 
 def _draw(account_pk, amount, grant, pending, txn) -> list[tuple[int, int]]:

@@ -4,13 +4,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from portal.organisations.models import Organisation
 
 from .charge_metadata import charge_metadata_text
 from .models import (
+    AccountRollup,
     ApplicationState,
     CreditAccount,
     CreditApplication,
@@ -18,6 +19,7 @@ from .models import (
     CreditWarning,
     LedgerEntry,
     LedgerTransaction,
+    RollupPeriod,
 )
 from .units import credit_seconds_to_pkr, month_bounds
 
@@ -98,9 +100,7 @@ def organisation_history(*, organisation: Organisation) -> OrganisationHistory:
     used = 0
     if account:
         used = -(
-            LedgerEntry.objects.filter(account=account, transaction__kind=K.USAGE).aggregate(
-                total=Sum("amount")
-            )["total"]
+            _month_rollups(account).filter(kind=K.USAGE).aggregate(total=Sum("amount"))["total"]
             or 0
         )
     return OrganisationHistory(
@@ -209,21 +209,44 @@ def _value(entries) -> tuple[int, Decimal]:
     return seconds, pkr
 
 
+def _month_rollups(account: CreditAccount) -> QuerySet[AccountRollup]:
+    """A holder account's monthly roll-ups: each of its entries is in exactly one of them."""
+    return AccountRollup.objects.filter(account=account, period=RollupPeriod.MONTH)
+
+
+def _opening(account: CreditAccount, month: dt.date, start: dt.datetime):
+    """(credit-seconds, lot rate) sums of everything before the month: a holder's from its
+    monthly roll-ups (a few rows a month, however much was charged), a system account's (which
+    has none) from its entries."""
+    if account.is_system:
+        return (
+            LedgerEntry.objects.filter(account=account, created_at__lt=start)
+            .values("grant__rate_pkr_per_gpu_hour")
+            .annotate(seconds=Sum("amount"))
+            .values_list("seconds", "grant__rate_pkr_per_gpu_hour")
+        )
+    return (
+        _month_rollups(account)
+        .filter(starts__lt=month)
+        .values("rate_pkr_per_gpu_hour")
+        .annotate(seconds=Sum("amount"))
+        .values_list("seconds", "rate_pkr_per_gpu_hour")
+    )
+
+
 def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
     """The month in full: opening and closing balance, each group's total, the lines.
 
     GPU-hours and PKR are exact (PKR at each lot's own rate); rounding happens on display.
     Usage arrives every metering interval, so it is summed in the database by sandbox, profile
-    and lot rate instead of listed line by line; everything else is listed.
+    and lot rate instead of listed line by line; everything else is listed. The opening balance
+    of a holder comes from its roll-ups, so a statement costs the same in a programme's tenth
+    year as in its first.
     """
+    month = month.replace(day=1)
     start, end = month_bounds(month)
     entries = LedgerEntry.objects.filter(account=account)
-    opening, opening_pkr = _value(
-        entries.filter(created_at__lt=start)
-        .values("grant__rate_pkr_per_gpu_hour")
-        .annotate(seconds=Sum("amount"))
-        .values_list("seconds", "grant__rate_pkr_per_gpu_hour")
-    )
+    opening, opening_pkr = _value(_opening(account, month, start))
     in_month = entries.filter(created_at__gte=start, created_at__lt=end)
     statement = Statement(
         account=account,
@@ -243,7 +266,7 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
         statement.closing_pkr += pkr
 
     usage_rows = (
-        in_month.filter(transaction__kind=K.USAGE)
+        in_month.filter(kind=K.USAGE)
         .annotate(sandbox=charge_metadata_text("sandbox"), profile=charge_metadata_text("profile"))
         .values("sandbox", "profile", "grant__rate_pkr_per_gpu_hour")
         .annotate(seconds=Sum("amount"), name=Max(charge_metadata_text("sandbox_name")))
@@ -263,7 +286,7 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
     statement.usage_by_sandbox = list(usage.values())
 
     for entry in (
-        in_month.exclude(transaction__kind=K.USAGE)
+        in_month.exclude(kind=K.USAGE)
         .select_related("transaction", "grant")
         .order_by("created_at", "pk")
     ):
@@ -286,11 +309,15 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
 
 def statement_months(*, account: CreditAccount) -> list[dt.date]:
     """Every month from the account's first entry to this one, newest first."""
-    first = LedgerEntry.objects.filter(account=account).order_by("created_at").first()
     today = timezone.localdate()
-    if first is None:
+    if account.is_system:
+        first = LedgerEntry.objects.filter(account=account).order_by("created_at").first()
+        first_day = timezone.localtime(first.created_at).date() if first else None
+    else:
+        first_day = _month_rollups(account).aggregate(first=Min("starts"))["first"]
+    if first_day is None:
         return [today.replace(day=1)]
-    cursor = timezone.localtime(first.created_at).date().replace(day=1)
+    cursor = first_day.replace(day=1)
     months = []
     while cursor <= today:
         months.append(cursor)

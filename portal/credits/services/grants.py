@@ -23,6 +23,7 @@ from .ledger import (
     ledger_post,
     system_account,
 )
+from .rollups import rollups_refresh_soon
 
 
 class _Replayed(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -102,6 +103,7 @@ def grant_issue(
         return _same_grant_or_conflict(
             grant_for_key(idempotency_key=idempotency_key), account, credit_seconds
         )
+    rollups_refresh_soon()
     grant.replayed = False
     return grant
 
@@ -138,6 +140,7 @@ def grant_revoke(*, grant: CreditGrant, reason: str, acting_user, ip: str | None
         metadata={"grant": str(grant.public_id)},
     )
     CreditGrant.objects.filter(pk=grant.pk).update(revoked_at=timezone.now())
+    rollups_refresh_soon()
     audit_record(
         actor=acting_user,
         action=AuditAction.CREDITS_GRANT_REVOKED,
@@ -189,6 +192,8 @@ def grants_expire_due() -> int:
     due = CreditGrant.objects.filter(expires_at__lte=timezone.now(), expired_at__isnull=True)
     for grant in due.order_by("expires_at", "pk").iterator():
         expired += grant_expire(grant=grant)
+    if expired:
+        rollups_refresh_soon()
     return expired
 
 
@@ -248,6 +253,7 @@ def adjustment_post(
         )
         if txn.replayed:
             return txn
+        rollups_refresh_soon()
         data = {}
     audit_record(
         actor=acting_user,

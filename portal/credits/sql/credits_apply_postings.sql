@@ -1,7 +1,8 @@
 -- The locked part of a posting, inside the caller's transaction (posting.insert_and_apply): the
 -- same steps as posting._apply_orm, in the same order. Holder balances are updated in
 -- primary-key order (the UPDATE takes the row lock and refuses to go below zero); a credit goes
--- into its named lot; a debit comes out of its named lot, or out of the lots that expire first.
+-- into its named lot; a debit comes out of its named lot, or out of the lots that expire first;
+-- each holder leg is added to its account's roll-ups (credits_rollup_add) under that lock.
 -- Returns the lots drawn, as they stand afterwards. Raises SQLSTATE NC001 (not enough credits),
 -- NC002 (unknown account) or NC003 (lot of another account); a raise aborts the caller's
 -- transaction, so a refused posting writes nothing.
@@ -27,6 +28,9 @@ DECLARE
     v_ids bigint[];
     v_remaining bigint[];
     v_amounts bigint[];
+    v_rate numeric;
+    v_rates numeric[];
+    v_takes bigint[];
 BEGIN
     -- System legs first, before any lock: each names an existing system account, and its
     -- entry does not depend on anything the lock protects.
@@ -63,19 +67,24 @@ BEGIN
         ELSIF p_amounts[i] > 0 THEN
             IF p_grants[i] IS NOT NULL THEN
                 UPDATE credits_creditgrant g SET remaining = g.remaining + p_amounts[i]
-                WHERE g.id = p_grants[i] AND g.account_id = p_accounts[i];
+                WHERE g.id = p_grants[i] AND g.account_id = p_accounts[i]
+                RETURNING g.rate_pkr_per_gpu_hour INTO v_rate;
                 IF NOT FOUND THEN
                     RAISE EXCEPTION 'lot of another account' USING ERRCODE = 'NC003';
                 END IF;
             END IF;
             INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
             VALUES (p_transaction, p_accounts[i], p_grants[i], p_amounts[i], p_kind, p_at);
+            PERFORM credits_rollup_add(
+                p_kind, p_at, ARRAY[p_accounts[i]], ARRAY[v_rate], ARRAY[p_amounts[i]]
+            );
         ELSIF p_grants[i] IS NOT NULL THEN
             -- A debit from one named lot (expiry, revocation).
             UPDATE credits_creditgrant g SET remaining = g.remaining + p_amounts[i]
             WHERE g.id = p_grants[i] AND g.account_id = p_accounts[i]
               AND g.remaining >= -p_amounts[i]
-            RETURNING g.id, g.remaining, g.amount INTO grant_id, remaining, amount;
+            RETURNING g.id, g.remaining, g.amount, g.rate_pkr_per_gpu_hour
+                INTO grant_id, remaining, amount, v_rate;
             IF NOT FOUND THEN
                 IF EXISTS (SELECT 1 FROM credits_creditgrant g
                            WHERE g.id = p_grants[i] AND g.account_id = p_accounts[i]) THEN
@@ -85,6 +94,9 @@ BEGIN
             END IF;
             INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
             VALUES (p_transaction, p_accounts[i], p_grants[i], p_amounts[i], p_kind, p_at);
+            PERFORM credits_rollup_add(
+                p_kind, p_at, ARRAY[p_accounts[i]], ARRAY[v_rate], ARRAY[p_amounts[i]]
+            );
             RETURN NEXT;
         ELSE
             -- A debit from the lots that expire first, in one statement: its snapshot is taken
@@ -105,7 +117,7 @@ BEGIN
             taken AS (
                 UPDATE credits_creditgrant g SET remaining = g.remaining - d.take
                 FROM draws d WHERE g.id = d.id
-                RETURNING g.id, g.remaining, g.amount, d.take, d.ord
+                RETURNING g.id, g.remaining, g.amount, g.rate_pkr_per_gpu_hour, d.take, d.ord
             ),
             written AS (
                 INSERT INTO credits_ledgerentry
@@ -114,12 +126,17 @@ BEGIN
                 FROM taken t ORDER BY t.ord
             )
             SELECT coalesce(sum(t.take), 0), array_agg(t.id ORDER BY t.ord),
-                   array_agg(t.remaining ORDER BY t.ord), array_agg(t.amount ORDER BY t.ord)
-            INTO v_taken, v_ids, v_remaining, v_amounts
+                   array_agg(t.remaining ORDER BY t.ord), array_agg(t.amount ORDER BY t.ord),
+                   array_agg(t.rate_pkr_per_gpu_hour), array_agg(-t.take)
+            INTO v_taken, v_ids, v_remaining, v_amounts, v_rates, v_takes
             FROM taken t;
             IF v_taken < v_need THEN
                 RAISE EXCEPTION 'not enough credits' USING ERRCODE = 'NC001';
             END IF;
+            PERFORM credits_rollup_add(
+                p_kind, p_at, array_fill(p_accounts[i], ARRAY[cardinality(v_takes)]), v_rates,
+                v_takes
+            );
             RETURN QUERY SELECT * FROM unnest(v_ids, v_remaining, v_amounts);
         END IF;
     END LOOP;

@@ -6,8 +6,9 @@
 -- On a busy account every debit waits for the one before it to commit, so what runs between the
 -- balance UPDATE (which takes the row lock) and the commit decides how many debits one account
 -- can take. Here the transaction row and the system leg are written before the lock; under it
--- run only the balance UPDATE and one statement that draws the lots and writes the holder's
--- legs. Keep the column lists in step with LedgerTransaction and LedgerEntry.
+-- run only the balance UPDATE, one statement that draws the lots and writes the holder's legs,
+-- and the holder's roll-ups (credits_rollup_add). Keep the column lists in step with
+-- LedgerTransaction and LedgerEntry.
 CREATE OR REPLACE FUNCTION credits_post_debit(
     p_public_id uuid,
     p_key character varying,
@@ -30,6 +31,8 @@ DECLARE
     v_ids bigint[];
     v_remaining bigint[];
     v_amounts bigint[];
+    v_rates numeric[];
+    v_takes bigint[];
     v_lot record;
 BEGIN
     INSERT INTO credits_ledgertransaction
@@ -75,14 +78,17 @@ BEGIN
     taken AS (
         UPDATE credits_creditgrant g SET remaining = g.remaining - p_amount
         FROM first_lot f WHERE g.id = f.id AND g.remaining >= p_amount
-        RETURNING g.id, g.remaining, g.amount
+        RETURNING g.id, g.remaining, g.amount, g.rate_pkr_per_gpu_hour
     ),
     written AS (
         INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
         SELECT v_transaction, p_holder, t.id, -p_amount, p_kind, p_at FROM taken t
     )
-    SELECT t.id, t.remaining, t.amount INTO v_lot FROM taken t;
+    SELECT t.id, t.remaining, t.amount, t.rate_pkr_per_gpu_hour INTO v_lot FROM taken t;
     IF FOUND THEN
+        PERFORM credits_rollup_add(
+            p_kind, p_at, ARRAY[p_holder], ARRAY[v_lot.rate_pkr_per_gpu_hour], ARRAY[-p_amount]
+        );
         transaction_id := v_transaction;
         RETURN NEXT;
         grant_id := v_lot.id;
@@ -107,19 +113,23 @@ BEGIN
     taken AS (
         UPDATE credits_creditgrant g SET remaining = g.remaining - d.take
         FROM draws d WHERE g.id = d.id
-        RETURNING g.id, g.remaining, g.amount, d.take, d.ord
+        RETURNING g.id, g.remaining, g.amount, g.rate_pkr_per_gpu_hour, d.take, d.ord
     ),
     written AS (
         INSERT INTO credits_ledgerentry (transaction_id, account_id, grant_id, amount, kind, created_at)
         SELECT v_transaction, p_holder, t.id, -t.take, p_kind, p_at FROM taken t ORDER BY t.ord
     )
     SELECT coalesce(sum(t.take), 0), array_agg(t.id ORDER BY t.ord),
-           array_agg(t.remaining ORDER BY t.ord), array_agg(t.amount ORDER BY t.ord)
-    INTO v_taken, v_ids, v_remaining, v_amounts
+           array_agg(t.remaining ORDER BY t.ord), array_agg(t.amount ORDER BY t.ord),
+           array_agg(t.rate_pkr_per_gpu_hour), array_agg(-t.take)
+    INTO v_taken, v_ids, v_remaining, v_amounts, v_rates, v_takes
     FROM taken t;
     IF v_taken < p_amount THEN
         RAISE EXCEPTION 'not enough credits' USING ERRCODE = 'NC001';
     END IF;
+    PERFORM credits_rollup_add(
+        p_kind, p_at, array_fill(p_holder, ARRAY[cardinality(v_takes)]), v_rates, v_takes
+    );
 
     transaction_id := v_transaction;
     RETURN NEXT;
