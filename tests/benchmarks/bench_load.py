@@ -3,8 +3,8 @@
 Seeds a database of its own (BENCH_LOAD_DATABASE, default portal_bench_load, created and dropped
 here on the server at BENCH_POSTGRES_URL) with a programme in miniature: BENCH_LOAD_STUDENTS
 students (default 300) with this month's allowance and a sandbox each (one in three running),
-BENCH_LOAD_ORGANISATIONS founders (default 80) with an organisation, a funded credit account, an
-API key and two sandboxes (one running), BENCH_LOAD_MANAGERS programme managers (default 30)
+BENCH_LOAD_ORGANISATIONS founders (default 130) with an organisation, a funded credit account, an
+API key and two sandboxes (one running), BENCH_LOAD_MANAGERS programme managers (default 50)
 with TOTP, and applications waiting in the review queue. The running sandboxes (one in six on
 a GPU) are metered by the real tick for BENCH_LOAD_TICKS intervals (default 60) before the test,
 so the usage pages, statements and the overview read real charges and samples. Every person
@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import logging
 import os
+import resource
 import secrets
 import shlex
 import shutil
@@ -58,8 +59,8 @@ from tests.benchmarks.load.mix import PERSONAS, SIGN_IN  # noqa: E402
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
 DATABASE = os.environ.get("BENCH_LOAD_DATABASE", "portal_bench_load")
 STUDENTS = int(os.environ.get("BENCH_LOAD_STUDENTS", "300"))
-ORGANISATIONS = int(os.environ.get("BENCH_LOAD_ORGANISATIONS", "80"))
-MANAGERS = int(os.environ.get("BENCH_LOAD_MANAGERS", "30"))
+ORGANISATIONS = int(os.environ.get("BENCH_LOAD_ORGANISATIONS", "130"))
+MANAGERS = int(os.environ.get("BENCH_LOAD_MANAGERS", "50"))
 WAITING_APPLICATIONS = 40
 TICKS = int(os.environ.get("BENCH_LOAD_TICKS", "60"))
 USERS = int(os.environ.get("BENCH_LOAD_USERS", "200"))
@@ -439,13 +440,19 @@ def locust(base: str, population: Path, samples: Path, *, args: list[str], env: 
         "LOAD_SAMPLES": str(samples),
         **env,
     }
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     completed = subprocess.run(  # noqa: S603 - our own interpreter's locust, fixed arguments
         command, cwd=ROOT, env=run_env, capture_output=True, text=True, check=False
     )
+    after, elapsed = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
     if completed.returncode != 0 or not samples.exists():
         say(completed.stdout[-3000:] + completed.stderr[-3000:])
         raise SystemExit(f"BENCH load: locust exited with status {completed.returncode}")
-    return json.loads(samples.read_text())
+    recorded = json.loads(samples.read_text())
+    # Locust shares the cores with the server: what it took of them.
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    recorded["locust_cores"] = used / elapsed
+    return recorded
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -474,6 +481,16 @@ def by_name(samples: list) -> dict[str, list]:
     for sample in samples:
         named[sample[1]].append(sample)
     return named
+
+
+def most_of_a_persona(persona) -> int:
+    """At most how many simulated people of `persona` the ramp has at once.
+
+    Each simulated person signs in as a seeded one of their own, and each run takes people
+    none before it took (the baseline the first of each persona, the ramp the next ones, the
+    profile those after): allauth takes a TOTP code once per authenticator and period, so a
+    manager's sign-in in one run would refuse the same manager's in the next."""
+    return -(-max(STEPS) * persona.weight // sum(p.weight for p in PERSONAS))
 
 
 def baseline(base: str, population: Path, workdir: Path) -> dict:
@@ -507,7 +524,11 @@ def ramp(base: str, population: Path, workdir: Path, cpu: CpuWatch) -> tuple[lis
         population,
         workdir / "ramp.json",
         args=[],
-        env={"LOAD_STEPS": ",".join(map(str, STEPS)), "LOAD_STEP_SECONDS": f"{step_seconds:g}"},
+        env={
+            "LOAD_STEPS": ",".join(map(str, STEPS)),
+            "LOAD_STEP_SECONDS": f"{step_seconds:g}",
+            "LOAD_FIRST_PERSON": ",".join(f"{p.name}:1" for p in PERSONAS),
+        },
     )
     steps = []
     for k, users in enumerate(STEPS):
@@ -531,12 +552,16 @@ def ramp(base: str, population: Path, workdir: Path, cpu: CpuWatch) -> tuple[lis
 # each a place a request's time can go. Waiting counts (py-spy --idle): a request waiting on
 # PostgreSQL is as slow as one computing.
 PLACES = (
+    # A sync-only middleware hands the rest of the request back to the event loop and its
+    # thread waits there (asgiref's AsyncToSync) until the loop gets round to it.
+    ("waiting for the event loop (sync/async hop)", ("CurrentThreadExecutor.run_until_future",)),
     ("password hashing (PBKDF2, sign-in)", ("django/contrib/auth/hashers.py",)),
     ("waiting for a pooled connection", ("psycopg_pool/", "get_new_connection")),
     ("SQL: psycopg and PostgreSQL's answer", ("psycopg/",)),
     ("Django ORM: compiling queries, making rows", ("django/db/",)),
     ("template rendering", ("django/template/",)),
     ("DRF: serializers, rendering", ("rest_framework/",)),
+    ("Redis: cached sessions, rate limits", ("redis/",)),
     ("sessions, auth, allauth", ("django/contrib/sessions", "django/contrib/auth", "allauth/")),
     ("middleware and the sync/async hops", ("django/core/handlers/", "asgiref/")),
 )
@@ -558,7 +583,12 @@ def profile_read(raw: str) -> tuple[int, Counter, int]:
             continue
         threads.add(stack.split(";", 1)[0])
         inside = stack.split(REQUEST_MARK, 1)[1]
-        place = next((n for n, marks in PLACES if any(m in inside for m in marks)), "other")
+        leaf = ";".join(stack.rsplit(";", 2)[-2:])  # a hop's wait is the innermost frames
+        first, *rest = PLACES
+        if any(m in leaf for m in first[1]):
+            place = first[0]
+        else:
+            place = next((n for n, marks in rest if any(m in inside for m in marks)), "other")
         places[place] += int(count)
     return total, places, len(threads)
 
@@ -593,7 +623,9 @@ def profile(pid: int, base: str, population: Path, workdir: Path, users: int) ->
         population,
         workdir / "profile.json",
         args=["-u", str(users), "-r", str(users), "-t", f"{PROFILE_SECONDS + 2:g}s"],
-        env={},
+        env={
+            "LOAD_FIRST_PERSON": ",".join(f"{p.name}:{1 + most_of_a_persona(p)}" for p in PERSONAS)
+        },
     )
     spy_log, _ = recorder.communicate(timeout=PROFILE_SECONDS + 60)
     if recorder.returncode != 0 or not output.exists():
@@ -625,7 +657,9 @@ def _ratio(value: float, reference: float) -> str:
     return f"{value / reference:.2f}" if reference else ("0.00" if not value else "inf")
 
 
-def report(base_line: dict, steps: list[dict], errors: int) -> dict | None:
+def report(base_line: dict, steps: list[dict], samples: list) -> dict | None:
+    """The steps, the endpoints at the highest step held, the BENCH lines; that step."""
+    errors = sum(s[3] for s in samples)
     say("  users   req/s    p50 ms   p95 ms   p99 ms  errors  server CPU (cores)")
     for step in steps:
         a = step["all"]
@@ -671,9 +705,7 @@ def report(base_line: dict, steps: list[dict], errors: int) -> dict | None:
         f"BENCH load_errors: {errors} errors "
         f"(baseline {b['all']['errors']} errors, ratio {_ratio(errors, b['all']['errors'])})"
     )
-    share = sum(e["n"] for n, e in shown["endpoints"].items() if n == SIGN_IN) / max(
-        1, shown["all"]["n"]
-    )
+    share = sum(1 for s in samples if s[1] == SIGN_IN) / max(1, len(samples))
     say(
         f"BENCH targets: p95 <= {P95_TARGET_MS} ms with 0 errors "
         f"{'MET' if top else 'NOT MET'} up to {top['users'] if top else 0} users "
@@ -690,11 +722,8 @@ def main() -> int:  # noqa: PLR0915 - set up, three runs, report, tear down
         f"{BASELINE_SECONDS:g} s per persona; server: .procfile's web"
     )
     seeded = {"student": STUDENTS, "founder": ORGANISATIONS, "manager": MANAGERS}
-    weights = sum(p.weight for p in PERSONAS)
     for persona in PERSONAS:
-        # Each simulated person signs in as a seeded one of their own (a TOTP code is taken
-        # once per authenticator and period).
-        if -(-max(STEPS) * persona.weight // weights) > seeded[persona.name]:
+        if 1 + 2 * most_of_a_persona(persona) > seeded[persona.name]:
             raise SystemExit(f"BENCH load: too few {persona.name}s seeded for {max(STEPS)} users")
     common.database_create(SERVER_URL, DATABASE)
     process = None
@@ -725,7 +754,11 @@ def main() -> int:  # noqa: PLR0915 - set up, three runs, report, tear down
             base_line = baseline(base, population, workdir)
             steps, recorded = ramp(base, population, workdir, cpu)
         errors = sum(s[3] for s in recorded["samples"])
-        top = report(base_line, steps, errors)
+        top = report(base_line, steps, recorded["samples"])
+        say(
+            f"BENCH machine: Locust took {recorded['locust_cores']:.2f} cores over the ramp; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work too)"
+        )
         if PROFILE_SECONDS > 0:
             profile(process.pid, base, population, workdir, (top or steps[0])["users"])
         if process.poll() is not None:

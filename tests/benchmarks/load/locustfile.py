@@ -8,6 +8,9 @@ bench_load.py runs Locust headless with this file and three environment variable
 - LOAD_SAMPLES: where to write, as JSON, when the test started, every request as [seconds
   since then, name, milliseconds, 1 if it failed], and each failure's reason with its count,
   read back by bench_load.py to summarise each step;
+- LOAD_FIRST_PERSON (optional): "persona:index,...", the first seeded person of each persona
+  this run signs in as (each run takes people of its own: allauth takes a TOTP code once per
+  authenticator and period);
 - LOAD_STEPS (optional): "users,users,...": step the simulated people up to each count, held
   LOAD_STEP_SECONDS each (the ramp). Without it, Locust's own -u/-t apply (the baseline: one
   person at a time, LOAD_THINK=0, no think time).
@@ -34,6 +37,12 @@ from tests.benchmarks.load.mix import PERSONAS, SIGN_IN, THINK_SECONDS, Persona,
 from tests.benchmarks.load.totp import TOTP_PERIOD_SECONDS, totp_code
 
 POPULATION = json.loads(Path(os.environ["LOAD_POPULATION"]).read_text())
+FIRST_PERSON = {
+    name: int(first)
+    for name, _, first in (
+        part.partition(":") for part in os.environ.get("LOAD_FIRST_PERSON", "").split(",") if part
+    )
+}
 THINK = THINK_SECONDS if os.environ.get("LOAD_THINK", "1") != "0" else (0.0, 0.0)
 _addresses = itertools.count(1)
 _recorded: dict = {"started": time.time(), "samples": [], "failures": {}}
@@ -86,7 +95,7 @@ class PortalUser(FastHttpUser):
 
     def on_start(self):
         people = POPULATION["people"][self.persona.name]
-        index = next(self._numbers)
+        index = FIRST_PERSON.get(self.persona.name, 0) + next(self._numbers)
         self.person = people[index % len(people)]
         # One address per simulated person, from the documentation range the test owns.
         number = next(_addresses)
