@@ -36,7 +36,6 @@ def sandbox_start_task(sandbox_id: int) -> str:
     user, server = sandbox.user.hub_username, sandbox.server_name
     try:
         with hub_client() as hub:
-            hub.user_ensure(user)
             try:
                 if hub.server_start(user, server, display_name=sandbox.display_name):
                     services.sandbox_mark_running(sandbox_id=sandbox_id)
@@ -45,10 +44,8 @@ def sandbox_start_task(sandbox_id: int) -> str:
                 # A retried task finds the start already under way (400 "pending" or "running").
                 if exc.status != 400 or hub.server_get(user, server) is None:
                     raise
-            current = hub.server_get(user, server)
-            if current is not None and current.ready:
-                services.sandbox_mark_running(sandbox_id=sandbox_id)
-                return "running"
+            # The stream says `ready` at once for a server that is up already, and the moment
+            # the hub sees it up otherwise: no polling, and nothing to ask first.
             for event in hub.server_progress(user, server, timeout=settings.HUB_SPAWN_TIMEOUT):
                 if event.ready:
                     services.sandbox_mark_running(sandbox_id=sandbox_id)

@@ -13,6 +13,10 @@ and the portal must not take a late report about an earlier start for the curren
 Docker SDK calls stay off the event loop (DockerSpawner runs them in its thread pool); the portal
 is called with an async HTTP client.
 
+A start returns once the new server answers, checked every `ready_poll_seconds` (50 ms): the
+hub's own check, which then passes at its first try, backs off (0.2 s, doubling, to 5 s, with
+jitter), so a server that is up just after one of its tries would wait idle for the next.
+
 One module on purpose (about 500 lines): JupyterHub loads it by name inside the hub, where no
 Django runs, and the spec's validation, its application to the container and the lifecycle
 hooks each need the others in view to be checked against the contract.
@@ -21,15 +25,19 @@ hooks each need the others in view to be checked against the contract.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import inspect
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 
 import docker.errors
 import httpx
 from dockerspawner import DockerSpawner
 from jupyterhub.spawner import SpawnException
+from jupyterhub.utils import url_path_join
 from traitlets import Float, Integer, Unicode, default
 
 from .network import sandbox_dns_servers
@@ -48,6 +56,13 @@ _RESERVED_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_", "NVIDIA_", "CUDA_VISIBLE_DEVICE
 _BRACES = re.compile(r"[{}]")
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _START_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context, built once: building it reads the CA bundle (tens of
+    milliseconds, on the hub's event loop), and each client would build its own."""
+    return httpx.create_ssl_context()
 
 
 class PortalUnreachable(Exception):
@@ -216,6 +231,12 @@ class PortalSpawner(DockerSpawner):
     def _default_internal_network(self):
         return os.environ.get("SANDBOX_NETWORK_INTERNAL", "nac-sandboxes-internal")
 
+    ready_poll_seconds = Float(
+        0.05,
+        help="""Seconds between checks that a new server answers, before start() hands it to
+        the hub (whose own check backs off from 0.2 s to 5 s).""",
+    ).tag(config=True)
+
     sandbox_user = Unicode(SANDBOX_USER, help="uid:gid the sandbox runs as; never root.").tag(
         config=True
     )
@@ -277,7 +298,7 @@ class PortalSpawner(DockerSpawner):
         headers = {"Authorization": f"Bearer {self.spawn_secret}"}
         delay = 0.5
         problem = ""
-        async with httpx.AsyncClient(timeout=self.portal_timeout) as client:
+        async with httpx.AsyncClient(timeout=self.portal_timeout, verify=_tls()) as client:
             for attempt in range(retries + 1):
                 if attempt:
                     await asyncio.sleep(delay)
@@ -419,7 +440,45 @@ class PortalSpawner(DockerSpawner):
             ",".join(spec.gpu_uuids) or "-",
             spec.egress,
         )
-        return await super().start()
+        ip, port = await super().start()
+        await self.wait_answering(ip, port)
+        return ip, port
+
+    async def wait_answering(self, ip: str, port: int) -> None:
+        """Return once the server answers as the hub's readiness check wants (any status below
+        500 at its `api` path); refuse the start if its container stops or it stays silent
+        for `http_timeout`. Nothing is sent but a bare GET: the server is the user's."""
+        host = f"[{ip}]" if ":" in ip else ip
+        url = f"http://{host}:{port}" + url_path_join(self.server.base_url, "api")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        next_look = loop.time() + 1
+        async with httpx.AsyncClient(timeout=2, trust_env=False, verify=_tls()) as client:
+            while loop.time() < deadline:
+                # A TCP connect first, a fraction of an HTTP request's cost (ten servers starting
+                # at once on a small host make that count): the port refuses until the server
+                # listens, and only then is it asked over HTTP.
+                if await _accepts(ip, port):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get(url)).status_code < 500:
+                            return
+                # Once a second, whether the container still runs (a crashed server never
+                # answers, and the hub's own check would wait out its timeout).
+                if loop.time() >= next_look:
+                    next_look = loop.time() + 1
+                    if (exited := await self.poll()) is not None:
+                        how = exited if isinstance(exited, str) else "its container is gone"
+                        raise _refusal(
+                            f"The sandbox's server stopped while starting ({how}).",
+                            reason="server-exited",
+                            status_code=500,
+                        )
+                await asyncio.sleep(self.ready_poll_seconds)
+        raise _refusal(
+            f"The sandbox's server did not answer within {self.http_timeout} seconds.",
+            reason="server-timeout",
+            status_code=500,
+        )
 
     async def stop(self, now=False):
         if not self.object_id:
@@ -475,6 +534,18 @@ class PortalSpawner(DockerSpawner):
             )
         else:
             self.log.info("told the portal %s stopped", self._log_name)
+
+
+async def _accepts(ip: str, port: int) -> bool:
+    """Whether something listens at ip:port (a TCP connect, closed at once)."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _refusal(message: str, *, reason: str, status_code: int = 400) -> SpawnException:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
+from jupyterhub import orm
 from jupyterhub.objects import Hub
 from jupyterhub.spawner import SpawnException
 
@@ -15,6 +19,7 @@ from sandboxes.spawner.spawner import (
     _background,
     storage_size_supported,
 )
+from tests.sandboxes.hub import free_port
 from tests.sandboxes.spawner.conftest import remove_user_containers
 from tests.sandboxes.spawner.stub_portal import StubPortal, spec
 
@@ -23,20 +28,34 @@ GPU_B = "GPU-9a8b7c6d-5e4f-5a3b-9c1d-0e1f2a3b4c5d"
 
 
 class CreateOnlySpawner(PortalSpawner):
-    """Runs all of start() but `docker start`: a GPU container cannot start without the NVIDIA
-    runtime, and docker removes an auto-remove container whose start failed."""
+    """Runs all of start() but `docker start` and the wait for the server: a GPU container
+    cannot start without the NVIDIA runtime, and docker removes an auto-remove container whose
+    start failed."""
 
     async def start_object(self):
         pass
 
+    async def wait_answering(self, ip, port):
+        pass
+
 
 def make_spawner(
-    portal: StubPortal, *, user: str, server: str, cls: type[PortalSpawner] = PortalSpawner
+    portal: StubPortal,
+    *,
+    user: str,
+    server: str,
+    cls: type[PortalSpawner] = PortalSpawner,
+    with_server: bool = False,
 ) -> PortalSpawner:
-    """A PortalSpawner as the hub builds one, minus the database."""
+    """A PortalSpawner as the hub builds one, minus the database; `with_server`: as start()
+    finds it, with the server's record (its URL prefix) made."""
+    record = None
+    if with_server:
+        prefix = f"/user/{user}/{server}/"
+        record = orm.Server(proto="http", ip="", port=0, base_url=prefix, cookie_name="")
     return cls(
         user=SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/"),
-        orm_spawner=SimpleNamespace(name=server, server=None, display_name=server, state=None),
+        orm_spawner=SimpleNamespace(name=server, server=record, display_name=server, state=None),
         hub=Hub(ip="172.30.0.1", port=8081),
         api_token="not-a-real-token",
         oauth_client_id=f"jupyterhub-user-{user}-{server}",
@@ -277,3 +296,122 @@ def test_the_spec_disk_size_reaches_docker_when_the_engine_can_enforce_it(
     # then docker is asked for that size exactly where it can enforce it, and nowhere else
     expected = {"size": str(20 << 30)} if limit else None
     assert spawner.extra_host_config.get("storage_opt") == expected
+
+
+# --- start() hands the server over once it answers ------------------------------------------
+
+
+class Booting:
+    """A local HTTP server standing in for a booting notebook server: refused until `up_after`
+    seconds, then answering 503 `errors` times, then 200 (only at the hub's readiness path)."""
+
+    def __init__(self, path: str, *, up_after: float, errors: int = 0):
+        self.errors, self.requests, self.answered_at = errors, [], None
+        booting = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                booting.requests.append((self.path, self.headers.get("Authorization")))
+                status = 200 if self.path == path and booting.errors <= 0 else 503
+                booting.errors -= 1
+                if status == 200 and booting.answered_at is None:
+                    booting.answered_at = time.monotonic()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format, *args) -> None:
+                pass
+
+        self.handler = Handler
+        self.port = free_port()  # refused until it "boots"
+        self.listening = None
+        self.timer = threading.Timer(up_after, self._listen)
+        self.timer.start()
+
+    def _listen(self) -> None:
+        self.listening = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
+        threading.Thread(target=self.listening.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.timer.cancel()
+        if self.listening is not None:
+            self.listening.shutdown()
+            self.listening.server_close()
+
+
+def _container(docker_client, spawner, user: str, image: str, *command: str):
+    """The server's container, running `command` (the server itself is a Booting)."""
+    return docker_client.containers.run(
+        image, list(command), name=spawner.container_name, labels={"nac.user": user}, detach=True
+    )
+
+
+def test_start_hands_the_server_to_the_hub_as_soon_as_it_answers(
+    portal, docker_client, sandbox_image, user_name
+):
+    # given a running container whose server refuses connections for 1.2 s (past the first
+    # look at the container), then answers 503 twice, then 200
+    spawner = make_spawner(portal, user=user_name, server="sb-ready000001", with_server=True)
+    _container(docker_client, spawner, user_name, sandbox_image, "sleep", "60")
+    booting = Booting(f"/user/{user_name}/sb-ready000001/api", up_after=1.2, errors=2)
+    try:
+        # when the spawner waits for it
+        asyncio.run(spawner.wait_answering("127.0.0.1", booting.port))
+        returned = time.monotonic()
+    finally:
+        booting.close()
+
+    # then it returned once the server answered below 500, not later than a check or two
+    assert booting.answered_at is not None
+    assert returned - booting.answered_at < 0.1 + 2 * spawner.ready_poll_seconds
+    # having asked only the readiness path, with nothing of the hub's (no token)
+    assert {path for path, _ in booting.requests} == {f"/user/{user_name}/sb-ready000001/api"}
+    assert {auth for _, auth in booting.requests} == {None}
+
+
+def test_a_server_that_stays_silent_is_refused_after_the_http_timeout(
+    portal, docker_client, sandbox_image, user_name
+):
+    # given a running container where nothing ever answers, and a hub that waits 2 s for it
+    spawner = make_spawner(portal, user=user_name, server="sb-silent00001", with_server=True)
+    _container(docker_client, spawner, user_name, sandbox_image, "sleep", "60")
+    spawner.http_timeout = 2
+    booting = Booting("/never", up_after=3600)
+
+    began = time.monotonic()
+    try:
+        with pytest.raises(SpawnException) as refused:
+            asyncio.run(spawner.wait_answering("127.0.0.1", booting.port))
+    finally:
+        booting.close()
+
+    assert 2 <= time.monotonic() - began < 4
+    assert refused.value.jupyterhub_message == (
+        "The sandbox's server did not answer within 2 seconds."
+    )
+
+
+def test_a_server_whose_container_exits_is_refused_without_waiting_out_the_timeout(
+    portal, docker_client, sandbox_image, user_name
+):
+    # given the container of this server ran and exited (a server that crashed while booting)
+    spawner = make_spawner(portal, user=user_name, server="sb-exited00001", with_server=True)
+    container = _container(
+        docker_client, spawner, user_name, sandbox_image, "python", "-c", "raise SystemExit(3)"
+    )
+    container.wait(timeout=30)
+    booting = Booting("/never", up_after=3600)
+
+    began = time.monotonic()
+    try:
+        with pytest.raises(SpawnException) as refused:
+            asyncio.run(spawner.wait_answering("127.0.0.1", booting.port))
+    finally:
+        booting.close()
+
+    # then the start is refused within a second or so, saying how the container ended
+    assert time.monotonic() - began < 5
+    assert refused.value.jupyterhub_message.startswith(
+        "The sandbox's server stopped while starting (ExitCode=3"
+    )
