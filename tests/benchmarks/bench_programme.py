@@ -1,7 +1,8 @@
 """The programme pages at the size of a national programme, on PostgreSQL: `make bench`.
 
-Generates, in a database of its own (BENCH_PROGRAMME_DATABASE, default portal_bench_programme,
-created and dropped here on the server at BENCH_POSTGRES_URL):
+Generates two programmes with the same generator, each in a database of its own on the server at
+BENCH_POSTGRES_URL (created and dropped here): BENCH_PROGRAMME_DATABASE (default
+portal_bench_programme) at full size, and the same name with "_small" at 1/100 of it:
 
 - 10,000 organisations (BENCH_PROGRAMME_ORGANISATIONS) with an owner and up to two more members,
   nine in ten with a credit account and an approved application's lot (three in ten a second
@@ -21,28 +22,40 @@ created and dropped here on the server at BENCH_POSTGRES_URL):
   the three months, and allocations (who held which GPU when); one sandbox run per holder and
   month it used GPUs in.
 
+The small programme has 1/100 of every count but the universities, cohorts and GPUs (100
+organisations, 500 students, 10,000 charges, 10,000 samples, 3 running sandboxes ...).
+
 The rows are written with COPY, triggers off for the load (`session_replication_role`), in
-the shape the ledger's writer leaves them: every transaction sums to zero, each holder's cached
-balance equals its entries and its lots' remaining, each lot's remaining equals its entries.
-That is checked (in SQL) before anything is measured, and the tables are VACUUM ANALYZEd, as
-autovacuum would have left them.
+the shape the ledger's writer leaves them: every transaction sums to zero, each entry carries its
+transaction's kind, each holder's cached balance equals its entries and its lots' remaining, each
+lot's remaining equals its entries. Then the ledger's roll-ups are built as the writers and the
+refresh leave them (`credits.services.rollups_rebuild`, what `manage.py credits_rollups_rebuild`
+runs: set-based SQL over the loaded entries). All of that is
+checked in SQL before anything is measured, the roll-ups against the entries they sum, and the
+tables are VACUUM ANALYZEd, as autovacuum would have left them.
 
-Then, as a programme manager with MFA through the Django test client, each page is rendered
-once to warm up and BENCH_PROGRAMME_REPS times (default 5) measured, alternating with the
-baseline. It prints, per page,
+Then, as a programme manager with MFA through the Django test client, each page is rendered once
+on each programme to warm up and BENCH_PROGRAMME_REPS times (default 5) measured, alternating
+between the two programmes (one connection, pointed at either database) with the baseline query
+on the full one before each. It prints, per page,
 
-  BENCH programme_<page>_queries: <n> queries (baseline 1 queries, ratio <n>)
-  BENCH programme_<page>: <median ms> ms (baseline <median ms> ms, ratio <r>)
+  BENCH programme_<page>_queries: <n> queries (baseline <n at 1/100> queries, ratio <r>)
+  BENCH programme_<page>: <median ms> ms (baseline <median ms at 1/100> ms, ratio <r>)
+  BENCH programme_<page>_vs_query: <median ms> ms (baseline <median ms> ms, ratio <r>)
 
-where the baseline is one indexed query over the ledger in the same run: the count and sum of
-the busiest organisation account's entries this month, through the ORM (an index range scan
-of credits_entry_account_time, the (account_id, created_at) index). Then the slowest query of
-each page, and EXPLAIN (ANALYZE, BUFFERS) of those slower than BENCH_PROGRAMME_EXPLAIN_MS
-(default 500 ms). Exit status 1 when the generated books are not consistent.
+The second line is the target (a page's cost must not grow with the programme: r <= 2). For an
+export it is its time per row instead (`_per_row`, after a `_rows` line with both row counts).
+The third compares the page with one indexed query over the ledger in the same run: the count
+and sum of the busiest organisation account's entries this month, through the ORM (an index
+range scan of credits_entry_account_time, the (account_id, created_at) index). Then the slowest
+query of each page at full size, and EXPLAIN (ANALYZE, BUFFERS) of those slower than
+BENCH_PROGRAMME_EXPLAIN_MS (default 500 ms). Exit status 1 when the generated books are not
+consistent.
 """
 
 import datetime as dt
 import heapq
+import io
 import json
 import os
 import random
@@ -50,6 +63,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -71,14 +85,42 @@ SEED = int(os.environ.get("BENCH_PROGRAMME_SEED", "7"))
 
 MONTHS = 3  # this month and the two before it
 UNIVERSITIES, COHORTS = 60, 200
-ACTIVE_ORGANISATIONS, ACTIVE_STUDENTS = 4_000, 15_000
 ORGANISATION_SHARE = 0.35  # of the charges
-RUNNING_SANDBOXES, RUNNING_ON_GPUS = 300, 40
 DEVICES = 64
 TICK_SECONDS = 10
 DEVICE_SAMPLE_HOURS = 12
-WAITING_APPLICATIONS, REJECTED_APPLICATIONS = 500, 300
 ALLOWANCE_SECONDS = 10 * 3600
+SCALE_DOWN = 100  # the baseline programme: the same generator at 1/100 of the size
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a generated programme is."""
+
+    database: str
+    organisations: int
+    students: int
+    charges: int
+    samples: int
+    active_organisations: int = 4_000
+    active_students: int = 15_000
+    running_sandboxes: int = 300
+    running_on_gpus: int = 40
+    waiting_applications: int = 500
+    rejected_applications: int = 300
+
+    def scaled_down(self, factor: int) -> "Size":
+        """The same programme `factor` times smaller (at least one of everything)."""
+        fields = {
+            name: max(1, getattr(self, name) // factor)
+            for name in self.__dataclass_fields__
+            if name != "database"
+        }
+        return Size(database=f"{self.database}_small", **fields)
+
+
+FULL = Size(DATABASE, ORGANISATIONS, STUDENTS, CHARGES, SAMPLES)
+SMALL = FULL.scaled_down(SCALE_DOWN)
 
 os.environ.update(
     {
@@ -86,6 +128,8 @@ os.environ.update(
         "DATABASE_URL": f"{SERVER_URL}/{DATABASE}",
         "ALLOWED_HOSTS": "testserver",
         "TEST_REDIS_URL": os.environ.get("BENCH_PROGRAMME_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        # One connection, pointed at either programme's database in turn (`use_database`).
+        "DATABASE_POOL_MAX_SIZE": "0",
     }
 )
 
@@ -194,7 +238,7 @@ NAME_WORDS = [
 CITIES = ["Lahore", "Karachi", "Islamabad", "Peshawar", "Quetta", "Multan", "Faisalabad"]
 
 
-def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - one long load
+def generate(conn, pm_id: int, rng: random.Random, size: "Size") -> dict:  # noqa: PLR0915 - one long load
     """Write the population through `conn` (one transaction). Returns what the measurements
     need: the busiest organisation and student, and counts."""
     from django.conf import settings
@@ -281,7 +325,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
     ):
         sectors, provinces = list(Sector.values), list(Province.values)
         sizes, sensitivities = list(TeamSize.values), list(DataSensitivity.values)
-        for k in range(ORGANISATIONS):
+        for k in range(size.organisations):
             joined = before_window(31, 400)
             people = []
             for j in range(1 + k % 3):
@@ -323,7 +367,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
             owners.append(people[0])
             org_members.append(people)
         student_first_user = user_id
-        for i in range(STUDENTS):
+        for i in range(size.students):
             users.row(
                 user_id + i,
                 "!",
@@ -336,8 +380,8 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
                 f"s{i:05d}",
                 language,
             )
-        user_id += STUDENTS
-    students = list(range(student_first_user, student_first_user + STUDENTS))
+        user_id += size.students
+    students = list(range(student_first_user, student_first_user + size.students))
     with Copy(
         conn,
         "organisations_membership",
@@ -441,18 +485,18 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
     # Accounts, applications and lots (the ledger's rows are written below) -----------------
     account_id = next_id(conn, "credits_creditaccount")
     org_account = {}  # organisation index -> account id
-    for k in range(ORGANISATIONS):
+    for k in range(size.organisations):
         if k % 10 != 9:  # one in ten has never had credits: no account yet
             org_account[k] = account_id
             account_id += 1
     student_account = {}
-    for i in range(STUDENTS):
+    for i in range(size.students):
         student_account[i] = account_id
         account_id += 1
 
     # Who uses GPUs, and how much (a long tail): Zipf-like weights over shuffled holders.
-    active_orgs = rng.sample(sorted(org_account), min(ACTIVE_ORGANISATIONS, len(org_account)))
-    active_students = rng.sample(range(STUDENTS), min(ACTIVE_STUDENTS, STUDENTS))
+    active_orgs = rng.sample(sorted(org_account), min(size.active_organisations, len(org_account)))
+    active_students = rng.sample(range(size.students), min(size.active_students, size.students))
     holders = [("o", k) for k in active_orgs] + [("s", i) for i in active_students]
     org_weights = [1 / (r + 1) ** 0.8 for r in range(len(active_orgs))]
     student_weights = [1 / (r + 1) ** 0.5 for r in range(len(active_students))]
@@ -461,9 +505,9 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
     weights = [w * scale_o for w in org_weights] + [w * scale_s for w in student_weights]
     start_s = window_start.timestamp()
     span = (now - dt.timedelta(minutes=1)).timestamp() - start_s
-    times = sorted(start_s + rng.random() * span for _ in range(CHARGES))
-    chosen = rng.choices(range(len(holders)), weights=weights, k=CHARGES)
-    amounts = [20 if rng.random() < 0.15 else 10 for _ in range(CHARGES)]
+    times = sorted(start_s + rng.random() * span for _ in range(size.charges))
+    chosen = rng.choices(range(len(holders)), weights=weights, k=size.charges)
+    amounts = [20 if rng.random() < 0.15 else 10 for _ in range(size.charges)]
     # An organisation's first lot covers what it will use (applications are sized to need).
     need = {}
     for index, amount in zip(chosen, amounts, strict=True):
@@ -514,7 +558,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
             application_id += 1
     allowance_of: dict[tuple[int, int], int] = {}  # (student index, month index) -> grants index
     for m, (start, following) in enumerate(bounds):
-        for i in range(STUDENTS):
+        for i in range(size.students):
             created = start.astimezone(dt.UTC) + dt.timedelta(seconds=rng.randint(60, 6 * 3600))
             if created >= now:
                 continue
@@ -538,13 +582,21 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
     # The ledger, in time order: lots credited, usage drawn, unused allowances expired --------
     tx_columns = ["id", "public_id", "idempotency_key", "kind", "description", "metadata"]
     tx_columns += ["created_at"]
-    entry_columns = ["id", "amount", "created_at", "account_id", "grant_id", "transaction_id"]
+    entry_columns = [
+        "id",
+        "amount",
+        "created_at",
+        "account_id",
+        "grant_id",
+        "transaction_id",
+        "kind",
+    ]
     transaction_id = next_id(conn, "credits_ledgertransaction")
     entry_id = next_id(conn, "credits_ledgerentry")
     credit_events = sorted(
         ((grants[g][5].timestamp(), 0, g) for g in range(len(grants))), key=lambda e: e[:2]
     )
-    usage_events = ((times[n], 1, n) for n in range(CHARGES))
+    usage_events = ((times[n], 1, n) for n in range(size.charges))
     expiry_events = sorted(
         (grants[g][6].timestamp() + 60 + g % 3600, 2, g)
         for (i, m), g in allowance_of.items()
@@ -574,7 +626,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
                 created,
             )
             for account, grant, amount in legs:
-                entries.row(entry_id, amount, created, account, grant, transaction_id)
+                entries.row(entry_id, amount, created, account, grant, transaction_id, kind)
                 entry_id += 1
             transaction_id += 1
 
@@ -717,8 +769,8 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
 
     # Applications: the approved ones behind the lots, some rejected, some waiting ------------
     sectors = list(Sector.values)
-    for _ in range(REJECTED_APPLICATIONS):
-        k = rng.randrange(ORGANISATIONS)
+    for _ in range(size.rejected_applications):
+        k = rng.randrange(size.organisations)
         decided = window_start + dt.timedelta(seconds=rng.random() * span)
         applications.append(
             (
@@ -731,8 +783,8 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
             )
         )
         application_id += 1
-    for n in range(WAITING_APPLICATIONS):
-        k = rng.randrange(ORGANISATIONS)
+    for n in range(size.waiting_applications):
+        k = rng.randrange(size.organisations)
         submitted = now - dt.timedelta(seconds=rng.randint(3600, 30 * 86400))
         state = "in_review" if n % 5 == 0 else "submitted"
         applications.append((application_id, k, state, submitted, None, 200))
@@ -835,10 +887,10 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
             kind, k = holders[h]
             sid = sandbox_id + position
             sandbox_of[h] = sid
-            is_running = position < RUNNING_SANDBOXES
+            is_running = position < size.running_sandboxes
             if is_running:
                 running.append(sid)
-            gpu = not is_running or position < RUNNING_ON_GPUS
+            gpu = not is_running or position < size.running_on_gpus
             account = org_account[k] if kind == "o" else student_account[k]
             created = window_start - dt.timedelta(days=1)
             sandboxes.row(
@@ -904,7 +956,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
     from sandboxes.gpus.models import GpuDevice
 
     devices = list(GpuDevice.objects.order_by("index").values_list("pk", flat=True))
-    gpu_sandboxes = [sandbox_of[h] for h in holder_order[RUNNING_SANDBOXES:]] or running
+    gpu_sandboxes = [sandbox_of[h] for h in holder_order[size.running_sandboxes :]] or running
     with Copy(
         conn,
         "gpus_gpuallocation",
@@ -916,7 +968,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
                 length = dt.timedelta(minutes=rng.randint(30, 8 * 60))
                 end = moment + length
                 last = end >= now
-                if last and d < RUNNING_ON_GPUS:
+                if last and d < size.running_on_gpus:
                     allocations.row(moment, moment, None, running[d], device)
                     break
                 if last:
@@ -949,7 +1001,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
             for device in devices:
                 samples.row(moment, round(rng.random() * 100, 1), 40_000, 350.0, 60, device)
             moment += ticks
-    per_sandbox = -(-SAMPLES // len(running))
+    per_sandbox = -(-size.samples // len(running))
     written = 0
     with (
         Copy(
@@ -974,8 +1026,8 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
         ) as usage_rollups,
     ):
         for position, sid in enumerate(running):
-            count = min(per_sandbox, SAMPLES - written)
-            gpu = position < RUNNING_ON_GPUS
+            count = min(per_sandbox, size.samples - written)
+            gpu = position < size.running_on_gpus
             moment = now - ticks * (count - 1)
             minutes: dict[dt.datetime, int] = {}
             hours: dict[dt.datetime, int] = {}
@@ -1000,7 +1052,7 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
             for step, buckets in (("minute", minutes), ("hour", hours)):
                 for bucket, n in buckets.items():
                     usage_rollups.row(step, bucket, n, 50.0 if gpu else None, 80.0, sid)
-            if written >= SAMPLES:
+            if written >= size.samples:
                 break
     for connection in (conn, other_conn):
         connection.execute("SET session_replication_role = DEFAULT")
@@ -1011,10 +1063,10 @@ def generate(conn, pm_id: int, rng: random.Random) -> dict:  # noqa: PLR0915 - o
         (k for k in org_account), key=lambda k: usage_this_month.get(org_account[k], 0)
     )
     busiest_student = max(
-        range(STUDENTS), key=lambda i: usage_this_month.get(student_account[i], 0)
+        range(size.students), key=lambda i: usage_this_month.get(student_account[i], 0)
     )
     return {
-        "charges": CHARGES - dropped,
+        "charges": size.charges - dropped,
         "dropped": dropped,
         "expired_lots": expired_lots,
         "ledger": ledger_counts,
@@ -1092,10 +1144,48 @@ BOOKS_CHECKS = {
 }
 
 
+# The roll-ups the pages read, against the entries they sum (and the programme's against the
+# accounts'): every (account, local day or month, kind, rate) the one and the other have, with
+# the amounts and counts of both, must agree. %(tz)s is settings.TIME_ZONE.
+_ENTRY_SUMS = """
+    SELECT e.account_id, (date_trunc('{unit}', e.created_at AT TIME ZONE %(tz)s))::date AS starts,
+           e.kind, g.rate_pkr_per_gpu_hour AS rate, sum(e.amount) AS amount, count(*) AS n
+    FROM credits_ledgerentry e
+    JOIN credits_creditaccount a ON a.id = e.account_id AND a.kind <> 'system'
+    JOIN credits_creditgrant g ON g.id = e.grant_id
+    GROUP BY 1, 2, 3, 4"""
+_ROLLUPS_UNLIKE_ENTRIES = """
+    SELECT count(*) FROM ({entries}) x
+    FULL JOIN (SELECT * FROM credits_accountrollup WHERE period = '{unit}') r
+      ON r.account_id = x.account_id AND r.starts = x.starts AND r.kind = x.kind
+     AND r.rate_pkr_per_gpu_hour = x.rate
+    WHERE x.amount IS DISTINCT FROM r.amount OR x.n IS DISTINCT FROM r.entries"""
+_PROGRAMME_UNLIKE_ACCOUNTS = """
+    SELECT count(*) FROM (
+        SELECT r.starts, a.kind AS holder_kind, r.kind, r.rate_pkr_per_gpu_hour AS rate,
+               sum(r.amount) AS amount, sum(r.entries) AS n
+        FROM credits_accountrollup r JOIN credits_creditaccount a ON a.id = r.account_id
+        WHERE r.period = '{unit}' GROUP BY 1, 2, 3, 4
+    ) x FULL JOIN (
+        SELECT * FROM credits_programmerollup WHERE period = '{unit}' AND dimension = 'programme'
+    ) p ON p.starts = x.starts AND p.holder_kind = x.holder_kind AND p.kind = x.kind
+       AND p.rate_pkr_per_gpu_hour = x.rate
+    WHERE x.amount IS DISTINCT FROM p.amount OR x.n IS DISTINCT FROM p.entries"""
+for _unit in ("day", "month"):
+    BOOKS_CHECKS[f"account {_unit} roll-ups unlike their entries"] = _ROLLUPS_UNLIKE_ENTRIES.format(
+        entries=_ENTRY_SUMS.format(unit=_unit), unit=_unit
+    )
+    BOOKS_CHECKS[f"programme {_unit} roll-ups unlike the accounts'"] = (
+        _PROGRAMME_UNLIKE_ACCOUNTS.format(unit=_unit)
+    )
+
+
 def books_check(conn) -> list[str]:
+    from django.conf import settings
+
     problems = []
     for name, sql in BOOKS_CHECKS.items():
-        (count,) = conn.execute(sql).fetchone()
+        (count,) = conn.execute(sql, {"tz": settings.TIME_ZONE}).fetchone()
         if count:
             problems.append(f"{count} {name}")
     conn.rollback()
@@ -1109,6 +1199,7 @@ def pages(info: dict) -> list[tuple[str, str]]:
     from django.urls import reverse
 
     from portal.dashboard.selectors.reports import Dimension
+    from portal.organisations.models import Organisation
 
     months = info["months"]
     this_month = months[-1]
@@ -1116,8 +1207,6 @@ def pages(info: dict) -> list[tuple[str, str]]:
     for _ in range(11):
         first = (first - dt.timedelta(days=1)).replace(day=1)
     year = f"month_from={first:%Y-%m}&month_to={this_month:%Y-%m}"
-    from portal.organisations.models import Organisation
-
     organisation = Organisation.objects.get(slug=info["busiest_org_slug"])
     listed = [
         ("overview", reverse("dashboard:overview")),
@@ -1135,11 +1224,15 @@ def pages(info: dict) -> list[tuple[str, str]]:
                 reverse("dashboard:reports") + f"?dimension={dimension}&{year}",
             )
         )
+    for extension in ("csv", "xlsx"):
+        listed.append(
+            (
+                f"reports_export_{extension}",
+                reverse("dashboard:reports_export", args=[extension])
+                + f"?dimension=organisation&{year}",
+            )
+        )
     listed += [
-        (
-            "reports_export_csv",
-            reverse("dashboard:reports_export", args=["csv"]) + f"?dimension=organisation&{year}",
-        ),
         ("report_monthly", reverse("dashboard:report_monthly", args=[f"{this_month:%Y-%m}"])),
         ("cluster", reverse("dashboard:cluster")),
     ]
@@ -1167,13 +1260,25 @@ def timed(call) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def fetch(client, url: str):
+def fetch(client, url: str) -> bytes:
+    """GET the page, and read all of it (an export is streamed)."""
     response = client.get(url)
     if response.status_code != 200:
         raise SystemExit(f"BENCH {url}: status {response.status_code}")
-    if response.streaming:
-        b"".join(response.streaming_content)
-    return response
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def rows_in(url: str, content: bytes) -> int:
+    """The rows of an export (its lines but the header); 0 for a page."""
+    path = url.split("?")[0]
+    if path.endswith("csv"):
+        return content.count(b"\n") - 1
+    if path.endswith("xlsx"):
+        from openpyxl import load_workbook
+
+        sheet = load_workbook(io.BytesIO(content), read_only=True).active
+        return sum(1 for _row in sheet.iter_rows()) - 1
+    return 0
 
 
 def explain(sql: str) -> list[str]:
@@ -1184,49 +1289,109 @@ def explain(sql: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def measure(info: dict, pm) -> list[tuple[str, float, dict]]:
+def use_database(name: str) -> None:
+    """Point Django's connection at one of the two programmes' databases."""
+    from django.db import connections
+
+    connections.close_all()
+    connections["default"].settings_dict["NAME"] = name
+
+
+@dataclass
+class Programme:
+    """One generated programme, as the measurements need it."""
+
+    size: Size
+    info: dict
+    client: object = None
+    urls: dict | None = None
+    baseline: object = None
+
+
+def ratio_line(name: str, value: float, baseline: float, unit: str = "ms", digits: int = 1) -> str:
+    return (
+        f"BENCH {name}: {value:.{digits}f} {unit} "
+        f"(baseline {baseline:.{digits}f} {unit}, ratio {value / baseline:.2f})"
+    )
+
+
+def measure(programmes: list[Programme], pm_email: str) -> list[tuple[str, float, dict]]:
+    """Each page on the full programme and on the small one, alternately, REPS times after a
+    warm-up, with the baseline query on the full one: medians and their ratios."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     from portal.credits.units import month_bounds
+    from portal.users.models import User
+    from tests.conftest import record_sign_in
 
-    client = Client()
-    client.force_login(pm)
-    start, end = month_bounds(info["months"][-1])
-    baseline = baseline_query(info["busiest_org_account"], start, end)
+    for programme in programmes:
+        use_database(programme.size.database)
+        pm = User.objects.get(email=pm_email)
+        programme.client = Client()
+        programme.client.force_login(pm)
+        record_sign_in(programme.client.session, pm, second_factor=True)  # as after the code
+        programme.urls = dict(pages(programme.info))
+        start, end = month_bounds(programme.info["months"][-1])
+        programme.baseline = baseline_query(programme.info["busiest_org_account"], start, end)
+    full, small = programmes
+    use_database(full.size.database)
     with CaptureQueriesContext(connection) as captured:
-        baseline()
-    assert len(captured.captured_queries) == 1
+        full.baseline()
     baseline_plan = explain(captured.captured_queries[0]["sql"])
     say("BENCH baseline plan: " + " | ".join(line.strip() for line in baseline_plan[:3]))
     results = []
-    for name, url in pages(info):
-        fetch(client, url)  # warm: the first render compiles templates, fills caches
-        baseline()
-        times, baselines = [], []
+    for name in full.urls:
+        times: dict[str, list[float]] = {"full": [], "small": [], "query": []}
+        rows, queries = {}, {}
+        for programme, label in ((full, "full"), (small, "small")):
+            use_database(programme.size.database)
+            url = programme.urls[name]
+            rows[label] = rows_in(url, fetch(programme.client, url))  # and warm
         for _ in range(REPS):
-            baselines.append(timed(baseline))
-            times.append(timed(lambda url=url: fetch(client, url)))
-        with CaptureQueriesContext(connection) as captured:
-            fetch(client, url)
-        queries = captured.captured_queries
-        page_ms, baseline_ms = statistics.median(times), statistics.median(baselines)
+            for programme, label in ((full, "full"), (small, "small")):
+                use_database(programme.size.database)
+                programme.baseline()  # the connection is open and warm before the clock runs
+                if label == "full":
+                    times["query"].append(timed(programme.baseline))
+                url = programme.urls[name]
+                times[label].append(timed(lambda p=programme, u=url: fetch(p.client, u)))
+        for programme, label in ((full, "full"), (small, "small")):
+            use_database(programme.size.database)
+            with CaptureQueriesContext(connection) as captured:
+                fetch(programme.client, programme.urls[name])
+            queries[label] = captured.captured_queries
+        full_ms, small_ms, query_ms = (statistics.median(times[k]) for k in times)
         say(
-            f"BENCH programme_{name}_queries: {len(queries)} queries "
-            f"(baseline 1 queries, ratio {len(queries)})"
+            f"BENCH programme_{name}_queries: {len(queries['full'])} queries (baseline "
+            f"{len(queries['small'])} queries at 1/{SCALE_DOWN}, ratio "
+            f"{len(queries['full']) / len(queries['small']):.2f})"
         )
-        say(
-            f"BENCH programme_{name}: {page_ms:.1f} ms "
-            f"(baseline {baseline_ms:.2f} ms, ratio {page_ms / baseline_ms:.1f})"
-        )
-        slowest = max(queries, key=lambda q: float(q["time"]))
-        results.append((name, page_ms, slowest))
+        if rows["full"]:  # an export: its time per row
+            say(
+                f"BENCH programme_{name}_rows: {rows['full']} rows (baseline {rows['small']} "
+                f"rows, ratio {rows['full'] / rows['small']:.1f})"
+            )
+            say(
+                ratio_line(
+                    f"programme_{name}_per_row",
+                    full_ms / rows["full"],
+                    small_ms / rows["small"],
+                    digits=4,
+                )
+            )
+        else:
+            say(ratio_line(f"programme_{name}", full_ms, small_ms))
+        say(ratio_line(f"programme_{name}_vs_query", full_ms, query_ms))
+        use_database(full.size.database)
+        slowest = max(queries["full"], key=lambda q: float(q["time"]))
+        results.append((name, full_ms, slowest))
     return results
 
 
 def profile(results) -> None:
-    say("BENCH profile: the slowest query of each page")
+    say("BENCH profile: the slowest query of each page (full size)")
     for name, page_ms, slowest in results:
         seconds = float(slowest["time"])
         sql = " ".join(slowest["sql"].split())
@@ -1242,52 +1407,86 @@ def profile(results) -> None:
 
 # --- Main -----------------------------------------------------------------------------------
 
+PM_EMAIL = "manager@programme.gov.pk"
+
+
+def build(size: Size) -> dict | None:
+    """Create, fill and check one programme's database; its info, or None when its books do
+    not hold."""
+    import psycopg
+    from django.core.management import call_command
+    from django.db import connections
+
+    from portal.credits.services import rollups_rebuild
+    from portal.users.services import programme_manager_grant
+    from sandboxes.gpus.backends import SimulatedBackend
+    from sandboxes.gpus.services import inventory_sync
+    from tests.conftest import totp_activate
+    from tests.factories import UserFactory
+
+    common.database_create(SERVER_URL, size.database)
+    use_database(size.database)
+    call_command("migrate", verbosity=0, interactive=False)
+    pm = UserFactory(email=PM_EMAIL)
+    programme_manager_grant(user=pm, acting_user=None)
+    totp_activate(pm)
+    inventory_sync(backend=SimulatedBackend(f"{DEVICES}xH100-80GB", host="bench-host"))
+    connections.close_all()
+
+    started = time.perf_counter()
+    with psycopg.connect(f"{SERVER_URL}/{size.database}") as conn:
+        info = generate(conn, pm.pk, random.Random(SEED), size)
+        generated = time.perf_counter() - started
+        after_load(conn)
+    # The roll-ups, as the ledger's writers leave them: the rebuild sums the loaded entries.
+    use_database(size.database)
+    rolled = time.perf_counter()
+    rollups_rebuild()
+    rolled = time.perf_counter() - rolled
+    connections.close_all()
+    with psycopg.connect(f"{SERVER_URL}/{size.database}", autocommit=True) as conn:
+        for table in ROLLUP_TABLES:
+            conn.execute(f"VACUUM ANALYZE {table}")
+    with psycopg.connect(f"{SERVER_URL}/{size.database}") as conn:
+        problems = books_check(conn)
+    say(
+        f"BENCH data ({size.database}): {info['charges']:,} usage charges ({info['dropped']:,} "
+        f"refused: the account could not pay), {info['ledger']['transactions']:,} ledger "
+        f"transactions, {info['ledger']['entries']:,} entries, {info['expired_lots']:,} "
+        f"allowances expired, {info['samples']:,} usage samples; generated in {generated:.0f} s, "
+        f"roll-ups rebuilt in {rolled:.0f} s, ready in {time.perf_counter() - started:.0f} s"
+    )
+    if problems:
+        say("BENCH books: FAIL: " + "; ".join(problems))
+        return None
+    say(
+        "BENCH books: OK (every transaction sums to zero; balances equal entries and lots; "
+        "roll-ups equal entries)"
+    )
+    return info
+
+
+ROLLUP_TABLES = ["credits_accountrollup", "credits_programmerollup"]
+
 
 def main() -> int:
     say(
-        f"BENCH setup: database {DATABASE}; {ORGANISATIONS:,} organisations, {STUDENTS:,} "
-        f"students, {CHARGES:,} usage charges, {SAMPLES:,} usage samples; {REPS} runs a page"
+        f"BENCH setup: databases {FULL.database} and {SMALL.database}; {FULL.organisations:,} "
+        f"organisations, {FULL.students:,} students, {FULL.charges:,} usage charges, "
+        f"{FULL.samples:,} usage samples, and 1/{SCALE_DOWN} of each; {REPS} runs a page"
     )
-    common.database_create(SERVER_URL, DATABASE)
+    import django
+
+    django.setup()
     try:
-        import django
-
-        django.setup()
-        import psycopg
-        from django.core.management import call_command
-        from django.db import connections
-
-        from portal.users.services import programme_manager_grant
-        from sandboxes.gpus.backends import SimulatedBackend
-        from sandboxes.gpus.services import inventory_sync
-        from tests.conftest import totp_activate
-        from tests.factories import UserFactory
-
-        call_command("migrate", verbosity=0, interactive=False)
-        pm = UserFactory(email="manager@programme.gov.pk")
-        programme_manager_grant(user=pm, acting_user=None)
-        totp_activate(pm)
-        inventory_sync(backend=SimulatedBackend(f"{DEVICES}xH100-80GB", host="bench-host"))
-        connections.close_all()
-
-        started = time.perf_counter()
-        with psycopg.connect(f"{SERVER_URL}/{DATABASE}") as conn:
-            info = generate(conn, pm.pk, random.Random(SEED))
-            generated = time.perf_counter() - started
-            after_load(conn)
-            problems = books_check(conn)
-        say(
-            f"BENCH data: {info['charges']:,} usage charges ({info['dropped']:,} refused: the "
-            f"account could not pay), {info['ledger']['transactions']:,} ledger transactions, "
-            f"{info['ledger']['entries']:,} entries, {info['expired_lots']:,} allowances expired, "
-            f"{info['samples']:,} usage samples; generated in {generated:.0f} s, "
-            f"ready in {time.perf_counter() - started:.0f} s"
-        )
-        if problems:
-            say("BENCH books: FAIL: " + "; ".join(problems))
-            return 1
-        say("BENCH books: OK (every transaction sums to zero; balances equal entries and lots)")
-        results = measure(info, pm)
+        programmes = []
+        for size in (FULL, SMALL):
+            info = build(size)
+            if info is None:
+                return 1
+            programmes.append(Programme(size=size, info=info))
+        results = measure(programmes, PM_EMAIL)
+        use_database(FULL.database)
         profile(results)
         return 0
     finally:
@@ -1295,7 +1494,8 @@ def main() -> int:
 
         connections.close_all()
         if os.environ.get("BENCH_KEEP_DATABASE") != "1":
-            common.database_drop(SERVER_URL, DATABASE)
+            for size in (FULL, SMALL):
+                common.database_drop(SERVER_URL, size.database)
 
 
 if __name__ == "__main__":

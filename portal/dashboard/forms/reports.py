@@ -12,6 +12,8 @@ from portal.credits.units import month_parse
 
 from ..selectors.reports import MAX_MONTHS, Dimension, months_between
 
+MAX_PAGE = 100_000  # beyond any programme's pages: a bigger number is a typing error
+
 
 class MonthField(forms.Field):
     """A calendar month written YYYY-MM (what <input type="month"> sends), as its first day."""
@@ -42,6 +44,18 @@ class ReportForm(forms.Form):
     dimension = forms.ChoiceField(label=_("Report by"), choices=Dimension.choices)
     month_from = MonthField(label=_("From month"))
     month_to = MonthField(label=_("To month"))
+    # Which page of rows the screen shows (the links write it; the exports ignore it).
+    page = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_PAGE,
+        required=False,
+        widget=forms.HiddenInput,
+        error_messages={
+            "invalid": _("A page is a whole number from 1."),
+            "min_value": _("A page is a whole number from 1."),
+            "max_value": _("A page is a whole number from 1."),
+        },
+    )
 
     @classmethod
     def from_query(cls, query) -> "ReportForm":
@@ -61,6 +75,8 @@ class ReportForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        if self.has_error("page"):  # a hidden field: its error is shown above the form
+            self.add_error(None, list(self.errors["page"]))
         start, end = cleaned.get("month_from"), cleaned.get("month_to")
         if start and end:
             if start > end:
@@ -73,7 +89,8 @@ class ReportForm(forms.Form):
         return cleaned
 
     def query(self) -> str:
-        """The validated choice as a query string, for the export links."""
+        """The validated choice as a query string, for the export and page links (without the
+        page)."""
         data = self.cleaned_data
         return urlencode(
             {

@@ -19,11 +19,10 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from portal.credits.models import CreditAccount
-from portal.credits.units import month_bounds
 from sandboxes.gpus.models import GpuAllocation, GpuDevice
 from sandboxes.metering.models import DeviceRollup
 
-from .figures import K, holder_entries, local_midnight, this_month
+from .figures import K, local_midnight, month_rollups, this_month
 
 HOUR = dt.timedelta(hours=1)
 
@@ -333,12 +332,12 @@ class Consumer:
 
 
 def top_consumers(*, month: dt.date | None = None, limit: int = 10) -> list[Consumer]:
-    """The holder accounts that used the most GPU time in the month (ledger usage). One query."""
+    """The holder accounts that used the most GPU time in the month: their usage roll-ups of
+    the month (one per lot rate) summed and ranked. One query."""
     month = month or this_month()
-    start, end = month_bounds(month)
     rows = (
-        holder_entries(start, end)
-        .filter(transaction__kind=K.USAGE)
+        month_rollups(month, month)
+        .filter(kind=K.USAGE)
         .values(
             "account_id",
             "account__public_id",

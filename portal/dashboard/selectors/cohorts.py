@@ -4,10 +4,9 @@ import datetime as dt
 
 from django.db.models import Count, QuerySet
 
-from portal.credits.units import month_bounds
 from portal.onboarding.models import Cohort, StudentProfile
 
-from .figures import this_month, used_between
+from .figures import this_month, used_in_month
 
 
 def cohorts_list() -> QuerySet[Cohort]:
@@ -20,13 +19,11 @@ def cohorts_list() -> QuerySet[Cohort]:
 
 def cohort_members(*, cohort: Cohort, month: dt.date | None = None) -> QuerySet[StudentProfile]:
     """The cohort's students, newest first, each with `used_credit_seconds` this month (a
-    correlated sum per row on the (account, created_at) index: a page of rows, one query)."""
+    correlated sum per row of the account's usage roll-ups: a page of rows, one query)."""
     month = month or this_month()
     return (
         StudentProfile.objects.filter(cohort=cohort)
         .select_related("user", "university")
-        .annotate(
-            used_credit_seconds=used_between("user__credit_account__id", *month_bounds(month))
-        )
+        .annotate(used_credit_seconds=used_in_month("user__credit_account__id", month))
         .order_by("-created_at", "-pk")
     )

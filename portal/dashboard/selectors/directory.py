@@ -1,11 +1,15 @@
 """Reads for the programme directory: every organisation and every student, with their figures.
 
 A list is one query for its page whatever the page size (each figure is a correlated subquery
-on an indexed column, never a query per row), plus the paginator's count. Amounts are
+on an indexed column, never a query per row), plus the paginator's count. "Most used this
+month" ranks the accounts' usage roll-ups of the month (`credits.models.AccountRollup`, written
+with each charge): it lists the holders that used GPU time this month, the most first, and
+reads a page of them by their place in that ranking, without summing a single ledger entry
+(the figure ordering would compute every holder's usage to sort them). Amounts are
 credit-seconds; templates show them as GPU-hours.
 """
 
-import datetime as dt
+from collections.abc import Sequence
 
 from django.db.models import (
     Case,
@@ -21,18 +25,16 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
 from portal.apikeys.models import ApiKey
 from portal.audit.models import AuditEvent
 from portal.credits.models import CreditAccount, CreditGrant, LedgerEntry
-from portal.credits.units import month_bounds
 from portal.onboarding.models import StudentProfile
 from portal.organisations.models import Membership, Organisation
 from portal.users.models import User
 from sandboxes.launcher.models import Sandbox
 
-from .figures import used_between
+from .figures import K, month_rollups, this_month, used_in_month
 
 RECENT_LEDGER_LINES = 20
 DETAIL_ROWS = 50
@@ -48,7 +50,6 @@ ORGANISATION_ORDERINGS = {
     "-balance": ("-balance", "legal_name", "pk"),
     "balance": ("balance", "legal_name", "pk"),
     "-granted": ("-granted_total", "legal_name", "pk"),
-    "-used": ("-used_this_month", "legal_name", "pk"),
     "-members": ("-members", "legal_name", "pk"),
     "-sandboxes": ("-sandboxes_live", "legal_name", "pk"),
 }
@@ -58,13 +59,56 @@ STUDENT_ORDERINGS = {
     "joined": ("created_at", "pk"),
     "-balance": ("-balance", "user__email", "pk"),
     "balance": ("balance", "user__email", "pk"),
-    "-used": ("-used_this_month", "user__email", "pk"),
     "-sandboxes": ("-sandboxes_live", "user__email", "pk"),
 }
 
 
-def _this_month_start() -> dt.datetime:
-    return month_bounds(timezone.localdate())[0]
+BY_USAGE = "-used"
+
+
+class UsageRanked(Sequence):
+    """A list "most used this month" for the paginator: `ranking` (credit account ids, the most
+    used first) is read once, as the count and the order, and a page of it is read with its
+    figures in one query (`figured`, narrowed to the page's accounts by `account`)."""
+
+    def __init__(self, ranking: QuerySet, figured: QuerySet, account: str):
+        self.ranking, self.figured, self.account = ranking, figured, account
+        self._ids: list[int] | None = None
+
+    def _ranked(self) -> list[int]:
+        if self._ids is None:
+            self._ids = list(self.ranking)
+        return self._ids
+
+    def count(self) -> int:
+        return len(self._ranked())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            return self[index : index + 1][0]
+        ids = self._ranked()[index]
+        rows = self.figured.filter(**{f"{self.account}__in": ids}).annotate(
+            ranked_account=F(self.account)
+        )
+        by_account = {row.ranked_account: row for row in rows}
+        return [by_account[account_id] for account_id in ids if account_id in by_account]
+
+
+def _ranked_by_usage(holder_kind: str, narrowed: dict | None = None) -> QuerySet:
+    """The credit accounts of `holder_kind` that used GPU time this month, the most first: the
+    month's usage roll-ups (one per account and lot rate) summed per account and sorted, never
+    their entries. `narrowed`: a lookup on the roll-ups that keeps only the listed holders."""
+    return (
+        month_rollups(this_month(), this_month())
+        .filter(kind=K.USAGE, account__kind=holder_kind, **(narrowed or {}))
+        .values("account_id")
+        .annotate(used=Sum("amount"))
+        .order_by("used", "account_id")  # usage is negative
+        .values_list("account_id", flat=True)
+    )
 
 
 def _scalar(queryset: QuerySet, group_by: str, aggregate) -> Coalesce:
@@ -95,7 +139,7 @@ def organisations_with_figures() -> QuerySet[Organisation]:
             "account_id",
             Sum("amount"),
         ),
-        used_this_month=used_between("credit_account__id", _this_month_start()),
+        used_this_month=used_in_month("credit_account__id", this_month()),
         members=_scalar(
             Membership.objects.filter(organisation_id=OuterRef("pk")),
             "organisation_id",
@@ -112,9 +156,10 @@ def organisations_directory(
     province: str = "",
     status: str = "",
     ordering: str = "name",
-) -> QuerySet[Organisation]:
+) -> QuerySet[Organisation] | UsageRanked:
     """Every organisation, narrowed by name or SECP registration number (CUIN), sector,
-    province and active/suspended, in one of ORGANISATION_ORDERINGS."""
+    province and active/suspended, in one of ORGANISATION_ORDERINGS, or (BY_USAGE) those that
+    used GPU time this month, the most first."""
     organisations = organisations_with_figures()
     search = search.strip()
     if search:
@@ -129,6 +174,13 @@ def organisations_directory(
         organisations = organisations.filter(province=province)
     if status:
         organisations = organisations.filter(is_active=status == ACTIVE)
+    if ordering == BY_USAGE:
+        narrowed = search or sector or province or status
+        ranking = _ranked_by_usage(
+            CreditAccount.Kind.ORGANISATION,
+            {"account__organisation__in": organisations.values("pk")} if narrowed else None,
+        )
+        return UsageRanked(ranking, organisations, "credit_account__id")
     return organisations.order_by(
         *ORGANISATION_ORDERINGS.get(ordering, ORGANISATION_ORDERINGS["name"])
     )
@@ -213,7 +265,7 @@ def students_with_figures() -> QuerySet[StudentProfile]:
     return StudentProfile.objects.select_related("user", "university", "cohort").annotate(
         account_public_id=F("user__credit_account__public_id"),
         balance=Coalesce(F("user__credit_account__balance"), Value(0)),
-        used_this_month=used_between("user__credit_account__id", _this_month_start()),
+        used_this_month=used_in_month("user__credit_account__id", this_month()),
         sandboxes_live=_live_sandboxes(user_id=OuterRef("user_id")),
     )
 
@@ -225,9 +277,10 @@ def students_directory(
     cohort=None,
     status: str = "",
     ordering: str = "email",
-) -> QuerySet[StudentProfile]:
+) -> QuerySet[StudentProfile] | UsageRanked:
     """Every student, narrowed by e-mail or name, university, cohort and active/suspended, in
-    one of STUDENT_ORDERINGS."""
+    one of STUDENT_ORDERINGS, or (BY_USAGE) those that used GPU time this month, the most
+    first."""
     students = students_with_figures()
     search = search.strip()
     if search:
@@ -240,6 +293,13 @@ def students_directory(
         students = students.filter(cohort=cohort)
     if status:
         students = students.filter(user__is_active=status == ACTIVE)
+    if ordering == BY_USAGE:
+        narrowed = search or university is not None or cohort is not None or status
+        ranking = _ranked_by_usage(
+            CreditAccount.Kind.STUDENT,
+            {"account__user__student_profile__in": students.values("pk")} if narrowed else None,
+        )
+        return UsageRanked(ranking, students, "user__credit_account__id")
     return students.order_by(*STUDENT_ORDERINGS.get(ordering, STUDENT_ORDERINGS["email"]))
 
 

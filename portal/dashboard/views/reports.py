@@ -2,11 +2,13 @@
 
 Thin: the form validates, the report selectors read, these render. The exports carry the same
 rows and totals as the page, with exact credit-seconds beside the rounded GPU-hours and PKR.
+The screen shows a page of rows at a time (the organisation report has one per organisation);
+the exports write every row as it is read, the CSV streamed, so their time per row stays flat.
 """
 
 import io
+import itertools
 
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -20,9 +22,20 @@ from portal.credits.units import display_gpu_hours, display_pkr, month_parse
 from ..access import programme_manager_required
 from ..forms.reports import ReportForm
 from ..selectors.monthly_report import monthly_report
-from ..selectors.reports import FIGURES, MEASURE_LABELS, Report, ReportRow, report_build
+from ..selectors.reports import (
+    FIGURES,
+    MEASURE_LABELS,
+    ORGANISATION_PAGE_SIZE,
+    Dimension,
+    OrganisationPage,
+    Report,
+    ReportRow,
+    organisation_rows,
+    organisation_rows_all,
+    report_build,
+)
 
-REPORT_PAGE_SIZE = 200  # rows on screen; the totals and the exports always cover every row
+REPORT_PAGE_SIZE = ORGANISATION_PAGE_SIZE  # rows on screen; totals and exports cover every row
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -37,18 +50,45 @@ def _report_or_errors(request: HttpRequest, template: str = "dashboard/reports/i
     )
 
 
+def _page_of(report: Report, number: int) -> OrganisationPage:
+    """The rows on page `number`: organisations a page at a time from the database, then (on
+    the last page) the students' row; other dimensions' few rows are all in the report."""
+    if report.dimension == Dimension.ORGANISATION:
+        page = organisation_rows(
+            month_from=report.month_from,
+            month_to=report.month_to,
+            page=number,
+            page_size=REPORT_PAGE_SIZE,
+        )
+        if page.has_next:
+            return page
+        return OrganisationPage(number, [*page.rows, *report.rows], False, page.first_index)
+    offset = (number - 1) * REPORT_PAGE_SIZE
+    return OrganisationPage(
+        number,
+        report.rows[offset : offset + REPORT_PAGE_SIZE],
+        len(report.rows) > offset + REPORT_PAGE_SIZE,
+        offset + 1,
+    )
+
+
 @programme_manager_required
 def reports(request: HttpRequest) -> HttpResponse:
     form, report = _report_or_errors(request)
     if isinstance(report, HttpResponse):
         return report
+    page = _page_of(report, form.cleaned_data.get("page") or 1)
+    if page.number > 1 and not page.rows:
+        form.add_error(None, _("This report has no page %(n)d.") % {"n": page.number})
+        return render(request, "dashboard/reports/index.html", {"form": form}, status=400)
     return render(
         request,
         "dashboard/reports/index.html",
         {
             "form": form,
             "report": report,
-            "page": Paginator(report.rows, REPORT_PAGE_SIZE).get_page(request.GET.get("page")),
+            "page": page,
+            "last_index": page.first_index + len(page.rows) - 1,
             "query": form.query(),
             "figure_labels": [MEASURE_LABELS[name] for name in FIGURES],
             "this_month": timezone.localdate().replace(day=1),
@@ -72,9 +112,16 @@ def _export_header() -> list[str]:
 
 def _export_rows(report: Report):
     """Every row, then the totals row: (dimension, key, name, then per figure its exact
-    credit-seconds, its GPU-hours and its PKR, both rounded to two places)."""
+    credit-seconds, its GPU-hours and its PKR, both rounded to two places). The organisation
+    report's rows are read from the database as they are written out."""
+    rows = report.rows
+    if report.dimension == Dimension.ORGANISATION:
+        organisations = organisation_rows_all(
+            month_from=report.month_from, month_to=report.month_to
+        )
+        rows = itertools.chain(organisations, report.rows)
     row: ReportRow
-    for row in [*report.rows, report.total]:
+    for row in itertools.chain(rows, [report.total]):
         values = [report.dimension, row.key, row.label]
         for _name, amount in row.figures():
             values += [
@@ -98,7 +145,7 @@ def reports_export(request: HttpRequest, extension: str) -> HttpResponse:
 
 def _csv(request: HttpRequest, report: Report) -> HttpResponse:
     return csv_response(
-        [_export_header(), *_export_rows(report)],
+        itertools.chain([_export_header()], _export_rows(report)),
         filename=_filename(report, "csv"),
         request=request,
     )

@@ -17,6 +17,7 @@ from portal.credits.services import (
     account_for_organisation,
     account_for_student,
     adjustment_post,
+    rollups_refresh,
 )
 from portal.credits.units import month_bounds
 from portal.onboarding.allowance import student_allowance_grant
@@ -81,15 +82,16 @@ def test_overview_counts_this_months_grants_and_usage_from_the_ledger(client, pr
             idempotency_key="adjustment:test",
             acting_user=programme_manager,
         )
+        rollups_refresh(months=[NOW.date().replace(day=1)])  # as the beat task does
         # when the programme manager opens the overview
         client.force_login(programme_manager)
         response = client.get(reverse("dashboard:overview"))
-    # then granted and used are this month's, on holder accounts, from the ledger
+    # then granted and used are this month's, on holder accounts, from the ledger's roll-ups
     ledger = response.context["ledger"]
     assert ledger.month == dt.date(2026, 11, 1)
     assert ledger.granted_credit_seconds == 110 * HOUR
     assert ledger.used_credit_seconds == 4 * HOUR
-    # (read from the system legs: the holder legs of the same transactions say the same)
+    # (the holder entries of the month, summed one by one, say the same)
     start, end = month_bounds(ledger.month)
     holder_entries = LedgerEntry.objects.filter(
         account__kind__in=["organisation", "student"], created_at__gte=start, created_at__lt=end
