@@ -27,8 +27,9 @@ from .reports import (
     Report,
     ReportRow,
     month_range_bounds,
+    organisations_ranked_by_usage,
     report_build,
-    top_organisations_by_usage,
+    top_organisations,
 )
 
 
@@ -40,30 +41,29 @@ class ActiveHolders:
     students: int
 
 
-def active_holders(*, month: dt.date) -> ActiveHolders:
-    """Holders charged GPU time in the month, per kind of holder. The programme's roll-up of the
-    month counts the holders behind each lot rate: with a single rate (students, whose usage
-    draws on their allowance, as a rule) that is the count, read from one row. With several,
-    a holder that used lots at two rates is in two rows, so the accounts' usage roll-ups of the
-    month are counted instead (one or two rows per active holder of that kind)."""
-    per_rate: dict[str, list[int]] = defaultdict(list)
-    for holder_kind, holders in ProgrammeRollup.objects.filter(
-        period=RollupPeriod.MONTH, dimension=RollupDimension.PROGRAMME, starts=month, kind=K.USAGE
-    ).values_list("holder_kind", "holders"):
-        per_rate[holder_kind].append(holders)
-    counts = {}
-    for name, holder_kind in (
-        ("organisations", CreditAccount.Kind.ORGANISATION),
-        ("students", CreditAccount.Kind.STUDENT),
-    ):
-        rates = per_rate[holder_kind]
-        if len(rates) > 1:
-            used = month_rollups(month, month).filter(kind=K.USAGE, account__kind=holder_kind)
-            counts[name] = used.values("account_id").distinct().count()
-        else:
-            counts[name] = sum(rates)
-    return ActiveHolders(**counts)
+def active_students(*, month: dt.date) -> int:
+    """Students charged GPU time in the month. The programme's roll-up of the month counts the
+    students behind each lot rate: with a single rate (their usage draws on their allowance, as
+    a rule) that is the count, read from one row. With several, a student that used lots at two
+    rates is in two rows, so their usage roll-ups of the month are counted instead."""
+    per_rate = list(
+        ProgrammeRollup.objects.filter(
+            period=RollupPeriod.MONTH,
+            dimension=RollupDimension.PROGRAMME,
+            starts=month,
+            kind=K.USAGE,
+            holder_kind=CreditAccount.Kind.STUDENT,
+        ).values_list("holders", flat=True)
+    )
+    if len(per_rate) <= 1:
+        return sum(per_rate)
+    used = month_rollups(month, month).filter(
+        kind=K.USAGE, account__kind=CreditAccount.Kind.STUDENT
+    )
+    return used.values("account_id").distinct().count()
 
+
+TOP_ORGANISATIONS = 10
 
 DECIDED_STATES = [
     ApplicationState.APPROVED,
@@ -148,17 +148,21 @@ class MonthlyReport:
 
 
 def monthly_report(*, month: dt.date) -> MonthlyReport:
-    """Seven to nine queries whatever the size of the programme: the programme's roll-ups of the
-    month (its totals, by sector, by province, who used GPUs), the accounts' (the top
-    organisations; who used GPUs when they did at several rates) and the applications
-    decided."""
+    # Every organisation charged in the month, most used first: the top ten, and how many.
+    ranked = organisations_ranked_by_usage(month_from=month, month_to=month)
+    """Eight or nine queries whatever the size of the programme: the programme's roll-ups of
+    the month (its totals, by sector, by province, the students who used GPUs), the accounts'
+    (the organisations by usage, the top ten's figures; the students who used GPUs when they
+    did at several rates) and the applications decided."""
     by_sector = report_build(dimension=Dimension.SECTOR, month_from=month, month_to=month)
     return MonthlyReport(
         month=month,
         total=by_sector.total,  # every report's totals are the whole ledger's
         as_of=by_sector.as_of,
-        active=active_holders(month=month),
-        top_organisations=top_organisations_by_usage(month_from=month, month_to=month),
+        active=ActiveHolders(organisations=len(ranked), students=active_students(month=month)),
+        top_organisations=top_organisations(
+            ranked=ranked[:TOP_ORGANISATIONS], month_from=month, month_to=month
+        ),
         by_sector=by_sector,
         by_province=report_build(dimension=Dimension.PROVINCE, month_from=month, month_to=month),
         decisions=applications_decided(month_from=month, month_to=month),

@@ -406,21 +406,25 @@ def organisation_rows_all(*, month_from: dt.date, month_to: dt.date) -> Iterator
         yield row
 
 
-def top_organisations_by_usage(
-    *, month_from: dt.date, month_to: dt.date, limit: int = 10
-) -> list[ReportRow]:
-    """The organisations that used the most GPU time over the months, biggest first. Two
-    queries on the accounts' roll-ups: the ranking (the months' usage rows of organisations,
-    one or two per active account, summed and sorted in the database), then the figures of
-    the ones ranked."""
-    ranked = list(
+def organisations_ranked_by_usage(*, month_from: dt.date, month_to: dt.date) -> list[int]:
+    """The credit accounts of every organisation charged GPU time in the months, the most used
+    first: their usage roll-ups (one per account, month and lot rate) summed and sorted in the
+    database, one query."""
+    return list(
         month_rollups(month_from, month_to)
         .filter(kind=K.USAGE, account__kind=CreditAccount.Kind.ORGANISATION)
         .values("account_id")
         .annotate(used=Sum("amount"))
         .order_by("used", "account_id")  # usage is negative
-        .values_list("account_id", flat=True)[:limit]
+        .values_list("account_id", flat=True)
     )
+
+
+def top_organisations(
+    *, ranked: list[int], month_from: dt.date, month_to: dt.date
+) -> list[ReportRow]:
+    """The report rows of the organisations whose accounts are `ranked` (most used first, from
+    `organisations_ranked_by_usage`), in that order: two queries."""
     if not ranked:
         return []
     organisations = Organisation.objects.filter(credit_account__id__in=ranked).values_list(
