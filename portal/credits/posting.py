@@ -35,7 +35,7 @@ from decimal import Decimal
 
 from django.db import DatabaseError, connection
 from django.db.backends.postgresql.base import ServerBindingCursor
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from psycopg.types.json import Jsonb
@@ -336,26 +336,40 @@ def _apply_orm(txn: LedgerTransaction, postings: Sequence) -> list[DrawnLot]:
 def _rollups_add(txn: LedgerTransaction, legs: Sequence[tuple[int, Decimal, int]]) -> None:
     """What credits_rollup_add does: add the holder legs (account, lot rate, amount) to their
     accounts' roll-ups for the local day and month of the transaction. The accounts' rows were
-    locked above by the balance UPDATE, so the read-then-write cannot race another posting."""
+    locked above by the balance UPDATE, so the read-then-write cannot race another posting.
+
+    A transaction adds the same sum to its day's row and its month's, so one UPDATE serves
+    both; only a row not there yet (a new day, kind or rate) costs more."""
     day = timezone.localtime(txn.created_at).date()
-    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    periods = {RollupPeriod.DAY: day, RollupPeriod.MONTH: day.replace(day=1)}
+    sums: dict[tuple[int, Decimal], list[int]] = defaultdict(lambda: [0, 0])
     for account_pk, rate, amount in legs:
-        for period, starts in ((RollupPeriod.DAY, day), (RollupPeriod.MONTH, day.replace(day=1))):
-            key = (account_pk, period, starts, rate)
-            sums[key][0] += amount
-            sums[key][1] += 1
-    for (account_pk, period, starts, rate), (amount, count) in sums.items():
-        row = {
-            "account_id": account_pk,
-            "period": period,
-            "starts": starts,
-            "kind": txn.kind,
-            "rate_pkr_per_gpu_hour": rate,
-        }
-        if not AccountRollup.objects.filter(**row).update(
-            amount=F("amount") + amount, entries=F("entries") + count
-        ):
-            AccountRollup.objects.create(**row, amount=amount, entries=count)
+        sums[(account_pk, rate)][0] += amount
+        sums[(account_pk, rate)][1] += 1
+    for (account_pk, rate), (amount, count) in sums.items():
+        rows = AccountRollup.objects.filter(
+            Q(period=RollupPeriod.DAY, starts=periods[RollupPeriod.DAY])
+            | Q(period=RollupPeriod.MONTH, starts=periods[RollupPeriod.MONTH]),
+            account_id=account_pk,
+            kind=txn.kind,
+            rate_pkr_per_gpu_hour=rate,
+        )
+        if rows.update(amount=F("amount") + amount, entries=F("entries") + count) == 2:
+            continue
+        present = set(rows.values_list("period", flat=True))
+        AccountRollup.objects.bulk_create(
+            AccountRollup(
+                account_id=account_pk,
+                period=period,
+                starts=starts,
+                kind=txn.kind,
+                rate_pkr_per_gpu_hour=rate,
+                amount=amount,
+                entries=count,
+            )
+            for period, starts in periods.items()
+            if period not in present
+        )
 
 
 def _draw(account_pk, amount, grant, pending, txn) -> list[tuple[int, int]]:
