@@ -5,9 +5,11 @@
 -- Items whose account can pay for all of them are posted together, set-based: one INSERT of
 -- their transactions, the accounts locked in primary-key order and debited by one UPDATE, the
 -- lots drawn in the order they expire (each account's items one after another, as one by one
--- would draw them) by one UPDATE, and one INSERT of all the entries. That batch runs in one
--- subtransaction; when something changed under it (a key posted meanwhile, a concurrent debit
--- that left too little), it is rolled back and its items are posted one by one instead.
+-- would draw them) by one UPDATE, one INSERT of all the entries, and one call adding the
+-- holder legs to their roll-ups (credits_rollup_add, as credits_post_debit does). That batch
+-- runs in one subtransaction; when something changed under it (a key posted meanwhile, a
+-- concurrent debit that left too little), it is rolled back and its items are posted one by
+-- one instead.
 --
 -- The other items (an account that cannot pay for all its items, a key posted before, a key
 -- given twice, an unknown account) go one by one through credits_post_debit, each in its own
@@ -55,6 +57,8 @@ DECLARE
     v_draw_items integer[];
     v_draw_lots bigint[];
     v_draw_takes bigint[];
+    v_draw_accounts bigint[];
+    v_draw_rates numeric[];
 BEGIN
     -- The set-based batch: items with a key used nowhere else (not posted before, not twice
     -- here) on accounts whose balance and open lots cover all of them, read before any lock.
@@ -134,7 +138,7 @@ BEGIN
                 FROM unnest(v_batch) AS n
             ),
             lots AS (
-                SELECT g.id, g.account_id, g.remaining,
+                SELECT g.id, g.account_id, g.remaining, g.rate_pkr_per_gpu_hour,
                        sum(g.remaining) OVER (PARTITION BY g.account_id ORDER BY g.expires_at, g.id)
                            - g.remaining AS before,
                        row_number() OVER (PARTITION BY g.account_id ORDER BY g.expires_at, g.id) AS ord
@@ -144,8 +148,10 @@ BEGIN
             )
             SELECT array_agg(its.n ORDER BY its.n, l.ord), array_agg(l.id ORDER BY its.n, l.ord),
                    array_agg(least(its.before + its.amount, l.before + l.remaining)
-                             - greatest(its.before, l.before) ORDER BY its.n, l.ord)
-            INTO v_draw_items, v_draw_lots, v_draw_takes
+                             - greatest(its.before, l.before) ORDER BY its.n, l.ord),
+                   array_agg(its.account ORDER BY its.n, l.ord),
+                   array_agg(l.rate_pkr_per_gpu_hour ORDER BY its.n, l.ord)
+            INTO v_draw_items, v_draw_lots, v_draw_takes, v_draw_accounts, v_draw_rates
             FROM its JOIN lots l ON l.account_id = its.account
                 AND l.before < its.before + its.amount AND its.before < l.before + l.remaining;
             IF (SELECT coalesce(sum(t), 0) FROM unnest(v_draw_takes) AS t)
@@ -172,6 +178,11 @@ BEGIN
                 JOIN unnest(v_items, v_txns) AS t(n, txn) ON t.n = d.n
             ) AS e
             ORDER BY e.n, e.leg;
+            -- The holder legs in their accounts' roll-ups, as credits_post_debit adds its own.
+            PERFORM credits_rollup_add(
+                'usage', p_at, v_draw_accounts, v_draw_rates,
+                ARRAY(SELECT -t FROM unnest(v_draw_takes) AS t)
+            );
         EXCEPTION WHEN SQLSTATE 'NC009' THEN
             v_batch := NULL;  -- all rolled back: every item goes one by one below
             v_items := NULL;

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection, transaction
 
 from portal.credits.charge_metadata import ChargeMetadata
-from portal.credits.models import CreditGrant, LedgerEntry, LedgerTransaction
+from portal.credits.models import AccountRollup, CreditGrant, LedgerEntry, LedgerTransaction
 from portal.credits.services import InsufficientCredits, UsageDue, usage_charge_batch
 from tests.portal.credits.helpers import (
     assert_books_consistent,
@@ -47,6 +47,14 @@ def legs(account) -> list[tuple[str, int, int]]:
     ]
 
 
+def rollups(account) -> list[tuple]:
+    return list(
+        AccountRollup.objects.filter(account=account)
+        .order_by("period", "starts", "kind", "rate_pkr_per_gpu_hour")
+        .values_list("period", "starts", "kind", "rate_pkr_per_gpu_hour", "amount", "entries")
+    )
+
+
 def two_accounts_with_lots():
     """Two organisation accounts with the same three lots (expiring in 5, 10 and 20 days)."""
     accounts = [org_account(), org_account()]
@@ -80,6 +88,8 @@ def test_a_set_based_batch_draws_exactly_what_one_by_one_draws():
         second = CreditGrant.objects.filter(account=single).order_by("expires_at", "pk")[rank]
         assert remaining_of(first) == remaining_of(second)
     assert balance_of(batched) == balance_of(single) == 1120 - sum(amounts)
+    # and the same roll-ups: the usage of each day and month, per lot rate
+    assert rollups(batched) == rollups(single) != []
     # each transaction is the usage of its own item, with its own metadata
     for due, result in zip(dues(batched, amounts, "b"), results, strict=True):
         txn = LedgerTransaction.objects.get(pk=result.transaction_id)
