@@ -62,10 +62,13 @@ DECLARE
 BEGIN
     -- The set-based batch: items with a key used nowhere else (not posted before, not twice
     -- here) on accounts whose balance and open lots cover all of them, read before any lock.
+    -- Not for a single item (usage_charge, an API's charge on a busy account): one by one
+    -- holds the account's lock for less (credits_post_debit writes before it takes the lock).
     WITH items AS (
         SELECT n, p_keys[n] AS key, p_accounts[n] AS account, p_amounts[n] AS amount,
                count(*) OVER (PARTITION BY p_keys[n]) AS copies
         FROM generate_subscripts(p_keys, 1) AS n
+        WHERE cardinality(p_keys) > 1
     ),
     fresh AS (
         SELECT * FROM items i
