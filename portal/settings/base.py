@@ -407,6 +407,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60 * 60 * 6,
     },
 }
+# The programme's roll-ups (credits.services.rollups) are rebuilt from the accounts' this often:
+# usage reaches the programme pages at most this late (grants and the like within seconds).
+# Once a day a random sample of accounts' roll-ups is compared with their ledger entries.
+CREDITS_ROLLUP_REFRESH_SECONDS = env.int("CREDITS_ROLLUP_REFRESH_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["credits-rollups-refresh"] = {
+    "task": "credits.rollups_refresh",
+    "schedule": CREDITS_ROLLUP_REFRESH_SECONDS,
+    "options": {"expires": CREDITS_ROLLUP_REFRESH_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["credits-rollups-reconcile"] = {
+    "task": "credits.rollups_reconcile",
+    "schedule": 60 * 60 * 24,
+}
 
 LOGGING = {
     "version": 1,

@@ -36,6 +36,7 @@ from portal.credits.services import (
     rollups_refresh,
 )
 from portal.credits.services.rollups import FINAL_AFTER, months_to_refresh
+from portal.credits.tasks import rollups_reconcile_task, rollups_refresh_task
 from tests.factories import (
     CohortFactory,
     OrganisationFactory,
@@ -384,3 +385,24 @@ def test_a_statements_opening_balance_comes_from_the_roll_ups_exactly():
     ]
     assert unbounded == []
     assert months == [dt.date(2027, 2, 1), dt.date(2027, 1, 1)]
+
+
+def test_beat_refreshes_the_programme_roll_ups_and_reconciles_once_a_day():
+    # given postings this month
+    _programme()
+    refresh = settings.CELERY_BEAT_SCHEDULE["credits-rollups-refresh"]
+    reconcile = settings.CELERY_BEAT_SCHEDULE["credits-rollups-reconcile"]
+
+    # when beat's two credit roll-up tasks run
+    assert refresh["task"] == rollups_refresh_task.name
+    assert reconcile["task"] == rollups_reconcile_task.name
+    refreshed = rollups_refresh_task.delay().get()
+    reconciled = rollups_reconcile_task.delay().get()
+
+    # then this month's programme figures are there, every interval, and the books agree
+    assert refresh["schedule"] == settings.CREDITS_ROLLUP_REFRESH_SECONDS == 60
+    assert reconcile["schedule"] == 24 * 60 * 60
+    assert refreshed == [f"{timezone.localdate().replace(day=1)}"]
+    assert _programme_rows("programme", "usage")[("", "organisation")] == (-220, 3, 2)
+    assert reconciled["accounts"] == 4
+    assert reconciled["drift"] == []
