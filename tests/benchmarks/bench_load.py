@@ -660,10 +660,13 @@ def _ratio(value: float, reference: float) -> str:
 def report(base_line: dict, steps: list[dict], samples: list) -> dict | None:
     """The steps, the endpoints at the highest step held, the BENCH lines; that step."""
     errors = sum(s[3] for s in samples)
-    say("  users   req/s    p50 ms   p95 ms   p99 ms  errors  server CPU (cores)")
+    say("  users   req/s    p50 ms   p95 ms   p99 ms  errors  server CPU: cores, ms a request")
     for step in steps:
         a = step["all"]
-        cpu = f"{step['cpu']:.2f}" if step["cpu"] is not None else "?"
+        cpu = "?"
+        if step["cpu"] is not None and a["rps"]:
+            # CPU a request costs the one server process: its ceiling is a core / this.
+            cpu = f"{step['cpu']:.2f}, {step['cpu'] / a['rps'] * 1000:.1f}"
         say(
             f"  {step['users']:5d} {a['rps']:7.1f} {a['p50']:9.0f} {a['p95']:8.0f} "
             f"{a['p99']:8.0f} {a['errors']:7d}  {cpu}"
