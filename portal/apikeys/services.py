@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -14,6 +14,7 @@ from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.core.mail import mail_send_after_commit
 from portal.organisations.models import MANAGER_ROLES, Membership, Role
+from portal.users.selectors import programme_manager_exists, user_programme_manager_known
 
 from .models import ApiKey, answerable_is_manager
 from .scopes import ALL_SCOPES, PROGRAMME_SCOPES, scopes_allowed_for
@@ -269,16 +270,21 @@ def apikeys_answerable_left(*, organisation, user) -> list[ApiKey]:
 def apikey_authenticate(*, raw: str, ip: str | None, record_use: bool = True) -> ApiKey:
     """The live key a request presents, with its owner loaded; KeyRejected otherwise.
 
-    One indexed query. The secret is compared in constant time against its HMAC; a malformed
-    key or a bad checksum is refused before the database is asked. `record_use=False` only
-    reads: the live WebSocket streams check keys too, and never write to the database.
+    One indexed query, which also reads whether a person's key's owner is a programme manager
+    (what their scopes depend on). The secret is compared in constant time against its HMAC;
+    a malformed key or a bad checksum is refused before the database is asked.
+    `record_use=False` only reads: the live WebSocket streams check keys too, and never write
+    to the database.
     """
     parsed = key_parse(raw)
     if parsed is None:
         raise KeyRejected
     key = (
         ApiKey.objects.select_related("user", "organisation", "answerable_by")
-        .annotate(answerable_in_place=answerable_is_manager())
+        .annotate(
+            answerable_in_place=answerable_is_manager(),
+            owner_is_programme_manager=programme_manager_exists(OuterRef("user_id")),
+        )
         .filter(key_id=parsed.key_id)
         .first()
     )
@@ -289,6 +295,8 @@ def apikey_authenticate(*, raw: str, ip: str | None, record_use: bool = True) ->
         raise KeyRejected
     if key.user_id and not key.user.is_active:
         raise KeyRejected
+    if key.user_id:  # the scope check needs it: read here, in the same statement as the key
+        user_programme_manager_known(user=key.user, is_manager=key.owner_is_programme_manager)
     if key.organisation_id and not key.organisation.is_active:
         raise KeyRejected
     # An organisation's key answers to a person: once they are no longer an owner or admin

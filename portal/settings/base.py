@@ -176,9 +176,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 
 # --- Authentication (django-allauth) ---------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
+# Django's and allauth's, each loading a signed-in person with their programme-manager role in
+# one query (portal.users.backends). A session signed in through the former paths is signed out.
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
-    "allauth.account.auth_backends.AuthenticationBackend",
+    "portal.users.backends.ModelBackend",
+    "portal.users.backends.AuthenticationBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

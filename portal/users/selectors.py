@@ -6,6 +6,7 @@ from allauth.account.authentication import get_authentication_records
 from allauth.account.models import EmailAddress
 from allauth.mfa.utils import is_mfa_enabled
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils.translation import gettext_lazy as _
 
 from .models import User
@@ -28,6 +29,23 @@ def user_is_programme_manager(*, user) -> bool:
         cached = user.groups.filter(name=settings.PROGRAMME_MANAGERS_GROUP).exists()
         user._is_programme_manager = cached
     return cached
+
+
+def programme_manager_exists(user_ref: OuterRef) -> Exists:
+    """For a query over rows that name a person (`user_ref`, an OuterRef to their id): they are
+    in the programme-managers group. Read with the row, it saves `user_is_programme_manager` its
+    own query (see `user_programme_manager_known`)."""
+    return Exists(
+        User.groups.through.objects.filter(
+            user_id=user_ref, group__name=settings.PROGRAMME_MANAGERS_GROUP
+        )
+    )
+
+
+def user_programme_manager_known(*, user, is_manager: bool) -> None:
+    """Seed `user_is_programme_manager`'s cache with what a query read beside the user (with
+    `programme_manager_exists`), in the same statement, so no later read can disagree."""
+    user._is_programme_manager = bool(is_manager)
 
 
 def user_has_mfa(*, user: User) -> bool:

@@ -10,9 +10,10 @@ an organisation or enrols a second factor) deletes a row that a concurrent reque
 read until that transaction commits; that request would put the ended session back in the
 cache, where it would live for the rest of its age. So here:
 
-- the cache is filled only after the row was written and committed, and only from what was
-  written; a read that misses it reads the row and leaves the cache alone (the next write,
-  the idle timeout's, at most a minute later, fills it);
+- the cache is filled only by a write that committed as it returned (one made outside any
+  transaction, as the session middleware's are), and only with what was written; a read that
+  misses it reads the row and leaves the cache alone (the next write, the idle timeout's, at
+  most a minute later, fills it);
 - a delete empties the cache at once and again when its transaction commits, and a fill that
   raced a delete finds the row gone and empties it too;
 - `exists` asks the database (the live streams' recheck of a socket's session).
@@ -58,10 +59,10 @@ class SessionStore(CachedDBStore):
             self.create()  # which saves under a new key, through here
             return
         DBStore.save(self, must_create)
-        fill = partial(
-            self._cache_fill, self.session_key, dict(self._session), self.get_expiry_age()
-        )
-        transaction.on_commit(fill, using=self._using(), robust=True)
+        if transaction.get_connection(self._using()).in_atomic_block:
+            return  # not committed yet, and may never be: the next write fills the cache
+        with suppress(Exception):  # Redis unreachable: the database still has it
+            self._cache_fill(self.session_key, self._session, self.get_expiry_age())
 
     def exists(self, session_key):
         return DBStore.exists(self, session_key)
