@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .base import *  # noqa: F403
-from .base import CACHES, CHANNEL_LAYERS, OAUTH2_PROVIDER, env
+from .base import CACHES, CHANNEL_LAYERS, DATABASES, OAUTH2_PROVIDER, env
 
 SECRET_KEY = "test-secret-key-not-for-production-use-0123456789abcdefghijklmnop"  # noqa: S105
 DEBUG = False
@@ -35,6 +35,12 @@ HUB_CLIENT_RETRIES = 0
 # Nothing listens there: the tests that need a hub start a real one, and pass its address to
 # the Celery worker they start through these variables.
 HUB_API_URL = env.str("HUB_API_URL", default="http://127.0.0.1:1/hub/api")
+# The ledger's concurrency tests hold up to 50 connections at once from threads of one process,
+# where a server's process has 16 threads: the pool stays on (its path is the one tested) but is
+# not what they queue on.
+_pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
+if _pool and "DATABASE_POOL_MAX_SIZE" not in os.environ:
+    _pool["max_size"] = 64
 
 
 def _test_oidc_key() -> str:

@@ -176,12 +176,12 @@ def _worker_main(operation: str, worker: int, account_pks, barrier, queue) -> No
 
 def run(operation: str, account_pks: list[int]) -> tuple[float, int]:
     """Throughput of `operation` over WORKERS forked processes: (ops/s, total ops incl. warm-up)."""
-    from django.db import connections
+    from portal.core.db import connections_close_for_fork
 
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(WORKERS)
     queue = context.Queue()
-    connections.close_all()  # no connection may be shared with a child
+    connections_close_for_fork()  # no connection (nor pool) may be shared with a child
     processes = [
         context.Process(target=_worker_main, args=(operation, worker, account_pks, barrier, queue))
         for worker in range(WORKERS)

@@ -13,6 +13,7 @@ import pytest
 from django.db import connection, connections
 
 from portal.audit.models import AuditEvent
+from portal.core.db import connections_close_for_fork
 from portal.core.exceptions import ApplicationError
 from portal.credits.models import CreditAccount, CreditGrant, LedgerTransaction
 from portal.credits.services import (
@@ -132,7 +133,7 @@ def test_concurrent_debits_from_threads_and_processes_never_overdraw():
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(workers)
     queue = context.Queue()
-    connections.close_all()  # no connection may be shared with a child
+    connections_close_for_fork()  # no connection (nor pool) may be shared with a child
     children = [
         context.Process(
             target=_process_main,
