@@ -459,9 +459,11 @@ class PortalSpawner(DockerSpawner):
                 # at once on a small host make that count): the port refuses until the server
                 # listens, and only then is it asked over HTTP.
                 if await _accepts(ip, port):
+                    # The status alone: the server is the user's, and its body is never read.
                     with contextlib.suppress(httpx.TransportError):
-                        if (await client.get(url)).status_code < 500:
-                            return
+                        async with client.stream("GET", url) as response:
+                            if response.status_code < 500:
+                                return
                 # Once a second, whether the container still runs (a crashed server never
                 # answers, and the hub's own check would wait out its timeout).
                 if loop.time() >= next_look:

@@ -370,6 +370,44 @@ def test_start_hands_the_server_to_the_hub_as_soon_as_it_answers(
     assert {auth for _, auth in booting.requests} == {None}
 
 
+def test_a_server_answering_with_an_endless_body_is_judged_by_its_status_alone(
+    portal, docker_client, sandbox_image, user_name
+):
+    # given a hostile server that answers 200 and then streams a body that never ends
+    spawner = make_spawner(portal, user=user_name, server="sb-endless0001", with_server=True)
+    _container(docker_client, spawner, user_name, sandbox_image, "sleep", "60")
+    sent = []
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"x" * 65536)
+                    sent.append(65536)
+            except OSError:  # the spawner hung up
+                pass
+
+        def log_message(self, format, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    # when the spawner waits for it
+    began = time.monotonic()
+    try:
+        asyncio.run(spawner.wait_answering("127.0.0.1", server.server_address[1]))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # then it is up at once, and the spawner read next to nothing of what it was sent
+    assert time.monotonic() - began < 2
+    assert sum(sent) < 64 << 20
+
+
 def test_a_server_that_stays_silent_is_refused_after_the_http_timeout(
     portal, docker_client, sandbox_image, user_name
 ):
