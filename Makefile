@@ -79,7 +79,7 @@ $(BENCH_STAMP): $(LOCK) $(BENCH_LOCK)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r $(BENCH_LOCK)
 	@rm -f $(VENV)/.bench-installed-* && touch $@
 
-bench: ## ledger and API throughput, sandbox launch latency against a bare hub, the metering tick over 10/100/1,000 sandboxes, live-message latency and 1,000 WebSocket clients, programme pages at 10,000 organisations, a Locust load test of the mix up to 200 simulated people with its profile (own databases portal_bench, portal_bench_api, portal_bench_sandboxes, portal_bench_metering, portal_bench_live, portal_bench_programme, portal_bench_load; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS, BENCH_METERING_SIZES, BENCH_LIVE_MANY, BENCH_LOAD_SECONDS, BENCH_LOAD_USERS)
+bench: ## ledger and API throughput, sandbox launch latency against a bare hub, the metering tick over 10/100/1,000 sandboxes, live-message latency and 1,000 WebSocket clients, programme pages at 10,000 organisations against the same at 1/100, a Locust load test of the mix up to 200 simulated people with its profile (own databases portal_bench, portal_bench_api, portal_bench_sandboxes, portal_bench_metering, portal_bench_live, portal_bench_programme, portal_bench_programme_small, portal_bench_load; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS, BENCH_METERING_SIZES, BENCH_LIVE_MANY, BENCH_LOAD_SECONDS, BENCH_LOAD_USERS)
 	@.ci/system-deps.sh test
 	@$(MAKE) --no-print-directory install
 	@$(MAKE) --no-print-directory $(BENCH_STAMP)
