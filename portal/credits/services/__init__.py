@@ -34,6 +34,7 @@ from .rollups import (
     account_rollups_reconcile,
     rollups_rebuild,
     rollups_refresh,
+    rollups_refresh_mark_clear,
     rollups_refresh_soon,
 )
 from .usage import UsageCharged, UsageDue, usage_charge, usage_charge_batch
@@ -60,6 +61,7 @@ __all__ = [
     "ledger_post",
     "rollups_rebuild",
     "rollups_refresh",
+    "rollups_refresh_mark_clear",
     "rollups_refresh_soon",
     "system_account",
     "system_accounts_forget",

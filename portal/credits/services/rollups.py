@@ -383,6 +383,11 @@ def rollups_refresh_soon() -> None:
     transaction.on_commit(_refresh_queue)
 
 
+def rollups_refresh_mark_clear() -> None:
+    """A refresh is starting: the next commit must queue another (see rollups_refresh_soon)."""
+    cache.delete(REFRESH_SOON_KEY)
+
+
 def _refresh_queue() -> None:
     if cache.add(REFRESH_SOON_KEY, 1, timeout=REFRESH_SOON_SECONDS):
         from ..tasks import rollups_refresh_task  # noqa: PLC0415 - tasks import the services
