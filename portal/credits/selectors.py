@@ -21,7 +21,7 @@ from .models import (
     LedgerTransaction,
     RollupPeriod,
 )
-from .units import credit_seconds_to_pkr, month_bounds
+from .units import credit_seconds_to_pkr, month_bounds, months_between
 
 K = LedgerTransaction.Kind
 
@@ -317,9 +317,4 @@ def statement_months(*, account: CreditAccount) -> list[dt.date]:
         first_day = _month_rollups(account).aggregate(first=Min("starts"))["first"]
     if first_day is None:
         return [today.replace(day=1)]
-    cursor = first_day.replace(day=1)
-    months = []
-    while cursor <= today:
-        months.append(cursor)
-        cursor = (cursor + dt.timedelta(days=32)).replace(day=1)
-    return list(reversed(months))
+    return list(reversed(months_between(first_day, today)))

@@ -51,6 +51,20 @@ def month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, following
 
 
+def month_next(month: dt.date) -> dt.date:
+    """The first day of the month after the one `month` is in."""
+    return (month.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+
+
+def months_between(first: dt.date, last: dt.date) -> list[dt.date]:
+    """The first days of the months from the one `first` is in to `last`'s, in order."""
+    months, cursor = [], first.replace(day=1)
+    while cursor <= last:
+        months.append(cursor)
+        cursor = month_next(cursor)
+    return months
+
+
 def month_parse(value: str) -> dt.date | None:
     """The first day of a "YYYY-MM" month within the portal's years, or None."""
     try:

@@ -42,7 +42,7 @@ from ..models import (
     RollupDimension,
     RollupPeriod,
 )
-from ..units import month_bounds
+from ..units import month_bounds, month_next, months_between
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,6 @@ Sums = dict[tuple[int, str, dt.date, str, Decimal], list[int]]
 
 def month_of(day: dt.date) -> dt.date:
     return day.replace(day=1)
-
-
-def _next_month(month: dt.date) -> dt.date:
-    return (month + dt.timedelta(days=32)).replace(day=1)
 
 
 # --- AccountRollup, recomputed from the entries ---------------------------------------------
@@ -301,7 +297,7 @@ def programme_month_refresh(*, month: dt.date, now: dt.datetime | None = None) -
     programme), from the accounts' roll-ups, in one transaction. Returns the rows written."""
     month = month_of(month)
     now = now or timezone.now()
-    following = _next_month(month)
+    following = month_next(month)
     rows = _programme_rows(
         RollupPeriod.MONTH, month, following, list(RollupDimension.values)
     ) + _programme_rows(RollupPeriod.DAY, month, following, [RollupDimension.PROGRAMME])
@@ -331,15 +327,7 @@ def months_to_refresh(*, now: dt.datetime) -> list[dt.date]:
         ).values_list("starts", "refreshed_at")
         if refreshed_at >= month_bounds(starts)[1] + FINAL_AFTER
     }
-    return [m for m in _months(first["first"] or current, current) if m not in final]
-
-
-def _months(first: dt.date, last: dt.date) -> list[dt.date]:
-    months, cursor = [], month_of(first)
-    while cursor <= last:
-        months.append(cursor)
-        cursor = _next_month(cursor)
-    return months
+    return [m for m in months_between(first["first"] or current, current) if m not in final]
 
 
 def rollups_refresh(*, months: Iterable[dt.date] | None = None) -> list[dt.date]:
@@ -362,9 +350,9 @@ def rollups_rebuild() -> tuple[int, list[dt.date]]:
         months = []
         ProgrammeRollup.objects.all().delete()
     else:
-        months = _months(bounds["first"], bounds["last"])
+        months = months_between(bounds["first"], bounds["last"])
         ProgrammeRollup.objects.exclude(
-            starts__gte=months[0], starts__lt=_next_month(months[-1])
+            starts__gte=months[0], starts__lt=month_next(months[-1])
         ).delete()
     rollups_refresh(months=months)
     return changed, months

@@ -8,9 +8,9 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 
 from portal.core.dates import YEARS
-from portal.credits.units import month_parse
+from portal.credits.units import month_parse, months_between
 
-from ..selectors.reports import MAX_MONTHS, Dimension, months_between
+from ..selectors.reports import MAX_MONTHS, Dimension
 
 MAX_PAGE = 100_000  # beyond any programme's pages: a bigger number is a typing error
 

@@ -62,7 +62,12 @@ from portal.credits.models import (
     RollupDimension,
     RollupPeriod,
 )
-from portal.credits.units import credit_seconds_to_gpu_hours, credit_seconds_to_pkr, month_bounds
+from portal.credits.units import (
+    credit_seconds_to_gpu_hours,
+    credit_seconds_to_pkr,
+    month_bounds,
+    months_between,
+)
 from portal.onboarding.models import Cohort
 from portal.organisations.models import Organisation, Province, Sector
 
@@ -184,14 +189,6 @@ class Report:
 def month_range_bounds(month_from: dt.date, month_to: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """From the first instant of the first month to the first instant after the last one."""
     return month_bounds(month_from)[0], month_bounds(month_to)[1]
-
-
-def months_between(month_from: dt.date, month_to: dt.date) -> list[dt.date]:
-    months, cursor = [], month_from.replace(day=1)
-    while cursor <= month_to:
-        months.append(cursor)
-        cursor = (cursor + dt.timedelta(days=32)).replace(day=1)
-    return months
 
 
 RATE = "rate_pkr_per_gpu_hour"
