@@ -298,11 +298,20 @@ def programme_month_refresh(*, month: dt.date, now: dt.datetime | None = None) -
     month = month_of(month)
     now = now or timezone.now()
     following = month_next(month)
-    rows = _programme_rows(
-        RollupPeriod.MONTH, month, following, list(RollupDimension.values)
-    ) + _programme_rows(RollupPeriod.DAY, month, following, [RollupDimension.PROGRAMME])
     days = [month + dt.timedelta(days=n) for n in range((following - month).days)]
     with transaction.atomic():
+        # One refresh of a month at a time (the beat's and one queued after a grant can meet,
+        # and would both insert its rows): the month's refresh row is locked first, and the
+        # sums are read once the lock is granted, so the later one sees what the earlier wrote.
+        ProgrammeRollupRefresh.objects.get_or_create(
+            period=RollupPeriod.MONTH, starts=month, defaults={"refreshed_at": now}
+        )
+        ProgrammeRollupRefresh.objects.select_for_update().get(
+            period=RollupPeriod.MONTH, starts=month
+        )
+        rows = _programme_rows(
+            RollupPeriod.MONTH, month, following, list(RollupDimension.values)
+        ) + _programme_rows(RollupPeriod.DAY, month, following, [RollupDimension.PROGRAMME])
         ProgrammeRollup.objects.filter(period=RollupPeriod.MONTH, starts=month).delete()
         ProgrammeRollup.objects.filter(
             period=RollupPeriod.DAY, starts__gte=month, starts__lt=following
