@@ -15,6 +15,7 @@ SCOPES = {
     "sandboxes:delete-home": _("Delete home folders (all the files) with a sandbox"),
     "usage:read": _("Read usage"),
     "gpus:read": _("See the GPU inventory"),
+    "models:invoke": _("Call models through the model API (/llm/v1), paid in credits"),
     "programme:read": _("Programme managers: read programme data"),
     "programme:write": _("Programme managers: decide applications"),
 }

@@ -57,6 +57,10 @@ INSTALLED_APPS = [
     "sandboxes.gpus",
     "sandboxes.launcher",
     "sandboxes.metering",
+    "inference.catalogue",
+    "inference.deployments",
+    "inference.usage",
+    "inference.gateway",
 ]
 
 MIDDLEWARE = [
@@ -526,3 +530,28 @@ CELERY_BEAT_SCHEDULE.update(
         },
     }
 )
+
+# --- Model API (inference): /llm/v1, model deployments, token charges --------------------------
+# Weights live in the deployment's own model store: a catalogue model's `weights_path` is inside
+# it, and nothing is downloaded at run time.
+MODEL_STORE_DIR = Path(env.str("MODEL_STORE_DIR", default=str(VAR_DIR / "models")))
+# Finished requests are charged to the ledger this often, one transaction per account.
+LLM_CHARGE_INTERVAL = env.int("LLM_CHARGE_INTERVAL", default=10)
+# Limits per key and per organisation (Redis, atomic): requests and tokens per minute, and
+# streams open at once. A limit of 0 is no limit.
+LLM_KEY_REQUESTS_PER_MINUTE = env.int("LLM_KEY_REQUESTS_PER_MINUTE", default=600)
+LLM_KEY_TOKENS_PER_MINUTE = env.int("LLM_KEY_TOKENS_PER_MINUTE", default=200_000)
+LLM_KEY_CONCURRENT_STREAMS = env.int("LLM_KEY_CONCURRENT_STREAMS", default=20)
+LLM_ORGANISATION_REQUESTS_PER_MINUTE = env.int("LLM_ORGANISATION_REQUESTS_PER_MINUTE", default=3000)
+LLM_ORGANISATION_TOKENS_PER_MINUTE = env.int(
+    "LLM_ORGANISATION_TOKENS_PER_MINUTE", default=1_000_000
+)
+LLM_ORGANISATION_CONCURRENT_STREAMS = env.int("LLM_ORGANISATION_CONCURRENT_STREAMS", default=100)
+# A request body larger than this is refused before it is read in full.
+LLM_MAX_REQUEST_BYTES = env.int("LLM_MAX_REQUEST_BYTES", default=1024 * 1024)
+# Upstream timeouts: to connect, and between two bytes of an answer.
+LLM_UPSTREAM_CONNECT_TIMEOUT = env.float("LLM_UPSTREAM_CONNECT_TIMEOUT", default=2.0)
+LLM_UPSTREAM_READ_TIMEOUT = env.float("LLM_UPSTREAM_READ_TIMEOUT", default=120.0)
+# Replicas are probed this often; this many failed probes in a row take one out of rotation.
+LLM_HEALTH_INTERVAL = env.int("LLM_HEALTH_INTERVAL", default=10)
+LLM_HEALTH_FAILURES_TO_UNHEALTHY = env.int("LLM_HEALTH_FAILURES_TO_UNHEALTHY", default=3)
