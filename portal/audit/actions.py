@@ -87,6 +87,11 @@ class AuditAction(models.TextChoices):
     HUB_SESSION_ENDED = "hub.session_ended", _("Hub session ended")
     METERING_DRIFT = "metering.drift", _("Metering drift found")
     GPUS_INVENTORY_CHANGED = "gpus.inventory_changed", _("GPU inventory changed")
+    # The model API's catalogue (issue 17)
+    MODEL_CREATED = "model.created", _("Model added to the catalogue")
+    MODEL_UPDATED = "model.updated", _("Model in the catalogue changed")
+    MODEL_WITHDRAWN = "model.withdrawn", _("Model taken out of the catalogue")
+    MODEL_RESTORED = "model.restored", _("Model offered again")
     # The audit log itself
     AUDIT_EXPORTED = "audit.exported", _("Audit log exported")
 
