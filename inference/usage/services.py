@@ -1,0 +1,229 @@
+"""Writes of model usage: a request's hold, its finish or release, and the posting of finished
+requests to the ledger.
+
+Why a hold can never let an account spend more than it has
+-----------------------------------------------------------
+Every path that changes what an account owes for models takes the account's `ModelSpend` row
+lock first (`select_for_update`, the row created on first use through its unique account), and
+only then reads:
+
+- `request_hold` reads the account's available credit-seconds (unexpired lots), the carried
+  fraction, and the sum of its RUNNING holds and FINISHED-but-unposted costs, and inserts the
+  new hold only when what is left covers the request's maximum cost;
+- `model_charges_post` moves FINISHED costs into the ledger and the carried fraction.
+
+Both run under the same lock, in the same order (spend row, then the ledger's account row
+inside the posting), so a hold never sees a posting half done and two holds never both spend
+the same credit: the second waits for the first to commit and then sees its RUNNING row (each
+statement under READ COMMITTED reads what committed before it). Finishing a request moves its
+hold to its cost in one UPDATE of the request row (no spend lock: it only lowers what is held,
+unless the engine reported more than the gateway held for; see `request_finish`). Hence
+available × 1,000,000 ≥ carried + holds + costs at every hold, and a posting, which charges
+floor((carried + costs) / 1,000,000), never asks the ledger for more than the lots held at the
+last hold. What can still lower the lots in between (a sandbox's metering, a grant expiring or
+revoked) is outside this lock; the ledger then charges what the lots hold and records the rest
+as unpaid, and no balance goes below zero.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from portal.core.exceptions import ApplicationError, PermissionDenied
+from portal.credits.models import CreditAccount
+from portal.credits.selectors import available_credit_seconds
+
+from .models import ModelRequest, ModelSpend
+from .selectors import account_may_pay_for, carried_microcredits, unposted_microcredits
+
+MICROCREDITS_PER_CREDIT_SECOND = 1_000_000
+# A request's maximum cost may not exceed this: far above any real one (a trillion
+# credit-seconds), and it keeps sums of many holds inside a signed 64-bit column.
+MAX_HOLD_MICROCREDITS = 2**50
+# The token counts columns are PostgreSQL integers.
+MAX_TOKENS = 2**31 - 1
+# An embeddings request may send up to this many inputs, each at most the model's context: a
+# count of prompt tokens above inputs × context is not one the engine can have produced.
+MAX_INPUTS_PER_REQUEST = 2048
+
+
+class QuotaExceeded(Exception):  # noqa: N818 - OpenAI's name for it: insufficient_quota
+    """The account cannot cover the request's maximum cost. Nothing was written."""
+
+    def __init__(self, *, available_microcredits: int, needed_microcredits: int):
+        super().__init__(
+            f"available {available_microcredits} microcredit-seconds, needed {needed_microcredits}"
+        )
+        self.available_microcredits = available_microcredits
+        self.needed_microcredits = needed_microcredits
+
+
+class UsageError(ApplicationError):
+    """A hold or finish that can never be valid (bad amounts, unknown request, wrong payer)."""
+
+
+def _spend_locked(account_id: int) -> ModelSpend:
+    """The account's spend row, locked until the end of the caller's transaction. Created on
+    first use: the insert does nothing when a concurrent first use made it (the unique account),
+    so no error ever aborts the caller's transaction."""
+    spend = ModelSpend.objects.select_for_update().filter(account_id=account_id).first()
+    if spend is None:
+        ModelSpend.objects.bulk_create([ModelSpend(account_id=account_id)], ignore_conflicts=True)
+        spend = ModelSpend.objects.select_for_update().get(account_id=account_id)
+    return spend
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def request_hold(
+    *,
+    request_id: str,
+    account: CreditAccount,
+    model,
+    endpoint: str,
+    stream: bool,
+    max_cost_microcredits: int,
+    api_key=None,
+    user=None,
+    replica=None,
+) -> ModelRequest:
+    """Hold a request's maximum cost against the account before it runs.
+
+    In one short transaction: lock the account's spend row, read what the account may still
+    spend (unexpired lots × 1,000,000 − the carried fraction − running holds − unposted costs)
+    and refuse with QuotaExceeded, writing nothing, when that is less than the maximum cost;
+    else insert the RUNNING request holding it. The account must be the one the key (or,
+    without a key, the person) pays from: a personal key never spends an organisation's
+    credits. A request id used before is refused (UsageError), as are bad amounts.
+    """
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= 64:
+        raise UsageError(_("A request id of 1 to 64 characters is required."))
+    if endpoint not in ModelRequest.Endpoint.values:
+        raise UsageError(_("Unknown endpoint: %(endpoint)s.") % {"endpoint": endpoint})
+    if (
+        not _is_count(max_cost_microcredits)
+        or not 0 <= max_cost_microcredits <= MAX_HOLD_MICROCREDITS
+    ):
+        raise UsageError(_("The maximum cost must be a whole number within range."))
+    if account is None or account.pk is None:
+        raise UsageError(_("The request needs an existing account to pay for it."))
+    if not account_may_pay_for(account=account, api_key=api_key, user=user):
+        raise PermissionDenied(_("This account does not pay for this key's requests."))
+    with transaction.atomic():
+        spend = _spend_locked(account.pk)
+        if ModelRequest.objects.filter(request_id=request_id).exists():
+            raise UsageError(_("This request id was used before."))
+        available = (
+            available_credit_seconds(account=account) * MICROCREDITS_PER_CREDIT_SECOND
+            - carried_microcredits(spend)
+            - unposted_microcredits(account_id=account.pk)
+        )
+        if available < max_cost_microcredits:
+            raise QuotaExceeded(
+                available_microcredits=max(available, 0),
+                needed_microcredits=max_cost_microcredits,
+            )
+        return ModelRequest.objects.create(
+            request_id=request_id,
+            account=account,
+            api_key=api_key,
+            user=user,
+            model=model,
+            replica=replica,
+            endpoint=endpoint,
+            stream=bool(stream),
+            status=ModelRequest.Status.RUNNING,
+            held_microcredits=max_cost_microcredits,
+            started_at=timezone.now(),
+        )
+
+
+def request_finish(
+    *, request_id: str, prompt_tokens: int, completion_tokens: int, error_code: str = ""
+) -> ModelRequest:
+    """Record what a request used: its cost at the model's prices, the hold released.
+
+    Idempotent: a request already finished (or released) is returned as it is, whatever this
+    call says. A request that failed (`error_code`) having produced no token is FREE. Token
+    counts that are negative, not whole numbers, or more than the engine can have produced are
+    refused (UsageError) and change nothing.
+
+    The cost is what the engine reported, even above the hold (the gateway's count of the
+    prompt is an estimate): the posting then charges it, and the ledger records as unpaid what
+    the lots could not cover rather than letting a balance go negative.
+    """
+    for name, value in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens)):
+        if not _is_count(value) or not 0 <= value <= MAX_TOKENS:
+            raise UsageError(
+                _("%(name)s must be a whole number from 0.") % {"name": name}, field=name
+            )
+    if not isinstance(error_code, str) or len(error_code) > 40:
+        raise UsageError(_("An error code has at most 40 characters."), field="error_code")
+    with transaction.atomic():
+        request = (
+            ModelRequest.objects.select_for_update()
+            .select_related("model")
+            .filter(request_id=request_id)
+            .first()
+        )
+        if request is None:
+            raise UsageError(_("Unknown request."))
+        if request.status != ModelRequest.Status.RUNNING:
+            return request
+        model = request.model
+        # Generous on purpose: a finish refused leaves the hold in place, so only counts no
+        # engine can have produced are refused (an engine may run a longer context than the
+        # catalogue advertises; an embeddings request carries many inputs).
+        if prompt_tokens + completion_tokens > model.context_length * MAX_INPUTS_PER_REQUEST:
+            raise UsageError(_("More tokens than the model can have used for this request."))
+        if request.endpoint == ModelRequest.Endpoint.EMBEDDINGS and completion_tokens:
+            raise UsageError(_("Embeddings produce no completion tokens."))
+        produced = prompt_tokens + completion_tokens
+        request.prompt_tokens = prompt_tokens
+        request.completion_tokens = completion_tokens
+        request.error_code = error_code
+        request.held_microcredits = 0
+        request.finished_at = timezone.now()
+        if error_code and produced == 0:
+            request.status = ModelRequest.Status.FREE
+            request.cost_microcredits = 0
+        else:
+            request.status = ModelRequest.Status.FINISHED
+            request.cost_microcredits = model.cost_microcredits(
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            )
+        request.save(
+            update_fields=[
+                "prompt_tokens",
+                "completion_tokens",
+                "error_code",
+                "held_microcredits",
+                "finished_at",
+                "status",
+                "cost_microcredits",
+            ]
+        )
+        return request
+
+
+def request_release(*, request_id: str, error_code: str) -> None:
+    """A request that produced nothing (the engine refused it, no replica was up, the client
+    left before the first token): its hold released, nothing charged (FREE). Idempotent: a
+    request already finished or released is left as it is."""
+    if not isinstance(error_code, str) or len(error_code) > 40:
+        raise UsageError(_("An error code has at most 40 characters."), field="error_code")
+    updated = ModelRequest.objects.filter(
+        request_id=request_id, status=ModelRequest.Status.RUNNING
+    ).update(
+        status=ModelRequest.Status.FREE,
+        held_microcredits=0,
+        cost_microcredits=0,
+        error_code=error_code,
+        finished_at=timezone.now(),
+    )
+    if not updated and not ModelRequest.objects.filter(request_id=request_id).exists():
+        raise UsageError(_("Unknown request."))
