@@ -80,6 +80,13 @@ class Replica(PublicIdModel):
     state = models.CharField(max_length=16, choices=State.choices, default=State.REQUESTED)
     # Where the engine's OpenAI-compatible API answers, ending in /v1 (set when it starts).
     base_url = models.CharField(max_length=300, blank=True)
+    # The engine's own bearer secret (its --api-key), made per replica: only the gateway and
+    # the health probe send it. Never shown on a page or in an API.
+    api_key = models.CharField(max_length=100, blank=True)
+    # Registered by hand (replica_register_external: an engine the portal did not start, such
+    # as a test's engine process). The reconciler neither counts, starts nor stops these.
+    external = models.BooleanField(default=False)
+    queued_at = models.DateTimeField(null=True, blank=True)  # in line for GPUs since
     container_id = models.CharField(max_length=80, blank=True)
     node = models.CharField(max_length=200, blank=True)  # the engine node it runs on, by name
     gpu_uuids = models.JSONField(default=list, blank=True)  # as allocated, for people to read

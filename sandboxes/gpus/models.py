@@ -68,15 +68,29 @@ class GpuDevice(TimeStampedModel):
 
 
 class GpuAllocation(TimeStampedModel):
-    """A device given to a sandbox, from allocation until release.
+    """A device given to a sandbox or to a model replica (exactly one), from allocation until
+    release.
 
     The partial unique constraint is the last wall against handing one device to two live
-    sandboxes, whatever the code above it does: the database refuses a second open allocation.
+    holders (two sandboxes, or a sandbox and a replica), whatever the code above it does: the
+    database refuses a second open allocation.
     """
 
     device = models.ForeignKey(GpuDevice, on_delete=models.PROTECT, related_name="allocations")
     sandbox = models.ForeignKey(
-        "launcher.Sandbox", on_delete=models.PROTECT, related_name="gpu_allocations"
+        "launcher.Sandbox",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="gpu_allocations",
+    )
+    # A model replica (inference, the floor above): named by string, never imported here.
+    replica = models.ForeignKey(
+        "llm_deployments.Replica",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="gpu_allocations",
     )
     released_at = models.DateTimeField(null=True, blank=True)
 
@@ -87,14 +101,52 @@ class GpuAllocation(TimeStampedModel):
                 condition=Q(released_at__isnull=True),
                 name="gpus_one_open_allocation_per_device",
             ),
+            models.CheckConstraint(
+                condition=(
+                    Q(sandbox__isnull=False, replica__isnull=True)
+                    | Q(sandbox__isnull=True, replica__isnull=False)
+                ),
+                name="gpus_allocation_has_one_holder",
+            ),
         ]
         indexes = [
             models.Index(
                 fields=["sandbox"],
                 condition=Q(released_at__isnull=True),
                 name="gpus_open_allocations_by_box",
-            )
+            ),
+            models.Index(
+                fields=["replica"],
+                condition=Q(released_at__isnull=True),
+                name="gpus_open_allocations_by_rep",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.device.uuid} → {self.sandbox_id}"
+        holder = f"sandbox {self.sandbox_id}" if self.sandbox_id else f"replica {self.replica_id}"
+        return f"{self.device.uuid} → {holder}"
+
+
+class GpuWait(TimeStampedModel):
+    """A model replica in line for devices, beside the sandboxes' own queue (their QUEUED rows).
+
+    The allocator reads these before it gives devices to a sandbox: a sandbox that came later
+    than a waiting replica of an overlapping kind of GPU does not take the devices first, so
+    replicas are served in the same first-come order as sandboxes and are never starved by
+    the sandboxes' queue. Written only by `gpu_wait_join` / `gpu_wait_leave`.
+    """
+
+    replica = models.OneToOneField(
+        "llm_deployments.Replica", on_delete=models.CASCADE, related_name="gpu_wait"
+    )
+    count = models.PositiveSmallIntegerField()
+    model = models.CharField(max_length=100, blank=True)  # '' = any model
+    mig_profile = models.CharField(max_length=32, blank=True)
+    queued_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["queued_at", "pk"]
+        indexes = [models.Index(fields=["mig_profile", "queued_at"], name="gpus_waits_in_line")]
+
+    def __str__(self) -> str:
+        return f"replica {self.replica_id} waits for {self.count} × {self.model or 'any'}"
