@@ -17,12 +17,15 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from inference.gateway.asgi import gateway_asgi  # noqa: E402
 from sandboxes.live.origins import LiveOriginValidator  # noqa: E402
 from sandboxes.live.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": LiveOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+application = gateway_asgi(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": LiveOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

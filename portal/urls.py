@@ -6,6 +6,7 @@ from django.urls import include, path
 from oauth2_provider import urls as oauth2_urls
 from oauth2_provider import views as oauth2_views
 
+from inference.gateway import urls as gateway_urls
 from portal.api import urls as api_urls
 from portal.core import views as core_views
 from portal.users import views as user_views
@@ -33,6 +34,10 @@ urlpatterns = [
     path("onboarding/", include("portal.onboarding.urls")),
     path("api/v1/", include((api_urls.v1, "v1"), namespace="api-v1")),
     path("api/", include((api_urls.urlpatterns, "api"), namespace="api")),
+    # The model API: outside /api/ on purpose, since OpenAI clients append /chat/completions
+    # to a base URL; and the playground's chat endpoint (session), before the /models/ pages.
+    path("llm/v1/", include(gateway_urls)),
+    path("", include((gateway_urls.playground_urlpatterns, "llm-playground"))),
     path("", include("portal.credits.urls")),
     path("organisations/", include("portal.organisations.urls")),
     path("api-keys/", include("portal.apikeys.urls")),

@@ -1,0 +1,118 @@
+"""Who calls and what they call, resolved in one synchronous step (one thread hop from the
+async views): the key or the signed-in person, the account that pays, the model they may see,
+and its ready replicas.
+
+Who pays and who sees what:
+- an organisation's key: the organisation's account; models offered to all or to it;
+- a person's own key: their own (student) account, never an organisation's they belong to;
+  models offered to all or to their cohort;
+- the playground: the signed-in person's own account, or an organisation's they name and
+  belong to (then also that organisation's models).
+"""
+
+from dataclasses import dataclass
+
+from inference.catalogue.models import ServedModel
+from inference.deployments.selectors import ReplicaTarget, replicas_serving
+from inference.usage.models import RequestLogPolicy
+from inference.usage.selectors import account_for_key, account_for_user
+from portal.apikeys.models import ApiKey
+from portal.apikeys.services import KeyRejected, apikey_authenticate, apikey_effective_scopes
+from portal.organisations.models import Organisation
+
+from . import errors
+from .limits import Holder
+
+SCOPE = "models:invoke"
+
+
+@dataclass
+class Caller:
+    api_key: ApiKey | None
+    user: object | None  # the person calling (None for an organisation's key)
+    organisation: Organisation | None  # the organisation paying, if one does
+    account: object | None  # CreditAccount, or None when it was never opened
+    holder: Holder
+    keeps_content: bool  # the paying organisation opted in to request logging
+
+    def models(self):
+        return ServedModel.objects.visible_to(organisation=self.organisation, user=self.user)
+
+
+def _keeps_content(organisation) -> bool:
+    if organisation is None:
+        return False
+    return RequestLogPolicy.objects.filter(organisation=organisation, retention_days__gt=0).exists()
+
+
+def caller_for_key(*, raw: str, ip: str | None) -> Caller:
+    """The caller a bearer key stands for; GatewayError 401/403 otherwise."""
+    try:
+        key = apikey_authenticate(raw=raw, ip=ip)
+    except KeyRejected as exc:
+        raise errors.key_invalid() from exc
+    if SCOPE not in apikey_effective_scopes(key):
+        raise errors.scope_missing()
+    organisation = key.organisation if key.organisation_id else None
+    return Caller(
+        api_key=key,
+        user=key.user if key.user_id else None,
+        organisation=organisation,
+        account=account_for_key(key),
+        holder=Holder(key=key.key_id, organisation=str(organisation.pk) if organisation else None),
+        keeps_content=_keeps_content(organisation),
+    )
+
+
+def caller_for_person(*, user, organisation_public_id: str | None) -> Caller:
+    """The playground's caller: the signed-in person, paying from their own account or from an
+    organisation they name and belong to (any other is told apart from nothing: 404)."""
+    organisation = None
+    if organisation_public_id:
+        organisation = (
+            Organisation.objects.for_user(user).filter(public_id=organisation_public_id).first()
+        )
+        if organisation is None:
+            raise errors.GatewayError(
+                404, "No such organisation.", param="organisation", code="not_found"
+            )
+    return Caller(
+        api_key=None,
+        user=user,
+        organisation=organisation,
+        account=account_for_user(user, organisation=organisation),
+        holder=Holder(
+            key=f"user:{user.pk}", organisation=str(organisation.pk) if organisation else None
+        ),
+        keeps_content=_keeps_content(organisation),
+    )
+
+
+def model_for(*, caller: Caller, name: str, task: str) -> tuple[ServedModel, list[ReplicaTarget]]:
+    """The model `name` as `caller` may call it for `task`, and its ready replicas. A model the
+    caller may not see is answered exactly as one that does not exist."""
+    model = caller.models().filter(name=name).first()
+    if model is None:
+        raise errors.model_not_found(name)
+    if model.task != task:
+        raise errors.model_wrong_task(
+            name, "chat or completions" if task == ServedModel.Task.CHAT else "embeddings"
+        )
+    return model, replicas_serving(model=model)
+
+
+def prepare_for_key(*, raw: str, ip: str | None, name: str, task: str):
+    caller = caller_for_key(raw=raw, ip=ip)
+    model, targets = model_for(caller=caller, name=name, task=task)
+    return caller, model, targets
+
+
+def prepare_for_person(*, user, organisation_public_id: str | None, name: str, task: str):
+    caller = caller_for_person(user=user, organisation_public_id=organisation_public_id)
+    model, targets = model_for(caller=caller, name=name, task=task)
+    return caller, model, targets
+
+
+def models_for_key(*, raw: str, ip: str | None) -> list[ServedModel]:
+    caller = caller_for_key(raw=raw, ip=ip)
+    return list(caller.models().order_by("name"))

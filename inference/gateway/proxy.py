@@ -1,0 +1,579 @@
+"""The gateway's core: one request from admission to the last byte, for /llm/v1 and the
+playground alike.
+
+    check the context -> limits (requests, tokens) -> a place in flight (lease)
+      -> hold the maximum cost -> a replica (least outstanding; another one on a failed connect
+      or a 5xx, only before the first byte reaches the client) -> the answer, normalised
+      -> finish with the engine's usage (or release, when nothing was produced)
+      -> give back unused tokens, the lease and the replica count
+
+Whatever happens after the lease is taken (an engine error, a client that leaves, a
+cancelled task), the `finally` blocks release what was taken: the hold is finished or
+released, the lease removed. The clean-up runs shielded from a second cancellation.
+
+Nothing of a prompt or a completion is logged here, only ids, models, statuses and counts. The
+content is kept only through `request_log_record`, and only for an organisation that opted in.
+"""
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import math
+import struct
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from decimal import Decimal
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse, StreamingHttpResponse
+
+from inference.catalogue.models import ServedModel
+from inference.deployments.services import replica_unhealthy_report
+from inference.usage import services as usage_services
+from inference.usage.services import QuotaExceeded, request_finish, request_hold, request_release
+
+from . import errors, limits, upstream
+from .callers import Caller
+from .router import router
+from .streaming import CHAT, COMPLETIONS, DONE, StreamNormaliser
+from .validation import TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_PER_PROMPT, ParsedRequest
+
+logger = logging.getLogger(__name__)
+
+EMBEDDINGS = "embeddings"
+PATHS = {CHAT: "/chat/completions", COMPLETIONS: "/completions", EMBEDDINGS: "/embeddings"}
+ID_PREFIX = {CHAT: "chatcmpl-", COMPLETIONS: "cmpl-", EMBEDDINGS: "embd-"}
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+@dataclass
+class Call:
+    """One request on its way through the gateway."""
+
+    caller: Caller
+    model: ServedModel
+    targets: list
+    endpoint: str
+    parsed: ParsedRequest
+    original_body: dict
+    playground: bool = False
+
+
+def new_request_id(endpoint: str) -> str:
+    return ID_PREFIX[endpoint] + uuid.uuid4().hex
+
+
+def cost_credit_seconds(microcredits: int) -> str:
+    return f"{Decimal(microcredits) / 1_000_000:f}"
+
+
+# --- Counting the prompt ------------------------------------------------------------------------
+
+
+async def _prompt_tokens_exact(call: Call) -> int | None:
+    """The prompt's tokens by the engine's own tokenizer (its tokenize route), with the chat
+    template's tokens bounded; None when no replica could count."""
+    parsed = call.parsed
+    target = call.targets[0]
+    counts = []
+    try:
+        for text in parsed.prompt_texts:
+            counts.append(
+                await upstream.tokens_count(
+                    engine=call.model.engine,
+                    base_url=target.base_url,
+                    api_key=target.api_key,
+                    model=call.model.name,
+                    text=text,
+                )
+                if text
+                else 0
+            )
+    except (httpx.HTTPError, ValueError):
+        return None
+    if call.endpoint == CHAT:
+        roles = [m["role"] for m in parsed.upstream["messages"]]
+        overhead = TEMPLATE_TOKENS_PER_PROMPT + sum(
+            len(role) + TEMPLATE_TOKENS_PER_MESSAGE for role in roles
+        )
+        return sum(counts) + overhead
+    if call.endpoint == EMBEDDINGS:
+        return max(counts) + 2  # the longest input, with [CLS] and [SEP]
+    return sum(counts) + 2
+
+
+async def _budget(call: Call) -> tuple[int, int]:
+    """(the prompt's tokens at most, max_tokens) within the model's context, or a 400
+    context_length_exceeded. max_tokens defaults to what the context leaves."""
+    parsed = call.parsed
+    context = call.model.context_length
+    if call.endpoint == EMBEDDINGS:
+        longest = max(len(t.encode()) + 2 for t in parsed.prompt_texts)
+        if longest > context:
+            exact = await _prompt_tokens_exact(call)
+            if exact is not None and exact > context:
+                raise errors.context_length_exceeded(
+                    context_length=context, prompt_tokens=exact, max_tokens=0
+                )
+        return parsed.prompt_tokens_bound, 0
+    prompt = parsed.prompt_tokens_bound
+    wanted = parsed.max_tokens or 1
+    if prompt + wanted > context:
+        exact = await _prompt_tokens_exact(call)
+        if exact is not None:
+            prompt = exact
+        if prompt + wanted > context:
+            raise errors.context_length_exceeded(
+                context_length=context, prompt_tokens=prompt, max_tokens=parsed.max_tokens or 0
+            )
+    return prompt, parsed.max_tokens or context - prompt
+
+
+# --- The answer's bodies ------------------------------------------------------------------------
+
+
+def _embeddings_out(payload: dict, *, request_id: str, model_name: str, encoding: str) -> dict:
+    """The engine's embeddings, L2-normalised (llama.cpp does not, sentence-transformers
+    does; MODELS.md §7), in the form the client asked for (the openai client asks for base64,
+    which llama.cpp ignores: encoded here, little-endian float32 as OpenAI's)."""
+    data = []
+    for index, item in enumerate(payload.get("data") or []):
+        vector = item.get("embedding")
+        if isinstance(vector, str):  # an engine that honoured base64 itself
+            raw = base64.b64decode(vector)
+            vector = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        if isinstance(vector, list) and vector and isinstance(vector[0], list):
+            vector = vector[0]  # llama.cpp gives one vector per token when pooling is off
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        vector = [v / norm for v in vector]
+        if encoding == "base64":
+            out = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        else:
+            out = vector
+        data.append({"object": "embedding", "index": item.get("index", index), "embedding": out})
+    usage = payload.get("usage") or {}
+    prompt_tokens = usage.get("prompt_tokens", 0)
+    return {
+        "object": "list",
+        "id": request_id,
+        "data": data,
+        "model": model_name,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def _completion_text(payload: dict, endpoint: str) -> str:
+    choices = payload.get("choices") or [{}]
+    if endpoint == CHAT:
+        return ((choices[0].get("message") or {}).get("content")) or ""
+    return choices[0].get("text") or ""
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+# --- Books ----------------------------------------------------------------------------------
+
+
+async def _finish(call: Call, request_id: str, *, usage: dict, error_code: str = ""):
+    return await sync_to_async(request_finish)(
+        request_id=request_id,
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+        error_code=error_code,
+    )
+
+
+async def _release(request_id: str, error_code: str) -> None:
+    await sync_to_async(request_release)(request_id=request_id, error_code=error_code)
+
+
+async def _log(call: Call, request_id: str, text: str) -> None:
+    if call.caller.keeps_content:
+        await sync_to_async(usage_services.request_log_record)(
+            request_id=request_id, request_body=call.original_body, response_text=text
+        )
+
+
+async def _report_unhealthy(target, reason: str) -> None:
+    try:
+        await sync_to_async(replica_unhealthy_report)(replica_id=target.replica_id, reason=reason)
+    except Exception:  # health bookkeeping must never fail the request that noticed it
+        logger.exception("replica %s: could not record a failure", target.replica_id)
+
+
+async def _shielded(coro) -> None:
+    """Run clean-up to its end even if the request's task is cancelled again meanwhile."""
+    task = asyncio.ensure_future(coro)
+    # Cancelled meanwhile: the task runs on to its end.
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+
+
+# --- The request ------------------------------------------------------------------------------
+
+
+async def serve(call: Call) -> HttpResponse:
+    """Answer `call`: a JSON response, an SSE stream, or an OpenAI error."""
+    try:
+        return await _serve(call)
+    except errors.GatewayError as exc:
+        return exc.response()
+
+
+async def _serve(call: Call) -> HttpResponse:
+    model, parsed = call.model, call.parsed
+    if not call.targets:
+        raise errors.no_replica(model.name)
+    prompt_tokens, max_tokens = await _budget(call)
+    admission = await limits.requests_admit(
+        holder=call.caller.holder, tokens=prompt_tokens + max_tokens
+    )
+    try:
+        lease = await limits.lease_acquire(holder=call.caller.holder)
+    except BaseException:
+        await limits.tokens_settle(admission=admission, tokens_used=0)
+        raise
+    request_id = new_request_id(call.endpoint)
+    state = _State(call, request_id, admission, lease, prompt_tokens)
+    try:
+        await state.hold(max_tokens)
+        body = {**parsed.upstream, "model": model.name}
+        if call.endpoint != EMBEDDINGS:
+            body["max_tokens"] = max_tokens
+        if parsed.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        response, target = await state.connect(body)
+    except BaseException:
+        await _shielded(state.close_failed())
+        raise
+    if parsed.stream:
+        return await state.stream(response, target)
+    try:
+        return await state.answer(response, target)
+    except BaseException:
+        await _shielded(state.close_failed())
+        raise
+    finally:
+        await _shielded(state.close())
+
+
+class _State:
+    """What one request has taken, so that whatever happens it is all given back once."""
+
+    def __init__(self, call: Call, request_id: str, admission, lease, prompt_tokens: int):
+        self.call = call
+        self.request_id = request_id
+        self.admission = admission
+        self.lease = lease
+        self.prompt_tokens = prompt_tokens
+        self.held = False
+        self.settled = False  # finished or released
+        self.tokens_used = 0
+        self.target = None
+        self.response: httpx.Response | None = None
+        self.closed = False
+        self.started = False  # the stream's generator began
+
+    # -- before the engine
+
+    async def hold(self, max_tokens: int) -> None:
+        caller, model = self.call.caller, self.call.model
+        if caller.account is None:
+            raise errors.insufficient_quota()
+        max_cost = model.cost_microcredits(
+            prompt_tokens=self.prompt_tokens, completion_tokens=max_tokens
+        )
+        try:
+            await sync_to_async(request_hold)(
+                request_id=self.request_id,
+                account=caller.account,
+                model=model,
+                endpoint=self.call.endpoint,
+                stream=self.call.parsed.stream,
+                max_cost_microcredits=max_cost,
+                api_key=caller.api_key,
+                user=caller.user,
+            )
+        except QuotaExceeded as exc:
+            raise errors.insufficient_quota() from exc
+        self.held = True
+
+    async def connect(self, body: dict):
+        """A response from a replica whose status is 2xx (its body not yet read), trying
+        another replica on a failed connection or a 5xx. A 4xx is the request's fault: it is
+        answered, in our words, without trying elsewhere."""
+        model = self.call.model
+        client = upstream.client()
+        tried: set[int] = set()
+        failures = 0
+        while True:
+            target = router.choose(self.call.targets, tried=tried)
+            if target is None:
+                if failures:
+                    raise errors.upstream_failed(model.name)
+                raise errors.no_replica(model.name)
+            tried.add(target.replica_id)
+            request = client.build_request(
+                "POST",
+                target.base_url + PATHS[self.call.endpoint],
+                json=body,
+                headers=upstream.headers_for(target.api_key),
+            )
+            router.take(target)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                router.give_back(target)
+                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+                    failures += 1
+                    await _report_unhealthy(target, "The gateway could not connect in time.")
+                    continue
+                raise errors.upstream_timeout(model.name) from exc
+            except httpx.HTTPError:
+                router.give_back(target)
+                failures += 1
+                await _report_unhealthy(target, "The gateway could not reach it.")
+                continue
+            except BaseException:
+                router.give_back(target)
+                raise
+            if response.status_code < 400:
+                self.target, self.response = target, response
+                return response, target
+            payload = await _error_payload(response)
+            router.give_back(target)
+            if response.status_code >= 500 or response.status_code in (401, 403):
+                # 401/403: the replica's engine key is not the one recorded: its fault, not ours
+                failures += 1
+                logger.warning(
+                    "replica %s answered %s before the first byte",
+                    target.replica_id,
+                    response.status_code,
+                )
+                await _report_unhealthy(target, f"It answered HTTP {response.status_code}.")
+                continue
+            raise errors.upstream_error(
+                status=response.status_code,
+                payload=payload,
+                model_name=model.name,
+                context_length=model.context_length,
+            )
+
+    # -- a plain answer
+
+    async def answer(self, response: httpx.Response, target) -> HttpResponse:
+        call, model = self.call, self.call.model
+        try:
+            raw = await response.aread()
+            payload = json.loads(raw)
+            if not isinstance(payload, dict):
+                raise ValueError("not an object")
+        except (httpx.HTTPError, ValueError) as exc:
+            await _report_unhealthy(target, "It sent an answer that is not JSON.")
+            raise errors.upstream_failed(model.name) from exc
+        if call.endpoint == EMBEDDINGS:
+            out = _embeddings_out(
+                payload,
+                request_id=self.request_id,
+                model_name=model.name,
+                encoding=call.parsed.encoding_format,
+            )
+            usage = {"prompt_tokens": out["usage"]["prompt_tokens"], "completion_tokens": 0}
+            text = ""
+        else:
+            usage_in = payload.get("usage") or {}
+            prompt = _count(usage_in.get("prompt_tokens"))
+            completion = _count(usage_in.get("completion_tokens"))
+            text = _completion_text(payload, call.endpoint)
+            if prompt is None or completion is None:
+                # No engine here omits it; if one did, charge the most it can have used.
+                prompt, completion = self.prompt_tokens, call.parsed.max_tokens or 0
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            out = {**payload, "id": self.request_id, "model": model.name, "usage": usage}
+            out.setdefault("created", int(time.time()))
+        await self.finish(usage)
+        await _log(call, self.request_id, text if call.caller.keeps_content else "")
+        http = HttpResponse(json.dumps(out), content_type="application/json")
+        http["X-Request-Id"] = self.request_id
+        return http
+
+    # -- a stream
+
+    async def stream(self, response: httpx.Response, target) -> HttpResponse:
+        """Read the engine's stream up to its first event before answering: until then a
+        broken or empty stream is still answered with an HTTP error (and a retry is no longer
+        possible only once the client has a byte)."""
+        call = self.call
+        normaliser = StreamNormaliser(
+            request_id=self.request_id,
+            model_name=call.model.name,
+            endpoint=call.endpoint,
+            include_usage=call.parsed.include_usage,
+            keep_text=call.caller.keeps_content,
+        )
+        lines = response.aiter_lines()
+        first: list[bytes] = []
+        try:
+            while not first and not normaliser.over:
+                try:
+                    line = await lines.__anext__()
+                except StopAsyncIteration:
+                    first += normaliser.end()
+                    break
+                first += normaliser.feed(line)
+        except BaseException as exc:
+            await _shielded(self.close_failed())
+            if isinstance(exc, httpx.HTTPError):
+                raise errors.upstream_failed(call.model.name) from exc
+            raise
+        if not first and not normaliser.done:
+            # Nothing came (llama.cpp's answer to an error inside a stream): nothing produced.
+            await _shielded(self.close_failed())
+            raise errors.upstream_failed(call.model.name)
+        events = self._events(first, lines, normaliser)
+        # A client that leaves between this answer and its first byte: Django drops the
+        # response without ever starting the generator, whose `finally` then never runs.
+        loop = asyncio.get_running_loop()
+        weakref.finalize(events, self._abandoned, loop, normaliser)
+        streaming = StreamingHttpResponse(events, content_type="text/event-stream")
+        streaming["Cache-Control"] = "no-cache"
+        streaming["X-Accel-Buffering"] = "no"
+        streaming["X-Request-Id"] = self.request_id
+        return streaming
+
+    def _abandoned(self, loop, normaliser: StreamNormaliser) -> None:
+        if self.started or self.closed or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(loop.create_task, self._stream_closed(normaliser))
+
+    async def _events(self, first: list[bytes], lines, normaliser: StreamNormaliser):
+        self.started = True
+        call = self.call
+        renew_at = time.monotonic() + limits.LEASE_RENEW_SECONDS
+        broken = False
+        try:
+            for event in first:
+                yield event
+            while not normaliser.over:
+                try:
+                    line = await lines.__anext__()
+                except StopAsyncIteration:
+                    for event in normaliser.end():
+                        yield event
+                    break
+                except httpx.HTTPError:
+                    broken = True
+                    break
+                for event in normaliser.feed(line):
+                    yield event
+                if time.monotonic() > renew_at:
+                    renew_at = time.monotonic() + limits.LEASE_RENEW_SECONDS
+                    await limits.lease_renew(self.lease)
+            broken = broken or not normaliser.done
+            usage = normaliser.usage(prompt_tokens=self.prompt_tokens)
+            request = await self.finish(usage, error_code="upstream_error" if broken else "")
+            if broken:
+                logger.warning(
+                    "request %s: replica %s ended its stream without [DONE]",
+                    self.request_id,
+                    self.target.replica_id,
+                )
+                yield errors.stream_broken(call.model.name).sse_event()
+            elif call.playground:
+                yield _playground_tail(self.request_id, usage, request.cost_microcredits)
+            elif call.parsed.include_usage:
+                yield normaliser.usage_event(usage)
+            if not broken:
+                await _log(call, self.request_id, normaliser.text)
+            yield DONE
+        finally:
+            # Also when the client left (the task cancelled, or the generator closed): what
+            # was produced so far is charged, the engine's connection closed (which stops
+            # its generation), the lease given back.
+            await _shielded(self._stream_closed(normaliser))
+
+    async def _stream_closed(self, normaliser: StreamNormaliser) -> None:
+        if not self.settled:
+            usage = normaliser.usage(prompt_tokens=self.prompt_tokens)
+            try:
+                await self.finish(
+                    usage if normaliser.token_chunks else {**usage, "completion_tokens": 0},
+                    error_code="client_disconnected",
+                )
+            except Exception:
+                logger.exception("request %s: could not finish", self.request_id)
+        await self.close()
+
+    # -- the books and the clean-up
+
+    async def finish(self, usage: dict, *, error_code: str = ""):
+        request = await _finish(self.call, self.request_id, usage=usage, error_code=error_code)
+        self.settled = True
+        self.tokens_used = usage["prompt_tokens"] + usage["completion_tokens"]
+        return request
+
+    async def close_failed(self) -> None:
+        """The request ends before anything was produced: nothing is charged."""
+        if self.held and not self.settled:
+            try:
+                await _release(self.request_id, "upstream_error")
+                self.settled = True
+            except Exception:
+                logger.exception("request %s: could not release its hold", self.request_id)
+        await self.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.response is not None:
+            response, self.response = self.response, None
+            try:
+                await response.aclose()
+            finally:
+                router.give_back(self.target)
+        try:
+            await limits.lease_release(self.lease)
+            await limits.tokens_settle(admission=self.admission, tokens_used=self.tokens_used)
+        except Exception:  # the lease lapses by itself (LEASE_SECONDS)
+            logger.exception("request %s: could not release its lease", self.request_id)
+
+
+def _playground_tail(request_id: str, usage: dict, cost_microcredits: int) -> bytes:
+    payload = {
+        "usage": usage,
+        "cost_credit_seconds": cost_credit_seconds(cost_microcredits),
+        "request_id": request_id,
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def _error_payload(response: httpx.Response):
+    """An engine's error body (read up to a bound, then the connection closed)."""
+    chunks, size = [], 0
+    try:
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ERROR_BODY_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return None
