@@ -42,6 +42,22 @@ class ServedModelQuerySet(models.QuerySet):
             )
         return self.offered().filter(visible).distinct()
 
+    def visible_to_person(self, *, user) -> "ServedModelQuerySet":
+        """Models a signed-in person may call by any way they have: offered to all, to an
+        organisation they belong to (paid from it), or to their cohort. The model pages and the
+        playground list these; the gateway still decides per request who pays."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        visible = (
+            Q(visibility=ServedModel.Visibility.ALL)
+            | Q(
+                visibility=ServedModel.Visibility.ORGANISATION,
+                organisation__memberships__user=user,
+            )
+            | Q(visibility=ServedModel.Visibility.COHORT, cohort__students__user=user)
+        )
+        return self.offered().filter(visible).distinct()
+
 
 class ServedModel(PublicIdModel):
     """A model in the catalogue: one name clients call, one engine, one set of weights."""
