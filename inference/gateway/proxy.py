@@ -18,6 +18,7 @@ content is kept only through `request_log_record`, and only for an organisation 
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ from . import errors, limits, upstream
 from .callers import Caller
 from .router import router
 from .streaming import CHAT, COMPLETIONS, DONE, StreamNormaliser
-from .validation import TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_PER_PROMPT, ParsedRequest
+from .validation import ParsedRequest
 
 logger = logging.getLogger(__name__)
 
@@ -75,41 +76,33 @@ def cost_credit_seconds(microcredits: int) -> str:
 # --- Counting the prompt ------------------------------------------------------------------------
 
 
-async def _prompt_tokens_exact(call: Call) -> int | None:
-    """The prompt's tokens by the engine's own tokenizer (its tokenize route), with the chat
-    template's tokens bounded; None when no replica could count."""
+async def _prompt_tokens_exact(call: Call, target=None) -> int | None:
+    """The prompt's tokens by the engine's own tokenizer (for embeddings: the longest input's);
+    None when the replica could not count."""
     parsed = call.parsed
-    target = call.targets[0]
-    counts = []
+    target = target or call.targets[0]
+    count = functools.partial(
+        upstream.tokens_count,
+        engine=call.model.engine,
+        base_url=target.base_url,
+        api_key=target.api_key,
+        model=call.model.name,
+    )
     try:
-        for text in parsed.prompt_texts:
-            counts.append(
-                await upstream.tokens_count(
-                    engine=call.model.engine,
-                    base_url=target.base_url,
-                    api_key=target.api_key,
-                    model=call.model.name,
-                    text=text,
-                )
-                if text
-                else 0
-            )
+        if call.endpoint == CHAT:
+            return await count(messages=parsed.upstream["messages"])
+        if call.endpoint == EMBEDDINGS:
+            return max([await count(text=text) for text in parsed.prompt_texts])
+        return await count(text=parsed.upstream["prompt"])
     except (httpx.HTTPError, ValueError):
         return None
-    if call.endpoint == CHAT:
-        roles = [m["role"] for m in parsed.upstream["messages"]]
-        overhead = TEMPLATE_TOKENS_PER_PROMPT + sum(
-            len(role) + TEMPLATE_TOKENS_PER_MESSAGE for role in roles
-        )
-        return sum(counts) + overhead
-    if call.endpoint == EMBEDDINGS:
-        return max(counts) + 2  # the longest input, with [CLS] and [SEP]
-    return sum(counts) + 2
 
 
-async def _budget(call: Call) -> tuple[int, int]:
-    """(the prompt's tokens at most, max_tokens) within the model's context, or a 400
-    context_length_exceeded. max_tokens defaults to what the context leaves."""
+async def _budget(call: Call) -> tuple[int, int, bool]:
+    """(the prompt's tokens at most, max_tokens, whether the prompt's count is the engine's
+    exact one) within the model's context, or a 400 context_length_exceeded. max_tokens
+    defaults to what the context leaves. The byte bound is used while it fits; the engine's
+    tokenizer is asked only when it does not."""
     parsed = call.parsed
     context = call.model.context_length
     if call.endpoint == EMBEDDINGS:
@@ -120,18 +113,18 @@ async def _budget(call: Call) -> tuple[int, int]:
                 raise errors.context_length_exceeded(
                     context_length=context, prompt_tokens=exact, max_tokens=0
                 )
-        return parsed.prompt_tokens_bound, 0
-    prompt = parsed.prompt_tokens_bound
+        return parsed.prompt_tokens_bound, 0, False
+    prompt, is_exact = parsed.prompt_tokens_bound, False
     wanted = parsed.max_tokens or 1
     if prompt + wanted > context:
         exact = await _prompt_tokens_exact(call)
         if exact is not None:
-            prompt = exact
+            prompt, is_exact = exact, True
         if prompt + wanted > context:
             raise errors.context_length_exceeded(
                 context_length=context, prompt_tokens=prompt, max_tokens=parsed.max_tokens or 0
             )
-    return prompt, parsed.max_tokens or context - prompt
+    return prompt, parsed.max_tokens or context - prompt, is_exact
 
 
 # --- The answer's bodies ------------------------------------------------------------------------
@@ -231,7 +224,7 @@ async def _serve(call: Call) -> HttpResponse:
     model, parsed = call.model, call.parsed
     if not call.targets:
         raise errors.no_replica(model.name)
-    prompt_tokens, max_tokens = await _budget(call)
+    prompt_tokens, max_tokens, prompt_exact = await _budget(call)
     admission = await limits.requests_admit(
         holder=call.caller.holder, tokens=prompt_tokens + max_tokens
     )
@@ -242,6 +235,7 @@ async def _serve(call: Call) -> HttpResponse:
         raise
     request_id = new_request_id(call.endpoint)
     state = _State(call, request_id, admission, lease, prompt_tokens)
+    state.prompt_exact = prompt_tokens if prompt_exact else None
     try:
         await state.hold(max_tokens)
         body = {**parsed.upstream, "model": model.name}
@@ -280,6 +274,7 @@ class _State:
         self.target = None
         self.response: httpx.Response | None = None
         self.closed = False
+        self.prompt_exact: int | None = None  # the engine's count of the prompt, once known
         self.started = False  # the stream's generator began
 
     # -- before the engine
@@ -482,7 +477,8 @@ class _State:
                     renew_at = time.monotonic() + limits.LEASE_RENEW_SECONDS
                     await limits.lease_renew(self.lease)
             broken = broken or not normaliser.done
-            usage = normaliser.usage(prompt_tokens=self.prompt_tokens)
+            await self._upstream_close()
+            usage = await self._stream_usage(normaliser)
             request = await self.finish(usage, error_code="upstream_error" if broken else "")
             if broken:
                 logger.warning(
@@ -505,16 +501,24 @@ class _State:
             await _shielded(self._stream_closed(normaliser))
 
     async def _stream_closed(self, normaliser: StreamNormaliser) -> None:
+        # The engine's connection first: closing it stops its generation (and llama.cpp,
+        # which serves one request at a time, could not count the prompt before it stops).
+        await self._upstream_close()
         if not self.settled:
-            usage = normaliser.usage(prompt_tokens=self.prompt_tokens)
             try:
-                await self.finish(
-                    usage if normaliser.token_chunks else {**usage, "completion_tokens": 0},
-                    error_code="client_disconnected",
-                )
+                usage = await self._stream_usage(normaliser)
+                await self.finish(usage, error_code="client_disconnected")
             except Exception:
                 logger.exception("request %s: could not finish", self.request_id)
         await self.close()
+
+    async def _stream_usage(self, normaliser: StreamNormaliser) -> dict:
+        """The engine's usage, or one made here: the token chunks counted, and the prompt
+        counted by the engine's tokenizer (the byte bound if the engine can no longer say)."""
+        if normaliser.engine_usage is None and self.prompt_exact is None:
+            self.prompt_exact = await _prompt_tokens_exact(self.call, self.target)
+        prompt = self.prompt_exact if self.prompt_exact is not None else self.prompt_tokens
+        return normaliser.usage(prompt_tokens=prompt)
 
     # -- the books and the clean-up
 
@@ -534,16 +538,19 @@ class _State:
                 logger.exception("request %s: could not release its hold", self.request_id)
         await self.close()
 
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+    async def _upstream_close(self) -> None:
         if self.response is not None:
             response, self.response = self.response, None
             try:
                 await response.aclose()
             finally:
                 router.give_back(self.target)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self._upstream_close()
         try:
             await limits.lease_release(self.lease)
             await limits.tokens_settle(admission=self.admission, tokens_used=self.tokens_used)

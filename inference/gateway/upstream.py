@@ -54,17 +54,35 @@ def _root(base_url: str) -> str:
     return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
-async def tokens_count(*, engine: str, base_url: str, api_key: str, model: str, text: str) -> int:
-    """The engine's own count of `text`'s tokens (its tokenizer route): llama.cpp's
-    /extras/tokenize/count, vLLM's /tokenize. Raises httpx.HTTPError or ValueError when it
-    cannot say."""
+def chatml(messages: list[dict]) -> str:
+    """The prompt a ChatML template makes of `messages` (the llama.cpp starter models' template),
+    with the assistant's turn opened, as the engine renders it before tokenizing."""
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
+async def tokens_count(
+    *,
+    engine: str,
+    base_url: str,
+    api_key: str,
+    model: str,
+    text: str | None = None,
+    messages: list[dict] | None = None,
+) -> int:
+    """The engine's own count of a prompt's tokens (its tokenizer route, special tokens parsed):
+    llama.cpp's /extras/tokenize/count, vLLM's /tokenize (which applies the model's own chat
+    template to `messages`). For llama.cpp, `messages` are rendered with ChatML, the template of
+    the models it serves here. Raises httpx.HTTPError or ValueError when it cannot say."""
     if engine == "vllm":
-        url, body = f"{_root(base_url)}/tokenize", {"model": model, "prompt": text}
+        body = {"model": model, **({"messages": messages} if messages else {"prompt": text})}
+        url = f"{_root(base_url)}/tokenize"
     else:
-        url, body = f"{_root(base_url)}/extras/tokenize/count", {"model": model, "input": text}
+        body = {"model": model, "input": chatml(messages) if messages else text}
+        url = f"{_root(base_url)}/extras/tokenize/count"
     response = await client().post(url, json=body, headers=headers_for(api_key))
     response.raise_for_status()
     count = response.json().get("count")
-    if not isinstance(count, int) or count < 0:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ValueError("no count")
     return count
