@@ -27,15 +27,25 @@ as unpaid, and no balance goes below zero.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from inference.catalogue.models import ServedModel
+from portal.apikeys.models import ApiKey
 from portal.core.exceptions import ApplicationError, PermissionDenied
-from portal.credits.models import CreditAccount
+from portal.credits.charge_metadata import ChargeMetadata
+from portal.credits.models import CreditAccount, LedgerTransaction
 from portal.credits.selectors import available_credit_seconds
+from portal.credits.services import UsageDue, usage_charge_batch
+from sandboxes.live import broadcast
+from sandboxes.metering.messages import account_groups
+from sandboxes.metering.selectors import account_snapshot
 
-from .models import ModelRequest, ModelSpend
+from .models import ModelCharge, ModelRequest, ModelSpend
 from .selectors import account_may_pay_for, carried_microcredits, unposted_microcredits
 
 MICROCREDITS_PER_CREDIT_SECOND = 1_000_000
@@ -227,3 +237,154 @@ def request_release(*, request_id: str, error_code: str) -> None:
     )
     if not updated and not ModelRequest.objects.filter(request_id=request_id).exists():
         raise UsageError(_("Unknown request."))
+
+
+# --- Posting finished requests to the ledger ----------------------------------------------------
+
+# At most this many requests go into one ledger transaction (its metadata breaks them down by
+# model and key, so its size grows with the models and keys, not the requests); an account with
+# more is posted again in the same run.
+MAX_REQUESTS_PER_POSTING = 5_000
+
+
+@dataclass(frozen=True)
+class _Posted:
+    requests: int
+    credit_seconds: int  # asked of the ledger
+    charged: int  # what it took
+
+
+def model_charges_post() -> int:
+    """Post every account's finished requests to the ledger: per account, one usage transaction
+    of the whole credit-seconds their priced cost (with the fraction carried from the last
+    posting) reaches; the rest of a credit-second carries to the next. Returns how many requests
+    were posted.
+
+    Safe to retry, to run twice at once and to kill at any point: each account's posting is one
+    database transaction under the account's spend lock (the ModelCharge row, the ledger
+    transaction keyed by it, the requests marked POSTED and the spend moved all commit together
+    or not at all), and a second worker waits for the lock, then finds the requests posted.
+    """
+    account_ids = list(
+        ModelRequest.objects.filter(status=ModelRequest.Status.FINISHED)
+        .order_by("account_id")
+        .values_list("account_id", flat=True)
+        .distinct()
+    )
+    posted = 0
+    for account_id in account_ids:
+        while True:
+            result = _account_charges_post(account_id)
+            posted += result.requests
+            if result.requests < MAX_REQUESTS_PER_POSTING:
+                break
+    return posted
+
+
+def _account_charges_post(account_id: int) -> _Posted:
+    with transaction.atomic():
+        spend = _spend_locked(account_id)
+        # Read after the lock is granted: a worker that posted meanwhile has committed, and its
+        # requests are POSTED by now.
+        rows = list(
+            ModelRequest.objects.select_for_update()
+            .filter(account_id=account_id, status=ModelRequest.Status.FINISHED)
+            .order_by("pk")
+            .values_list(
+                "pk",
+                "model_id",
+                "api_key_id",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost_microcredits",
+            )[:MAX_REQUESTS_PER_POSTING]
+        )
+        if not rows:
+            return _Posted(0, 0, 0)
+        priced = sum(row[5] for row in rows)
+        carried = carried_microcredits(spend)
+        due = (carried + priced) // MICROCREDITS_PER_CREDIT_SECOND
+        ids = [row[0] for row in rows]
+        if due == 0:
+            if priced == 0:  # free requests: nothing will ever be charged for them
+                ModelRequest.objects.filter(pk__in=ids).update(status=ModelRequest.Status.POSTED)
+                return _Posted(len(ids), 0, 0)
+            # Less than a credit-second in all: the requests wait (still counted against what
+            # the account may hold), so every posted request is in the ledger's breakdown.
+            return _Posted(0, 0, 0)
+        account = CreditAccount.objects.get(pk=account_id)
+        number = ModelCharge.objects.filter(account_id=account_id).count() + 1
+        key = f"model-usage:{account.public_id}:{number}"
+        charge = ModelCharge.objects.create(
+            account_id=account_id, idempotency_key=key, credit_seconds=due
+        )
+        metadata = ChargeMetadata(due=due, model_microcredits=priced, model_usage=_breakdown(rows))
+        [charged], _warnings = usage_charge_batch(
+            [UsageDue(account_id, due, key, metadata)],
+            partial=True,
+            description=_("Model usage"),
+        )
+        charge.charged = charged.charged
+        if charged.transaction_id is not None:
+            charge.transaction_public_id = charged.public_id or (
+                LedgerTransaction.objects.values_list("public_id", flat=True).get(
+                    pk=charged.transaction_id
+                )
+            )
+        charge.save(update_fields=["charged", "transaction_public_id"])
+        ModelRequest.objects.filter(pk__in=ids).update(
+            status=ModelRequest.Status.POSTED, charge=charge
+        )
+        # The spend moves by what was asked, paid or not: the ledger recorded any unpaid rest
+        # (and ModelCharge keeps charged < credit_seconds), so it is never asked twice.
+        ModelSpend.objects.filter(pk=spend.pk).update(
+            priced_microcredits=F("priced_microcredits") + priced,
+            charged_credit_seconds=F("charged_credit_seconds") + due,
+            updated_at=timezone.now(),
+        )
+        if charged.charged:
+            _balance_send(account_id)
+        return _Posted(len(ids), due, charged.charged)
+
+
+def _breakdown(rows) -> list[dict]:
+    """The requests by model and key: counts, tokens and priced cost, for statements."""
+    groups: dict[tuple, list[int]] = {}
+    for _pk, model_id, key_id, prompt, completion, cost in rows:
+        group = groups.setdefault((model_id, key_id), [0, 0, 0, 0])
+        group[0] += 1
+        group[1] += prompt
+        group[2] += completion
+        group[3] += cost
+    models = dict(
+        ServedModel.objects.filter(pk__in={m for m, _k in groups}).values_list("pk", "name")
+    )
+    keys = {
+        pk: (str(public_id), name)
+        for pk, public_id, name in ApiKey.objects.filter(
+            pk__in={k for _m, k in groups if k is not None}
+        ).values_list("pk", "public_id", "name")
+    }
+    return [
+        {
+            "model": models[model_id],
+            "key": keys[key_id][0] if key_id is not None else None,
+            "key_name": keys[key_id][1] if key_id is not None else "",
+            "requests": requests,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "microcredits": cost,
+        }
+        for (model_id, key_id), (requests, prompt, completion, cost) in sorted(
+            groups.items(), key=lambda item: (models[item[0][0]], item[0][1] or 0)
+        )
+    ]
+
+
+def _balance_send(account_id: int) -> None:
+    """The account's new balance to the browser once the posting commits, in the message the
+    metering tick sends (with its sandboxes' burn rate, so a page's countdown stays right)."""
+    account = CreditAccount.objects.get(pk=account_id)
+    message = account_snapshot(account=account)
+    message.pop("stop_at", None)
+    broadcast.send_after_commit((group, message) for group in account_groups(account, []))

@@ -1,9 +1,11 @@
 """What a usage transaction records about the time it charges: its `metadata` JSON, by name.
 
-Metering writes it (sandboxes.metering, one per interval of a sandbox's run); statements group
-usage by sandbox and profile and show the sandbox's name; the API shows the sandbox; metering's
-reconciliation sums the ledger by run. The ledger itself adds `unpaid` when an account could not
-pay an interval in full (credits_post_usage, or the one-by-one path).
+Metering writes it (sandboxes.metering, one per interval of a sandbox's run), and so does model
+usage (inference.usage, one per posting of an account's model requests, with its breakdown by
+model and key); statements group usage by sandbox and profile, and model usage by model and
+key; the API shows the sandbox; metering's reconciliation sums the ledger by run. The ledger
+itself adds `unpaid` when an account could not pay an interval in full (credits_post_usage, or
+the one-by-one path).
 
 Fields left None are not stored, so the JSON is exactly what was written before this class
 existed, and rows written then read back the same. Every field may be missing from an old or a
@@ -30,6 +32,20 @@ class ChargeMetadata:
     milliseconds: int | None = None  # how long the resources were held in the interval
     due: int | None = None  # credit-seconds owed for it
     unpaid: int | None = None  # what the account could not pay of it (written by the ledger)
+    # Model usage (inference.usage posts an account's finished model requests as one usage
+    # transaction): the requests' priced cost in millionths of a credit-second, and its
+    # breakdown, one item per model and key: {"model": name, "key": the key's public id or
+    # null (the playground), "key_name", "requests", "prompt_tokens", "completion_tokens",
+    # "microcredits"}. The ledger charges whole credit-seconds of the running total, so a
+    # transaction's amount differs from its own priced cost by the fraction carried.
+    model_microcredits: int | None = None
+    model_usage: list[dict] | None = dataclasses.field(
+        default=None, hash=False
+    )  # a list: not hashable
+
+    @property
+    def is_model_usage(self) -> bool:
+        return self.model_usage is not None
 
     def to_json(self) -> dict:
         data = {}

@@ -555,3 +555,15 @@ LLM_UPSTREAM_READ_TIMEOUT = env.float("LLM_UPSTREAM_READ_TIMEOUT", default=120.0
 # Replicas are probed this often; this many failed probes in a row take one out of rotation.
 LLM_HEALTH_INTERVAL = env.int("LLM_HEALTH_INTERVAL", default=10)
 LLM_HEALTH_FAILURES_TO_UNHEALTHY = env.int("LLM_HEALTH_FAILURES_TO_UNHEALTHY", default=3)
+# Model usage (inference.usage.tasks): finished requests posted to the ledger every
+# LLM_CHARGE_INTERVAL (a run still queued when the next is due expires), and request logs
+# an organisation opted into deleted once their retention is over.
+CELERY_BEAT_SCHEDULE["usage-model-charges-post"] = {
+    "task": "usage.model_charges_post",
+    "schedule": LLM_CHARGE_INTERVAL,
+    "options": {"expires": LLM_CHARGE_INTERVAL},
+}
+CELERY_BEAT_SCHEDULE["usage-request-logs-delete-expired"] = {
+    "task": "usage.request_logs_delete_expired",
+    "schedule": 60 * 60,
+}

@@ -94,7 +94,7 @@ class UsageCharged:
 
 
 def usage_charge_batch(
-    dues: Sequence[UsageDue], *, partial: bool = True
+    dues: Sequence[UsageDue], *, partial: bool = True, description: str | None = None
 ) -> tuple[list[UsageCharged], list]:
     """Charge many intervals at once (a metering tick): each is its own usage transaction, keyed
     by its idempotency key, so a retried or doubled tick charges nothing twice.
@@ -105,7 +105,8 @@ def usage_charge_batch(
     InsufficientCredits and nothing is written (what `usage_charge` wants). On PostgreSQL
     outside a transaction this is one statement whatever the number of intervals; elsewhere it
     posts one by one through `ledger_post`. Returns the results in the order given, and the
-    warnings the charges crossed.
+    warnings the charges crossed. `description` names the transactions (GPU usage unless told:
+    model usage says so).
 
     The warning check runs after the charges, from what they returned: no query while an
     account is locked. A warning missed because a worker died in between is caught by the next
@@ -120,12 +121,13 @@ def usage_charge_batch(
     if not dues:
         return [], []
     usage = system_account(CreditAccount.System.USAGE)
+    description = (description or _("GPU usage"))[:500]
     order = sorted(range(len(dues)), key=lambda i: (dues[i].account_id, i))
     if not backend.one_statement_possible():
         if partial:
-            return _usage_charge_one_by_one(dues, order, usage, partial)
+            return _usage_charge_one_by_one(dues, order, usage, partial, description)
         with transaction.atomic():  # a refusal takes back the items posted before it
-            return _usage_charge_one_by_one(dues, order, usage, partial)
+            return _usage_charge_one_by_one(dues, order, usage, partial, description)
     at = timezone.now()
     public_ids = [uuid.uuid4() for _i in order]
     items = [
@@ -141,7 +143,7 @@ def usage_charge_batch(
     try:
         posted = backend.post_usage_batch(
             usage_account_id=usage.pk,
-            description=_("GPU usage"),
+            description=description,
             at=at,
             items=items,
             partial=partial,
@@ -165,7 +167,9 @@ def usage_charge_batch(
     return results, _warnings_record(low)
 
 
-def _usage_charge_one_by_one(dues, order, usage, partial) -> tuple[list[UsageCharged], list]:
+def _usage_charge_one_by_one(
+    dues, order, usage, partial, description
+) -> tuple[list[UsageCharged], list]:
     posted = {
         txn.idempotency_key: txn
         for txn in LedgerTransaction.objects.filter(
@@ -193,7 +197,7 @@ def _usage_charge_one_by_one(dues, order, usage, partial) -> tuple[list[UsageCha
                     idempotency_key=due.idempotency_key,
                     kind=LedgerTransaction.Kind.USAGE,
                     postings=[Posting(account, -take), Posting(usage, take)],
-                    description=_("GPU usage"),
+                    description=description,
                     metadata=metadata.to_json(),
                 )
             except InsufficientCredits:

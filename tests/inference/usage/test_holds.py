@@ -1,6 +1,7 @@
 """Holds, finishes and releases: what a request may spend before it runs, what it costs after."""
 
 import uuid
+from decimal import Decimal
 
 import pytest
 
@@ -233,7 +234,7 @@ def test_release_frees_the_hold_and_is_idempotent(org_account, model, key):
 
 
 def test_embeddings_are_priced_on_input_only(org_account, key):
-    embed = served_model(task="embedding", input_price="0.020", output_price="0")
+    embed = served_model(task="embedding", input_price=Decimal("0.020"), output_price=Decimal("0"))
     fund(org_account, 1)
     request = hold(org_account, embed, key, 10_000, endpoint=ModelRequest.Endpoint.EMBEDDINGS)
     done = request_finish(request_id=request.request_id, prompt_tokens=37, completion_tokens=0)
