@@ -567,3 +567,17 @@ CELERY_BEAT_SCHEDULE["usage-request-logs-delete-expired"] = {
     "task": "usage.request_logs_delete_expired",
     "schedule": 60 * 60,
 }
+# Model deployments (inference.deployments.tasks): every replica with an address probed each
+# LLM_HEALTH_INTERVAL (a probe still queued when the next is due expires); the reconciler
+# (containers against replicas, replicas against what deployments want, the line for GPUs)
+# every 30 seconds.
+CELERY_BEAT_SCHEDULE["deployments-health-probe"] = {
+    "task": "deployments.health_probe",
+    "schedule": LLM_HEALTH_INTERVAL,
+    "options": {"expires": LLM_HEALTH_INTERVAL},
+}
+CELERY_BEAT_SCHEDULE["deployments-reconcile"] = {
+    "task": "deployments.reconcile",
+    "schedule": 30,
+    "options": {"expires": 30},
+}
