@@ -27,6 +27,7 @@ as unpaid, and no balance goes below zero.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -36,16 +37,19 @@ from django.utils.translation import gettext as _
 
 from inference.catalogue.models import ServedModel
 from portal.apikeys.models import ApiKey
+from portal.audit.actions import AuditAction
+from portal.audit.services import audit_record
 from portal.core.exceptions import ApplicationError, PermissionDenied
 from portal.credits.charge_metadata import ChargeMetadata
 from portal.credits.models import CreditAccount, LedgerTransaction
 from portal.credits.selectors import available_credit_seconds
 from portal.credits.services import UsageDue, usage_charge_batch
+from portal.organisations.models import Membership
 from sandboxes.live import broadcast
 from sandboxes.metering.messages import account_groups
 from sandboxes.metering.selectors import account_snapshot
 
-from .models import ModelCharge, ModelRequest, ModelSpend
+from .models import ModelCharge, ModelRequest, ModelSpend, RequestLog, RequestLogPolicy
 from .selectors import account_may_pay_for, carried_microcredits, unposted_microcredits
 
 MICROCREDITS_PER_CREDIT_SECOND = 1_000_000
@@ -388,3 +392,112 @@ def _balance_send(account_id: int) -> None:
     message = account_snapshot(account=account)
     message.pop("stop_at", None)
     broadcast.send_after_commit((group, message) for group in account_groups(account, []))
+
+
+# --- Request logging (opt-in per organisation) ---------------------------------------------------
+
+MAX_LOG_RETENTION_DAYS = 90
+
+
+def _without_nul(value):
+    """The value with every NUL character taken out of its strings (keys included): PostgreSQL
+    cannot store one in text or jsonb, and it carries nothing a person debugging needs."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(str(k)): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def request_log_record(*, request_id: str, request_body: dict, response_text: str) -> bool:
+    """Keep a request's content when, and only when, the organisation that pays for it opted
+    in (a retention of one day or more); it is deleted once the retention is over. A person's
+    own account (a student, the playground on one's own account) keeps nothing. Returns
+    whether anything was kept; a request logged before is not logged again."""
+    request = (
+        ModelRequest.objects.select_related("account")
+        .filter(request_id=request_id)
+        .only("pk", "account__organisation_id")
+        .first()
+    )
+    if request is None or request.account.organisation_id is None:
+        return False
+    policy = RequestLogPolicy.objects.filter(
+        organisation_id=request.account.organisation_id
+    ).first()
+    if policy is None or policy.retention_days <= 0:
+        return False
+    if not isinstance(request_body, dict) or not isinstance(response_text, str):
+        raise UsageError(_("A request log is a JSON object and a text."))
+    if RequestLog.objects.filter(request_id=request.pk).exists():
+        return False
+    RequestLog.objects.bulk_create(  # a concurrent record of the same request: one row kept
+        [
+            RequestLog(
+                request_id=request.pk,
+                organisation_id=request.account.organisation_id,
+                request_body=_without_nul(request_body),
+                response_text=_without_nul(response_text),
+                delete_after=timezone.now() + dt.timedelta(days=policy.retention_days),
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    return True
+
+
+def request_logs_delete_expired(*, now: dt.datetime | None = None) -> int:
+    """Delete the request logs whose retention is over; returns how many."""
+    deleted, _by_model = RequestLog.objects.filter(delete_after__lte=now or timezone.now()).delete()
+    return deleted
+
+
+def request_log_policy_set(
+    *, organisation, retention_days: int, acting_user, ip: str | None = None
+) -> RequestLogPolicy:
+    """An organisation's owner or admin opts in to keeping its requests' content for
+    `retention_days` (1 to 90), or out (0: nothing kept, the default). Audited. Opting out, or
+    shortening the retention, also shortens what is kept already: nothing stays longer than the
+    policy now says."""
+    if (
+        not isinstance(retention_days, int)
+        or isinstance(retention_days, bool)
+        or not 0 <= retention_days <= MAX_LOG_RETENTION_DAYS
+    ):
+        raise UsageError(
+            _("Keep request logs for 0 to %(days)s days.") % {"days": MAX_LOG_RETENTION_DAYS},
+            field="retention_days",
+        )
+    if (
+        acting_user is None
+        or not Membership.objects.managers()
+        .filter(organisation=organisation, user=acting_user)
+        .exists()
+    ):
+        raise PermissionDenied(_("Only the organisation's owner or an admin may change this."))
+    with transaction.atomic():
+        policy, _created = RequestLogPolicy.objects.select_for_update().get_or_create(
+            organisation=organisation
+        )
+        before = policy.retention_days
+        policy.retention_days = retention_days
+        policy.changed_by = acting_user
+        policy.save()
+        if retention_days < before:
+            # Shorter than before: what is kept already goes when the new retention says.
+            # (A log kept under a still shorter policy goes earlier still: never later.)
+            RequestLog.objects.filter(organisation=organisation).update(
+                delete_after=F("delete_after") - dt.timedelta(days=before - retention_days)
+            )
+            if retention_days == 0:
+                RequestLog.objects.filter(organisation=organisation).delete()
+        audit_record(
+            actor=acting_user,
+            action=AuditAction.MODEL_REQUEST_LOGGING_SET,
+            target=organisation,
+            ip=ip,
+            data={"retention_days": retention_days, "before": before},
+        )
+    return policy

@@ -96,6 +96,7 @@ class AuditAction(models.TextChoices):
     MODEL_UPDATED = "model.updated", _("Model in the catalogue changed")
     MODEL_WITHDRAWN = "model.withdrawn", _("Model taken out of the catalogue")
     MODEL_RESTORED = "model.restored", _("Model offered again")
+    MODEL_REQUEST_LOGGING_SET = "model.request_logging_set", _("Model request logging changed")
     # The audit log itself
     AUDIT_EXPORTED = "audit.exported", _("Audit log exported")
 
