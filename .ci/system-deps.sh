@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start what the portal needs from the operating system, only when it is missing.
 #   .ci/system-deps.sh run    Redis (when none answers), gettext, python3-venv, the Docker engine
-#                             (started when none answers), configurable-http-proxy (`npm ci` from
+#                             (started when none answers), g++ and CMake (llama-cpp-python's
+#                             wheel), configurable-http-proxy (`npm ci` from
 #                             the lock in sandboxes/spawner/proxy/), *.localhost names resolving
 #                             to loopback for command-line clients (libnss-myhostname)
 #   .ci/system-deps.sh test   the same, plus PostgreSQL (when none answers) and Chromium
@@ -61,6 +62,9 @@ command -v msgfmt >/dev/null || need gettext
 command -v dockerd >/dev/null || need docker.io
 command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || need iptables
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need debootstrap
+# `make install` builds llama-cpp-python's wheel (the model API's engine) from its sdist once.
+command -v g++ >/dev/null || need g++
+command -v cmake >/dev/null || need cmake
 # Node.js runs the hub's proxy; npm installs it from the lock.
 command -v node >/dev/null && command -v npm >/dev/null || need nodejs npm
 # `make run` serves portal.localhost, hub.localhost and <user>.hub.localhost. Browsers resolve
