@@ -21,7 +21,8 @@ hardened at least as much as a sandbox:
   into or out of an internal network, and the sandboxes' own firewall
   (sandboxes.spawner.network) drops what sandboxes send to private ranges and to the host. So
   a sandbox cannot call an engine directly and skip the gateway's billing
-  (tests/inference/deployments/test_containers.py plays that attacker).
+  (tests/inference/deployments/test_containers.py plays that attacker). An engine cannot call
+  the host either: firewall.py drops all it sends there but replies.
 
 The portal reaches the engines by their bridge addresses: it runs on the Docker host (as
 `make run` does). A portal in a container must be attached to the engine network.
@@ -45,6 +46,8 @@ from docker.types import DeviceRequest, IPAMConfig, IPAMPool, Mount
 
 from inference.catalogue.models import ServedModel
 from inference.catalogue.store import store_root, weights_resolve
+
+from .firewall import engine_firewall_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,13 @@ def engine_network_ensure(engine: docker.DockerClient) -> EngineNetwork:
     (not internal, inter-container traffic on, another subnet): engines must not start on a
     network a sandbox could reach or that leads out."""
     net = engine_network()
+    _network_ensure(engine, net)
+    # After the network: its bridge exists, and the jump to the chain names it.
+    engine_firewall_ensure(bridge=net.bridge)
+    return net
+
+
+def _network_ensure(engine: docker.DockerClient, net: EngineNetwork) -> None:
     try:
         existing = engine.networks.get(net.name)
     except docker.errors.NotFound:
@@ -110,7 +120,7 @@ def engine_network_ensure(engine: docker.DockerClient) -> EngineNetwork:
                 f"docker network {net.name} exists with other settings ({'; '.join(problems)}); "
                 f"remove it (docker network rm {net.name}) and start the replica again"
             )
-        return net
+        return
     engine.networks.create(
         net.name,
         driver="bridge",
@@ -126,7 +136,6 @@ def engine_network_ensure(engine: docker.DockerClient) -> EngineNetwork:
         check_duplicate=True,
     )
     logger.info("created the engine network %s (%s)", net.name, net.subnet)
-    return net
 
 
 @dataclass(frozen=True)
