@@ -208,7 +208,8 @@ def engine_args(spec: EngineSpec) -> list[str]:
             str(max(1, len(spec.gpu_uuids))),
         ]
         if spec.task == ServedModel.Task.EMBEDDING:
-            args += ["--task", "embed"]
+            # vLLM 0.10.1 and later; earlier releases called this `--task embed`.
+            args += ["--runner", "pooling"]
         return args
     args = [
         "--model",
