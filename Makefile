@@ -13,7 +13,8 @@ STAMP := $(VENV)/.installed-$(shell cat $(LOCK) $(NODEPS_LOCK) $(LLAMA_WHEEL) | 
 MANAGE := $(PY) manage.py
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 PORTAL_PORT ?= 8000
-IMAGES ?= python-cpu
+# The sandbox image and the model API's llama.cpp engine (inference/images/llm-llamacpp).
+IMAGES ?= python-cpu llm-llamacpp
 # var/ holds the development secrets and databases: owner only, and so is every file that the
 # commands of `run` and the processes under honcho create (SQLite's WAL files take the database's
 # mode).
@@ -25,7 +26,7 @@ help:
 	@echo "make run    install what is missing, migrate, seed the demo, start the portal stack"
 	@echo "make test   the whole suite (lint, Django checks, PostgreSQL + Redis + Chromium tests)"
 	@echo "make lint   ruff, the import layers (lint-imports) and the Django checks"
-	@echo "make images the sandbox images (IMAGES=\"python-cpu pytorch-gpu\"); quick when nothing changed"
+	@echo "make images the sandbox and engine images (IMAGES=\"python-cpu llm-llamacpp pytorch-gpu\"); quick when nothing changed"
 
 # llama-cpp-python comes as an sdist only: its wheel is built once into var/wheels/ (the lock's
 # sdist, hash-checked; the engine image installs the same wheel) and installed first, so the
@@ -48,6 +49,7 @@ system-deps:
 
 run: system-deps install
 	@mkdir -p var && chmod 700 var
+	@$(MAKE) --no-print-directory images
 	$(PRIVATE) $(MANAGE) migrate --no-input
 	$(PRIVATE) $(MANAGE) collectstatic --no-input -v 0
 	$(PRIVATE) $(MANAGE) models_prepare
@@ -123,11 +125,11 @@ lock: ## re-resolve the pinned dependencies from pyproject.toml (maintainers onl
 	printf '%s\n' $(NODEPS_PINS) | python3 -m uv pip compile - --no-deps --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' -o $(NODEPS_LOCK)
 	printf '%s\n' $(BENCH_TOOLS) | python3 -m uv pip compile - --constraint $(LOCK) --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' -o $(BENCH_LOCK)
 
-images: ## the sandbox images nac/<image>:2026.11, built locally (no registry; see sandboxes/images/README.md)
+images: ## the sandbox images nac/<image>:2026.11 and the engine image nac/llm-llamacpp:2026.12, built locally (no registry; see sandboxes/images/README.md)
 	@.ci/system-deps.sh run
 	sandboxes/images/build.sh $(IMAGES)
 
-images-lock: ## (maintainers) record the SHA-256 of every wheel the images install, in <image>/requirements.lock (IMAGES="python-cpu pytorch-gpu")
+images-lock: ## (maintainers) record the SHA-256 of every wheel the images install, in <image>/requirements.lock (IMAGES="python-cpu llm-llamacpp pytorch-gpu")
 	sandboxes/images/build.sh --lock $(IMAGES)
 
 vendor: ## refresh the vendored front-end assets under static/vendor (maintainers only)

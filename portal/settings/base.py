@@ -555,6 +555,15 @@ LLM_UPSTREAM_READ_TIMEOUT = env.float("LLM_UPSTREAM_READ_TIMEOUT", default=120.0
 # Replicas are probed this often; this many failed probes in a row take one out of rotation.
 LLM_HEALTH_INTERVAL = env.int("LLM_HEALTH_INTERVAL", default=10)
 LLM_HEALTH_FAILURES_TO_UNHEALTHY = env.int("LLM_HEALTH_FAILURES_TO_UNHEALTHY", default=3)
+# The container image each engine runs in (inference.deployments.runner), by ServedModel.engine.
+# llama.cpp's is built on this machine by `make images` (inference/images/llm-llamacpp), never
+# pulled. vLLM has no CPU build and is not built here: a GPU site sets LLM_ENGINE_IMAGE_VLLM to
+# the image it loaded itself; until then vLLM models cannot be deployed.
+LLM_ENGINE_IMAGES = {
+    "llama.cpp": env.str("LLM_ENGINE_IMAGE_LLAMA_CPP", default="nac/llm-llamacpp:2026.12"),
+}
+if env.str("LLM_ENGINE_IMAGE_VLLM", default=""):
+    LLM_ENGINE_IMAGES["vllm"] = env.str("LLM_ENGINE_IMAGE_VLLM")
 # Model usage (inference.usage.tasks): finished requests posted to the ledger every
 # LLM_CHARGE_INTERVAL (a run still queued when the next is due expires), and request logs
 # an organisation opted into deleted once their retention is over.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the sandbox images without a container registry and without PyPI inside the build.
-#   sandboxes/images/build.sh [IMAGE...]         IMAGE: a recipe folder here; default python-cpu
+#   sandboxes/images/build.sh [IMAGE...]         IMAGE: a recipe folder here, or in
+#                                                inference/images/ (the model API's engines);
+#                                                default python-cpu
 #   sandboxes/images/build.sh --lock [IMAGE...]  (maintainers) write IMAGE/requirements.lock: the
 #                                                SHA-256 of every wheel requirements.txt names
 #   sandboxes/images/build.sh --wheelhouse [IMAGE...]  only var/wheelhouse/IMAGE (no Docker): an
@@ -16,7 +18,7 @@
 #   DEBIAN_MIRROR  Debian mirror for debootstrap and the images' apt; default: the one this
 #                  machine's apt uses (/etc/apt/sources.list, sources.list.d/*.list, *.sources)
 #   DEBIAN_SECURITY_MIRROR  where bookworm-security comes from; default: this machine's apt's
-#   IMAGE_TAG      default 2026.11
+#   IMAGE_TAG      default: the recipe's `tag` file, else 2026.11
 #   IMAGE_PYTHON   interpreter the wheels are for; default 3.11.2 (Debian bookworm's python3)
 #   IMAGE_GLIBC    newest manylinux glibc the wheels may need; default 2.36 (bookworm)
 #   FORCE=1        rebuild even when the image is up to date
@@ -45,10 +47,20 @@ platforms=()
 for minor in $(seq "$glibc_minor" -1 17); do platforms+=(--platform "manylinux_2_${minor}_${arch}"); done
 platforms+=(--platform "manylinux2014_${arch}" --platform "manylinux2010_${arch}" --platform "manylinux1_${arch}")
 
+# The recipe folder of an image: the sandboxes' here, the model API's engines in
+# inference/images/ (the hub never starts those; the inference package owns what it runs).
+recipe_dir() {
+  if [ ! -d "$here/$1" ] && [ -d "$root/inference/images/$1" ]; then
+    printf '%s\n' "$root/inference/images/$1"
+  else
+    printf '%s\n' "$here/$1"
+  fi
+}
+
 # sha256 over the recipe folder: "<sha256>  ./<path>" per file, sorted bytewise, hashed again.
 # tests/sandboxes/images/test_images.py recomputes it from the same definition.
 recipe_hash() {
-  (cd "$here/$1" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) |
+  (cd "$(recipe_dir "$1")" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) |
     sha256sum | cut -c1-64
 }
 
@@ -174,10 +186,12 @@ pick_pip() {
 
 # <image>/requirements.lock must exist and have been made from this requirements.txt.
 lock_check() {
-  local image=$1 lock=$here/$1/requirements.lock recorded
+  local image=$1 dir lock recorded
+  dir=$(recipe_dir "$1")
+  lock=$dir/requirements.lock
   [ -f "$lock" ] || die "$image: no requirements.lock: run \`make images-lock IMAGES=$image\`"
   recorded=$(sed -n 's/^# requirements.txt sha256: //p' "$lock")
-  [ "$recorded" = "$(sha256sum <"$here/$image/requirements.txt" | cut -c1-64)" ] ||
+  [ "$recorded" = "$(sha256sum <"$dir/requirements.txt" | cut -c1-64)" ] ||
     die "$image: requirements.lock was not made from this requirements.txt: run \`make images-lock IMAGES=$image\`"
 }
 
@@ -185,8 +199,10 @@ lock_check() {
 # the configured index gives them for the image's interpreter and platform (metadata only, no
 # wheel is downloaded). Review the diff like code: it decides which bytes the images run.
 lock_write() {
-  local image=$1 req=$here/$1/requirements.txt work started
-  [ -f "$req" ] || die "no recipe $here/$image (requirements.txt)"
+  local image=$1 dir req work started
+  dir=$(recipe_dir "$1")
+  req=$dir/requirements.txt
+  [ -f "$req" ] || die "no recipe $dir (requirements.txt)"
   pick_pip
   started=$(now)
   say "$image: resolving requirements.txt for CPython $py_version on $arch to record the wheels' hashes"
@@ -196,16 +212,17 @@ lock_write() {
   "${pip_cmd[@]}" install -qq --disable-pip-version-check --dry-run --ignore-installed \
     --target "$work/target" --report "$work/report.json" \
     --only-binary=:all: --implementation cp --python-version "$py_version" "${platforms[@]}" -r "$req"
-  python3 "$here/wheel_lock.py" "$work/report.json" "$req" "$here/$image/requirements.lock"
+  python3 "$here/wheel_lock.py" "$work/report.json" "$req" "$dir/requirements.lock"
   rm -rf "$work"
   trap - EXIT
-  say "$image: wrote ${here#"$root"/}/$image/requirements.lock ($(grep -c -- '--hash=' "$here/$image/requirements.lock") hashes, $(since "$started"))"
+  say "$image: wrote ${dir#"$root"/}/requirements.lock ($(grep -c -- '--hash=' "$dir/requirements.lock") hashes, $(since "$started"))"
 }
 
 # var/wheelhouse/<image>/: every wheel requirements.lock names, for the image's interpreter,
 # each checked against its recorded hash as it is downloaded.
 ensure_wheelhouse() {
-  local image=$1 req=$here/$1/requirements.lock dir=$var/wheelhouse/$1 key started
+  local image=$1 req dir=$var/wheelhouse/$1 key started
+  req=$(recipe_dir "$1")/requirements.lock
   key=$({ sha256sum <"$req"; echo "$py_version ${platforms[*]}"; } | sha256sum | cut -c1-64)
   if [ "$(cat "$dir/.complete" 2>/dev/null)" = "$key" ]; then
     say "$image: wheelhouse up to date ($(find "$dir" -name '*.whl' | wc -l) wheels)"
@@ -228,13 +245,26 @@ ensure_wheelhouse() {
 }
 
 build_image() {
-  local image=$1 name="nac/$1:$tag" rhash base_id key existing started ctx
-  [ -f "$here/$image/Dockerfile" ] && [ -f "$here/$image/requirements.txt" ] ||
-    die "no recipe $here/$image (Dockerfile + requirements.txt)"
+  local image=$1 dir name image_tag rhash base_id key existing started ctx wheel
+  local local_wheels=() key_parts=()
+  dir=$(recipe_dir "$image")
+  [ -f "$dir/Dockerfile" ] && [ -f "$dir/requirements.txt" ] ||
+    die "no recipe $dir (Dockerfile + requirements.txt)"
+  # A recipe's `tag` file gives its own version (the engines' differs from the sandboxes').
+  image_tag=${IMAGE_TAG:-$(cat "$dir/tag" 2>/dev/null || echo "$tag")}
+  name="nac/$image:$image_tag"
   lock_check "$image"
+  # A recipe's executable `local-wheels` prints the paths of wheels built on this machine (an
+  # sdist-only package: llama-cpp-python); they go into the context as host-wheels/, and their
+  # SHA-256 into the build key, so a rebuilt wheel rebuilds the image.
+  if [ -x "$dir/local-wheels" ]; then
+    mapfile -t local_wheels < <("$dir/local-wheels")
+    [ ${#local_wheels[@]} -gt 0 ] || die "$image: local-wheels printed no wheel"
+    mapfile -t key_parts < <(sha256sum "${local_wheels[@]}" | cut -c1-64)
+  fi
   rhash=$(recipe_hash "$image")
   base_id=$(docker image inspect -f '{{.Id}}' "$base")
-  key=$(printf '%s\n' "$rhash" "$base" "$base_id" "$py_version" "$arch" | sha256sum | cut -c1-64)
+  key=$(printf '%s\n' "$rhash" "$base" "$base_id" "$py_version" "$arch" "${key_parts[@]}" | sha256sum | cut -c1-64)
   existing=$(docker image inspect -f '{{index .Config.Labels "nac.build-key"}}' "$name" 2>/dev/null || true)
   if [ "$existing" = "$key" ] && [ -z "${FORCE:-}" ]; then
     say "$image: $name is up to date (recipe ${rhash:0:12}), not rebuilt"
@@ -246,14 +276,20 @@ build_image() {
   ctx=$var/build/$image
   rm -rf "$ctx"
   mkdir -p "$ctx"
-  cp -a "$here/$image/." "$ctx/"
+  cp -a "$dir/." "$ctx/"
   # Hard links: the wheelhouse is not copied, only linked into the context.
   cp -al "$var/wheelhouse/$image" "$ctx/wheelhouse" 2>/dev/null || cp -a "$var/wheelhouse/$image" "$ctx/wheelhouse"
+  if [ ${#local_wheels[@]} -gt 0 ]; then
+    mkdir -p "$ctx/host-wheels"
+    for wheel in "${local_wheels[@]}"; do
+      cp -l "$wheel" "$ctx/host-wheels/" 2>/dev/null || cp "$wheel" "$ctx/host-wheels/"
+    done
+  fi
   mirrors_pick
   # SECURITY_UPDATES_AS_OF: a rebuild on a later day upgrades again instead of reusing the
   # cached apt layer.
   docker build \
-    --build-arg BASE_IMAGE="$base" --build-arg RECIPE_HASH="$rhash" --build-arg IMAGE_VERSION="$tag" \
+    --build-arg BASE_IMAGE="$base" --build-arg RECIPE_HASH="$rhash" --build-arg IMAGE_VERSION="$image_tag" \
     --build-arg DEBIAN_MIRROR="$debian_mirror" --build-arg DEBIAN_SECURITY_MIRROR="$debian_security_mirror" \
     --build-arg SECURITY_UPDATES_AS_OF="$(date -u +%F)" \
     --label nac.build-key="$key" --label nac.base-image="$base@$base_id" \
