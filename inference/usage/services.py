@@ -501,3 +501,26 @@ def request_log_policy_set(
             data={"retention_days": retention_days, "before": before},
         )
     return policy
+
+
+# --- Holds left behind ---------------------------------------------------------------------------
+
+# A request still RUNNING this long after it started was left behind by a gateway worker that
+# died (a request's stream is cut long before: LLM_UPSTREAM_READ_TIMEOUT between two bytes).
+ABANDONED_AFTER = dt.timedelta(hours=1)
+
+
+def requests_abandoned_release(*, now: dt.datetime | None = None) -> int:
+    """Release the holds of requests a dead gateway worker never finished, so that their
+    account can spend the credits again. They are not charged: what the engine produced for
+    them was never reported (error code `abandoned`). A finish that arrives later changes
+    nothing. Returns how many were released."""
+    cutoff = (now or timezone.now()) - ABANDONED_AFTER
+    return ModelRequest.objects.filter(
+        status=ModelRequest.Status.RUNNING, started_at__lt=cutoff
+    ).update(
+        status=ModelRequest.Status.FREE,
+        held_microcredits=0,
+        error_code="abandoned",
+        finished_at=timezone.now(),
+    )

@@ -10,6 +10,8 @@ from . import services
 
 @shared_task(name="usage.model_charges_post", acks_late=True)
 def model_charges_post_task() -> int:
+    """Post finished requests, after releasing the holds of any a dead worker left behind."""
+    services.requests_abandoned_release()
     return services.model_charges_post()
 
 

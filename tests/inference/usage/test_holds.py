@@ -284,3 +284,35 @@ def test_the_playground_pays_from_own_account_or_an_organisation_one_belongs_to(
     with pytest.raises(PermissionDenied):
         hold(student_account, model, None, M)  # neither key nor person
     assert ModelRequest.objects.filter(account=theirs_account).count() == 0
+
+
+def test_a_hold_left_behind_by_a_dead_worker_is_released_after_an_hour(org_account, model, key):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from inference.usage.services import requests_abandoned_release
+    from inference.usage.tasks import model_charges_post_task
+
+    # given the whole balance held by a request whose worker died, and one just started
+    fund(org_account, 2)
+    old = hold(org_account, model, key, M)
+    ModelRequest.objects.filter(pk=old.pk).update(
+        started_at=timezone.now() - dt.timedelta(hours=1, seconds=1)
+    )
+    recent = hold(org_account, model, key, M)
+    with pytest.raises(QuotaExceeded):
+        hold(org_account, model, key, 1)
+    # when the posting task runs, then the old hold is released, uncharged, and the recent one
+    # is left alone
+    assert requests_abandoned_release(now=timezone.now() - dt.timedelta(seconds=5)) == 0
+    model_charges_post_task.apply().get()
+    old.refresh_from_db()
+    recent.refresh_from_db()
+    assert (old.status, old.held_microcredits, old.error_code) == ("free", 0, "abandoned")
+    assert recent.status == ModelRequest.Status.RUNNING
+    assert hold(org_account, model, key, M).status == ModelRequest.Status.RUNNING
+    # and a late finish of the abandoned request changes nothing
+    request_finish(request_id=old.request_id, prompt_tokens=10, completion_tokens=10)
+    old.refresh_from_db()
+    assert (old.status, old.cost_microcredits) == ("free", 0)
