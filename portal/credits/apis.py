@@ -172,6 +172,19 @@ class LedgerApi(generics.ListAPIView):
         return entries
 
 
+class ModelUsageLineSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    key = serializers.UUIDField(allow_null=True, help_text="The API key; null: the playground.")
+    key_name = serializers.CharField(allow_blank=True)
+    requests = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_microcredits = serializers.IntegerField(
+        source="microcredits", help_text="Millionths of a credit-second."
+    )
+    cost_credit_seconds = serializers.DecimalField(max_digits=24, decimal_places=6)
+
+
 class StatementSerializer(serializers.Serializer):
     account = serializers.UUIDField(allow_null=True)
     month = serializers.CharField()
@@ -184,6 +197,12 @@ class StatementSerializer(serializers.Serializer):
         child=serializers.DecimalField(max_digits=18, decimal_places=2)
     )
     usage = serializers.ListField(child=serializers.DictField())
+    model_usage_credit_seconds = serializers.IntegerField(
+        help_text="What the ledger charged this month for model requests (negative)."
+    )
+    model_usage = ModelUsageLineSerializer(
+        many=True, help_text="The month's model requests by model and key, at their exact cost."
+    )
     lines = serializers.ListField(child=serializers.DictField())
 
 
@@ -232,6 +251,10 @@ class StatementApi(APIView):
                 }
                 for line in statement.usage_by_sandbox
             ],
+            "model_usage_credit_seconds": (
+                statement.model_usage.credit_seconds if statement.model_usage else 0
+            ),
+            "model_usage": statement.usage_by_model,
             "lines": [
                 {
                     "at": line.at.isoformat(),

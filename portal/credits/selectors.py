@@ -4,12 +4,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from portal.organisations.models import Organisation
 
-from .charge_metadata import charge_metadata_text
+from .charge_metadata import ChargeMetadata, charge_metadata_text
 from .models import (
     AccountRollup,
     ApplicationState,
@@ -169,6 +170,11 @@ class Statement:
     totals: dict[str, int] = field(default_factory=dict)
     totals_pkr: dict[str, Decimal] = field(default_factory=dict)
     usage_by_sandbox: list["SandboxUsage"] = field(default_factory=list)
+    # Model usage (the model API's requests): what the ledger charged for it this month, and
+    # its priced cost by model and key (the ledger charges whole credit-seconds of the running
+    # total, so the two differ by the fraction carried into or out of the month).
+    model_usage: "ModelUsageTotal | None" = None
+    usage_by_model: list["ModelUsage"] = field(default_factory=list)
     lines: list[StatementLine] = field(default_factory=list)
 
 
@@ -187,6 +193,37 @@ class SandboxUsage:
     @property
     def label(self) -> str:
         return self.name or self.sandbox
+
+
+@dataclass
+class ModelUsageTotal:
+    """A month's model usage as the ledger charged it (negative, as the entries are)."""
+
+    credit_seconds: int
+    pkr: Decimal
+
+
+@dataclass
+class ModelUsage:
+    """A month's requests to one model through one key (`key` its public id; None for the
+    playground), as the model-usage postings recorded them: `microcredits` is their priced
+    cost in millionths of a credit-second."""
+
+    model: str
+    key: str | None
+    key_name: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    microcredits: int
+
+    @property
+    def cost_credit_seconds(self) -> Decimal:
+        return Decimal(self.microcredits) / 1_000_000
+
+    @property
+    def key_label(self) -> str:
+        return self.key_name or self.key or ""
 
 
 STATEMENT_TOTALS = ["grants", "usage", "expiries", "adjustments"]
@@ -267,6 +304,7 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
 
     usage_rows = (
         in_month.filter(kind=K.USAGE)
+        .exclude(transaction__metadata__has_key="model_usage")
         .annotate(sandbox=charge_metadata_text("sandbox"), profile=charge_metadata_text("profile"))
         .values("sandbox", "profile", "grant__rate_pkr_per_gpu_hour")
         .annotate(seconds=Sum("amount"), name=Max(charge_metadata_text("sandbox_name")))
@@ -284,6 +322,18 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
         line.pkr += pkr
         add("usage", row["seconds"], pkr)
     statement.usage_by_sandbox = list(usage.values())
+
+    model_rows = (
+        in_month.filter(kind=K.USAGE, transaction__metadata__has_key="model_usage")
+        .values("grant__rate_pkr_per_gpu_hour")
+        .annotate(seconds=Sum("amount"))
+        .values_list("seconds", "grant__rate_pkr_per_gpu_hour")
+    )
+    if model_rows:
+        seconds, pkr = _value(model_rows)
+        statement.model_usage = ModelUsageTotal(seconds, pkr)
+        add("usage", seconds, pkr)
+        statement.usage_by_model = _model_usage_lines(account, start, end)
 
     for entry in (
         in_month.exclude(kind=K.USAGE)
@@ -305,6 +355,53 @@ def statement_for(*, account: CreditAccount, month: dt.date) -> Statement:
             )
         )
     return statement
+
+
+def _model_usage_lines(account: CreditAccount, start, end) -> list[ModelUsage]:
+    """The month's model-usage postings summed by model and key, from their metadata (one
+    posting per account per interval, each with a few items: summed in the database on
+    PostgreSQL, in Python elsewhere)."""
+    txn_ids = (
+        LedgerEntry.objects.filter(
+            account=account, kind=K.USAGE, created_at__gte=start, created_at__lt=end
+        )
+        .order_by()
+        .values("transaction_id")
+    )
+    lines: dict[tuple, ModelUsage] = {}
+    if connection.vendor == "postgresql":
+        ids_sql, ids_params = txn_ids.query.sql_with_params()
+        table = LedgerTransaction._meta.db_table
+        # Only names from the model's metadata are interpolated; every value is a parameter.
+        sql = (
+            "SELECT item->>'model', item->>'key', max(item->>'key_name'), "  # noqa: S608
+            "sum((item->>'requests')::bigint), sum((item->>'prompt_tokens')::bigint), "
+            "sum((item->>'completion_tokens')::bigint), sum((item->>'microcredits')::bigint) "
+            f"FROM {table} t CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN "
+            "jsonb_typeof(t.metadata->'model_usage') = 'array' THEN t.metadata->'model_usage' "
+            "ELSE '[]'::jsonb END) AS item "
+            f"WHERE t.id IN ({ids_sql}) GROUP BY 1, 2 ORDER BY 1, 2 NULLS FIRST"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, ids_params)
+            rows = cursor.fetchall()
+        return [
+            ModelUsage(m or "", k, n or "", *(int(v or 0) for v in rest)) for m, k, n, *rest in rows
+        ]
+    for metadata in LedgerTransaction.objects.filter(pk__in=txn_ids).values_list(
+        "metadata", flat=True
+    ):
+        for item in ChargeMetadata.from_json(metadata).model_usage or []:
+            line = lines.setdefault(
+                (item.get("model") or "", item.get("key")),
+                ModelUsage(item.get("model") or "", item.get("key"), "", 0, 0, 0, 0),
+            )
+            line.key_name = max(line.key_name, item.get("key_name") or "")
+            line.requests += int(item.get("requests") or 0)
+            line.prompt_tokens += int(item.get("prompt_tokens") or 0)
+            line.completion_tokens += int(item.get("completion_tokens") or 0)
+            line.microcredits += int(item.get("microcredits") or 0)
+    return sorted(lines.values(), key=lambda line: (line.model, line.key or ""))
 
 
 def statement_months(*, account: CreditAccount) -> list[dt.date]:

@@ -267,6 +267,25 @@ def statement_csv(request: HttpRequest, public_id, month: str) -> HttpResponse:
             seconds=line.credit_seconds,
             pkr=line.pkr,
         )
+    if data.model_usage is not None:
+        row(
+            "model_usage",
+            kind="usage",
+            seconds=data.model_usage.credit_seconds,
+            pkr=data.model_usage.pkr,
+        )
+    for line in data.usage_by_model:
+        # One row per model and key: the exact priced cost is in the description (it is not
+        # whole credit-seconds); the charged total is the model_usage row above.
+        row(
+            "model",
+            kind="usage",
+            description=(
+                f"{line.model} · {line.key_label or 'playground'} · {line.requests} requests · "
+                f"{line.prompt_tokens}+{line.completion_tokens} tokens · "
+                f"{line.cost_credit_seconds} credit-seconds"
+            ),
+        )
     for group, seconds in data.totals.items():
         row(f"total_{group}", seconds=seconds, pkr=data.totals_pkr[group])
     row("closing", seconds=data.closing, pkr=data.closing_pkr)
