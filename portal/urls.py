@@ -43,6 +43,9 @@ urlpatterns = [
     path("api-keys/", include("portal.apikeys.urls")),
     path("programme/", include("portal.dashboard.urls")),
     path("sandboxes/", include("sandboxes.launcher.urls")),
+    # The model API's pages for people (the playground's chat endpoint is the gateway's, above)
+    path("models/request-logging/", include("inference.requestlog.urls")),
+    path("models/", include("inference.catalogue.urls")),
     # The hub's spawner asks here before every start (a shared secret, not a session).
     path("internal/hub/", include((launcher_urls.internal_urlpatterns, "internal"))),
     path(settings.ADMIN_URL, admin.site.urls),

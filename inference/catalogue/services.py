@@ -158,6 +158,8 @@ def _languages_clean(languages: Any) -> list[str]:
             )
         if code not in cleaned:
             cleaned.append(code)
+    if not cleaned:
+        raise _error(_("Give at least one language code, such as en or ur."), "languages")
     if len(cleaned) > MAX_LANGUAGES:
         raise _error(_("Too many languages."), "languages")
     return cleaned

@@ -6,7 +6,7 @@ person's notebook servers already carry (users have no UUID, and integer keys st
 
 from django.urls import path, re_path
 
-from .views import accounts, audit, cluster, cohorts, directory, overview, reports, review
+from .views import accounts, audit, cluster, cohorts, directory, models, overview, reports, review
 
 app_name = "dashboard"
 
@@ -61,6 +61,24 @@ urlpatterns = [
         "students/<str:hub_username>/reactivate/",
         directory.student_reactivate_view,
         name="student_reactivate",
+    ),
+    # The model API: the catalogue, deployments and model usage
+    path("models/", models.models_list, name="models"),
+    path("models/new/", models.model_create, name="model_create"),
+    path("models/deployments/", models.deployments, name="model_deployments"),
+    path("models/usage/", models.model_usage, name="model_usage"),
+    path("models/<uuid:public_id>/", models.model_detail, name="model"),
+    path("models/<uuid:public_id>/withdraw/", models.model_withdraw, name="model_withdraw"),
+    path("models/<uuid:public_id>/deploy/", models.model_deploy, name="model_deploy"),
+    path(
+        "models/deployments/<uuid:public_id>/scale/",
+        models.deployment_scale_view,
+        name="deployment_scale",
+    ),
+    path(
+        "models/deployments/<uuid:public_id>/stop/",
+        models.deployment_stop_view,
+        name="deployment_stop",
     ),
     # Reports
     path("reports/", reports.reports, name="reports"),

@@ -90,6 +90,7 @@ BAD_CREATES = [
     ("context_length", {"context_length": "4096"}),
     ("languages", {"languages": ["en", "not a code"]}),
     ("languages", {"languages": "en"}),
+    ("languages", {"languages": []}),
     ("organisation", {"visibility": "organisation"}),
     ("cohort", {"visibility": "cohort"}),
     ("visibility", {"visibility": "friends"}),

@@ -25,6 +25,8 @@ from django.contrib.auth.models import Group
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from inference.catalogue.models import ServedModel
+from inference.deployments.models import Deployment
 from portal.apikeys.models import ApiKey
 from portal.audit.models import AuditEvent
 from portal.credits.models import (
@@ -79,10 +81,29 @@ class World:
     cohort: Cohort
     student: User
     people: dict[str, User | None]
+    model: ServedModel  # in the catalogue, not deployed
+    deployment: Deployment  # of another model, serving on CPU
+
+
+MODEL_WEIGHTS = "matrix/model.gguf"
+
+
+def _model(name: str) -> ServedModel:
+    return ServedModel.objects.create(
+        name=name,
+        display_name=name,
+        task=ServedModel.Task.CHAT,
+        engine=ServedModel.Engine.LLAMA_CPP,
+        weights_path=MODEL_WEIGHTS,
+        licence="Apache-2.0",
+        context_length=2048,
+        input_price="0.100",
+        output_price="0.200",
+    )
 
 
 @pytest.fixture
-def world(programme_manager_without_mfa) -> World:
+def world(programme_manager_without_mfa, settings, tmp_path) -> World:
     owner = MembershipFactory(role=Role.OWNER)
     organisation = owner.organisation
     admin = MembershipFactory(organisation=organisation, role=Role.ADMIN).user
@@ -105,6 +126,12 @@ def world(programme_manager_without_mfa) -> World:
     student = StudentProfileFactory(cohort=cohort).user
     lot(account_for_student(student), 10 * HOUR)
     another_student = StudentProfileFactory(cohort=cohort).user
+    # The model pages: a model store with one weights file, and the engine images deployments use
+    settings.MODEL_STORE_DIR = tmp_path / "models"
+    (tmp_path / "models" / "matrix").mkdir(parents=True)
+    (tmp_path / "models" / MODEL_WEIGHTS).write_bytes(b"GGUF")
+    settings.LLM_ENGINE_IMAGES = {"llama.cpp": "nac/llm-llamacpp:test", "vllm": "nac/llm-vllm:t"}
+    deployed = _model("matrix-deployed")
     return World(
         organisation=organisation,
         account=account,
@@ -120,6 +147,8 @@ def world(programme_manager_without_mfa) -> World:
             "organisation owner": owner.user,
             PM_WITHOUT_MFA: programme_manager_without_mfa,
         },
+        model=_model("matrix-offered"),
+        deployment=Deployment.objects.create(model=deployed, gpus_per_replica=0, replicas_wanted=1),
     )
 
 
@@ -170,6 +199,12 @@ def state() -> dict:
         ),
         "organisations": sorted(Organisation.objects.values_list("pk", "is_active", "updated_at")),
         "people": sorted(User.objects.values_list("pk", "is_active", "is_staff")),
+        "models": sorted(
+            ServedModel.objects.values_list("pk", "input_price", "visibility", "is_active")
+        ),
+        "deployments": sorted(
+            Deployment.objects.values_list("pk", "state", "replicas_wanted", "updated_at")
+        ),
     }
 
 
@@ -214,6 +249,14 @@ def _student(w: World) -> dict:
 
 def _application(w: World) -> dict:
     return {"public_id": w.application.public_id}
+
+
+def _model_id(w: World) -> dict:
+    return {"public_id": w.model.public_id}
+
+
+def _deployment_id(w: World) -> dict:
+    return {"public_id": w.deployment.public_id}
 
 
 def _review(action: str) -> Callable[[World], dict]:
@@ -426,6 +469,83 @@ CASES = [
         "report_monthly",
         kwargs=lambda w: {"month": f"{timezone.localdate():%Y-%m}"},
     ),
+    # The model API's pages
+    Case("models"),
+    Case("model_create"),
+    Case(
+        "model_create",
+        "post",
+        data=lambda w: {
+            "name": "matrix-new",
+            "display_name": "Matrix",
+            "task": "chat",
+            "engine": "llama.cpp",
+            "weights_path": MODEL_WEIGHTS,
+            "licence": "MIT",
+            "context_length": 2048,
+            "languages": "en",
+            "input_price": "0.5",
+            "output_price": "0.5",
+            "visibility": "all",
+        },
+        done=lambda w, r: ServedModel.objects.get(name="matrix-new"),
+        status=302,
+    ),
+    Case("model", kwargs=_model_id),
+    Case(
+        "model",
+        "post",
+        kwargs=_model_id,
+        data=lambda w: {
+            "display_name": "Matrix",
+            "weights_path": MODEL_WEIGHTS,
+            "licence": "MIT",
+            "context_length": 2048,
+            "languages": "en, ur",
+            "input_price": "0.9",
+            "output_price": "0.2",
+            "visibility": "organisation",
+            "organisation": str(w.organisation.public_id),
+        },
+        done=lambda w, r: _reload(w.model).organisation == w.organisation or pytest.fail("no"),
+        status=302,
+    ),
+    Case(
+        "model_withdraw",
+        "post",
+        kwargs=_model_id,
+        done=lambda w, r: not _reload(w.model).is_active or pytest.fail("still offered"),
+        status=302,
+        post_only=True,
+    ),
+    Case(
+        "model_deploy",
+        "post",
+        kwargs=_model_id,
+        data=lambda w: {"gpus_per_replica": 0, "replicas": 1},
+        done=lambda w, r: Deployment.objects.get(model=w.model, state="active"),
+        status=302,
+        post_only=True,
+    ),
+    Case("model_deployments"),
+    Case(
+        "deployment_scale",
+        "post",
+        kwargs=_deployment_id,
+        data=lambda w: {"replicas": 2},
+        done=lambda w, r: _reload(w.deployment).replicas_wanted == 2 or pytest.fail("not scaled"),
+        status=302,
+        post_only=True,
+    ),
+    Case(
+        "deployment_stop",
+        "post",
+        kwargs=_deployment_id,
+        done=lambda w, r: _reload(w.deployment).state == "stopped" or pytest.fail("serving"),
+        status=302,
+        post_only=True,
+    ),
+    Case("model_usage"),
 ]
 CASE_IDS = [case.id for case in CASES]
 
