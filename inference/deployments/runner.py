@@ -237,59 +237,66 @@ def engine_args(spec: EngineSpec) -> list[str]:
     return args
 
 
+def engine_container_create(engine: docker.DockerClient, spec: EngineSpec, net: EngineNetwork):
+    """Create (not start) the replica's container, hardened as the module says."""
+    environment = {
+        "HOME": "/tmp",  # noqa: S108 - the container's own tmpfs
+        "NVIDIA_VISIBLE_DEVICES": ",".join(spec.gpu_uuids) if spec.gpu_uuids else "void",
+    }
+    device_requests = (
+        [DeviceRequest(driver="nvidia", device_ids=spec.gpu_uuids, capabilities=[["gpu"]])]
+        if spec.gpu_uuids
+        else None
+    )
+    return engine.containers.create(
+        spec.image,
+        engine_args(spec),
+        name=f"nac-llm-{spec.replica_public_id}",
+        user=ENGINE_USER,
+        environment=environment,
+        labels={
+            LABEL_REPLICA: spec.replica_public_id,
+            LABEL_MANAGED: MANAGED_BY,
+            "nac.llm-model": spec.alias,
+            "nac.gpus": ",".join(spec.gpu_uuids),
+        },
+        network=net.name,
+        dns=[net.gateway],  # a name server nothing answers: no query leaves
+        mounts=[Mount(target=MODELS_MOUNT, source=spec.store_dir, type="bind", read_only=True)],
+        read_only=True,
+        tmpfs={"/tmp": "rw,noexec,nosuid,size=256m"},  # noqa: S108
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=spec.pids_limit,
+        mem_limit=spec.mem_limit_bytes,
+        memswap_limit=spec.mem_limit_bytes,
+        nano_cpus=int(spec.cpus * 1e9),
+        device_requests=device_requests,
+        restart_policy={"Name": "no"},
+    )
+
+
+def _remove_replica_containers(engine: docker.DockerClient, public_id: str) -> None:
+    for old in engine.containers.list(all=True, filters={"label": f"{LABEL_REPLICA}={public_id}"}):
+        old.remove(force=True)
+
+
 def engine_container_run(spec: EngineSpec) -> tuple[str, str]:
     """Create and start the replica's container; returns (container id, base URL).
 
     A container left from an earlier try of the same replica is removed first (a retried task
-    must not leave two engines holding the same GPUs)."""
+    must not leave two engines holding the same GPUs), and one that cannot start is removed
+    (the replica fails; nothing of it is left behind)."""
     with closing(docker_client()) as engine:
         net = engine_network_ensure(engine)
-        for old in engine.containers.list(
-            all=True, filters={"label": f"{LABEL_REPLICA}={spec.replica_public_id}"}
-        ):
-            old.remove(force=True)
-        environment = {
-            "HOME": "/tmp",  # noqa: S108 - the container's own tmpfs
-            "NVIDIA_VISIBLE_DEVICES": ",".join(spec.gpu_uuids) if spec.gpu_uuids else "void",
-        }
-        device_requests = (
-            [DeviceRequest(driver="nvidia", device_ids=spec.gpu_uuids, capabilities=[["gpu"]])]
-            if spec.gpu_uuids
-            else None
-        )
+        _remove_replica_containers(engine, spec.replica_public_id)
         try:
-            container = engine.containers.run(
-                spec.image,
-                engine_args(spec),
-                name=f"nac-llm-{spec.replica_public_id}",
-                detach=True,
-                user=ENGINE_USER,
-                environment=environment,
-                labels={
-                    LABEL_REPLICA: spec.replica_public_id,
-                    LABEL_MANAGED: MANAGED_BY,
-                    "nac.llm-model": spec.alias,
-                    "nac.gpus": ",".join(spec.gpu_uuids),
-                },
-                network=net.name,
-                dns=[net.gateway],  # a name server nothing answers: no query leaves
-                mounts=[
-                    Mount(target=MODELS_MOUNT, source=spec.store_dir, type="bind", read_only=True)
-                ],
-                read_only=True,
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=256m"},  # noqa: S108
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                pids_limit=spec.pids_limit,
-                mem_limit=spec.mem_limit_bytes,
-                memswap_limit=spec.mem_limit_bytes,
-                nano_cpus=int(spec.cpus * 1e9),
-                device_requests=device_requests,
-                restart_policy={"Name": "no"},
-            )
+            container = engine_container_create(engine, spec, net)
+            container.start()
+            container.reload()
         except docker.errors.DockerException as exc:
+            _remove_replica_containers(engine, spec.replica_public_id)
             raise EngineError(f"the engine container could not start: {exc}") from exc
-        container.reload()
         address = (container.attrs["NetworkSettings"]["Networks"].get(net.name) or {}).get(
             "IPAddress"
         )

@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from inference.catalogue.models import ServedModel
 from inference.catalogue.starter_models import TINY_CHAT_NAME, starter_model_get
-from inference.deployments import firewall, reconcile, runner, services
-from inference.deployments.models import Replica
+from inference.deployments import firewall, reconcile, runner, services, tasks
+from inference.deployments.models import Deployment, Replica
 from inference.deployments.selectors import replicas_serving
 from sandboxes.spawner import network
 from tests.sandboxes.hub import free_port
@@ -325,3 +325,53 @@ def test_the_engine_network_is_internal_without_inter_container_traffic(docker_c
 
 def iptables_check(chain: str, rule: list[str]) -> bool:
     return subprocess.run(["iptables", "-C", chain, *rule], capture_output=True).returncode == 0  # noqa: S603,S607
+
+
+def test_a_gpu_replica_asks_docker_for_exactly_its_devices(
+    docker_client, tiny_chat, no_engines_left
+):
+    # given a replica holding two GPUs (by UUID)
+    deployment = Deployment.objects.create(model=tiny_chat, replicas_wanted=1, gpus_per_replica=2)
+    uuids = ["GPU-11111111-2222-3333-4444-555555555555", "GPU-66666666-7777-8888-9999-000000000000"]
+    replica = Replica.objects.create(
+        deployment=deployment, state=State.STARTING, api_key="k" * 43, gpu_uuids=uuids
+    )
+    spec = runner.engine_spec(replica)
+    # when its container is created (a GPU container starts only on a GPU host)
+    with contextlib.closing(runner.docker_client()) as engine:
+        net = runner.engine_network_ensure(engine)
+        container = runner.engine_container_create(engine, spec, net)
+    try:
+        # then it asks the NVIDIA runtime for those devices and no others
+        container.reload()
+        (request,) = container.attrs["HostConfig"]["DeviceRequests"]
+        assert request["Driver"] == "nvidia"
+        assert request["DeviceIDs"] == uuids
+        assert request["Capabilities"] == [["gpu"]]
+        assert f"NVIDIA_VISIBLE_DEVICES={','.join(uuids)}" in container.attrs["Config"]["Env"]
+        assert "--n_gpu_layers" in container.attrs["Config"]["Cmd"]
+    finally:
+        container.remove(force=True)
+
+
+def test_a_container_that_cannot_start_leaves_nothing_and_fails_its_replica(
+    docker_client, tiny_chat, manager, no_engines_left, monkeypatch
+):
+    # given a replica whose engine cannot start: a GPU no host has (here, without the NVIDIA
+    # runtime, any GPU; on a GPU host, a device that is not there)
+    deployment = Deployment.objects.create(model=tiny_chat, replicas_wanted=1, gpus_per_replica=1)
+    replica = Replica.objects.create(
+        deployment=deployment, state=State.STARTING, api_key="k" * 43, gpu_uuids=["GPU-x"]
+    )
+    # when its start task runs
+    assert tasks.replica_start_task(replica.pk) == "failed"
+    # then it failed with Docker's reason and no container of it is left
+    replica.refresh_from_db()
+    assert replica.state == State.FAILED
+    assert "could not start" in replica.message
+    assert (
+        docker_client.containers.list(
+            all=True, filters={"label": f"{runner.LABEL_REPLICA}={replica.public_id}"}
+        )
+        == []
+    )
