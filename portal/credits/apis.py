@@ -46,6 +46,7 @@ from .models import (
 )
 from .selectors import (
     STATEMENT_TOTALS,
+    ModelUsage,
     Statement,
     account_of,
     available_credit_seconds,
@@ -125,6 +126,19 @@ class BalanceApi(APIView):
         return Response(BalanceSerializer(data).data)
 
 
+class ModelUsageLineSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    key = serializers.UUIDField(allow_null=True, help_text="The API key; null: the playground.")
+    key_name = serializers.CharField(allow_blank=True)
+    requests = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost_microcredits = serializers.IntegerField(
+        source="microcredits", help_text="Millionths of a credit-second."
+    )
+    cost_credit_seconds = serializers.DecimalField(max_digits=24, decimal_places=6)
+
+
 class LedgerEntrySerializer(serializers.Serializer):
     transaction = serializers.UUIDField(source="transaction.public_id")
     kind = serializers.CharField(source="transaction.kind")
@@ -132,10 +146,31 @@ class LedgerEntrySerializer(serializers.Serializer):
     amount_credit_seconds = serializers.IntegerField(source="amount")
     lot = serializers.UUIDField(source="grant.public_id", allow_null=True, default=None)
     sandbox = serializers.SerializerMethodField()
+    model_usage = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
 
     def get_sandbox(self, entry) -> str | None:
         return ChargeMetadata.from_json(entry.transaction.metadata).sandbox
+
+    @extend_schema_field(ModelUsageLineSerializer(many=True, allow_null=True))
+    def get_model_usage(self, entry) -> list | None:
+        """A model-usage charge's requests by model and key; null for any other entry."""
+        items = ChargeMetadata.from_json(entry.transaction.metadata).model_usage
+        if items is None:
+            return None
+        lines = [
+            ModelUsage(
+                model=item.get("model") or "",
+                key=item.get("key"),
+                key_name=item.get("key_name") or "",
+                requests=int(item.get("requests") or 0),
+                prompt_tokens=int(item.get("prompt_tokens") or 0),
+                completion_tokens=int(item.get("completion_tokens") or 0),
+                microcredits=int(item.get("microcredits") or 0),
+            )
+            for item in items
+        ]
+        return ModelUsageLineSerializer(lines, many=True).data
 
 
 class LedgerFilter(serializers.Serializer):
@@ -170,19 +205,6 @@ class LedgerApi(generics.ListAPIView):
         if "until" in filters.validated_data:
             entries = entries.filter(created_at__lt=filters.validated_data["until"])
         return entries
-
-
-class ModelUsageLineSerializer(serializers.Serializer):
-    model = serializers.CharField()
-    key = serializers.UUIDField(allow_null=True, help_text="The API key; null: the playground.")
-    key_name = serializers.CharField(allow_blank=True)
-    requests = serializers.IntegerField()
-    prompt_tokens = serializers.IntegerField()
-    completion_tokens = serializers.IntegerField()
-    cost_microcredits = serializers.IntegerField(
-        source="microcredits", help_text="Millionths of a credit-second."
-    )
-    cost_credit_seconds = serializers.DecimalField(max_digits=24, decimal_places=6)
 
 
 class StatementSerializer(serializers.Serializer):

@@ -158,3 +158,20 @@ def test_a_students_requests_never_reach_the_organisations_statement(
     organisation_statement = statement_for(account=organisation_account, month=month)
     assert organisation_statement.model_usage is None
     assert organisation_statement.closing == 100
+
+
+def test_the_ledger_api_breaks_a_model_charge_down(used, organisation, owner):
+    _key, full_key = make_key(organisation=organisation, acting_user=owner)
+    entries = key_client(full_key).get(f"{API}/credits/ledger?kind=usage").json()["results"]
+    sandbox = [e for e in entries if e["sandbox"] == SANDBOX]
+    models = [e for e in entries if e["model_usage"] is not None]
+    assert len(sandbox) == 1
+    assert sandbox[0]["model_usage"] is None
+    assert [e["description"] for e in models] == ["Model usage", "Model usage"]
+    assert sum(e["amount_credit_seconds"] for e in models) == -11
+    first = next(e for e in models if e["amount_credit_seconds"] == -6)  # 1.95 + 4.5
+    assert sorted((u["key_name"], u["cost_microcredits"]) for u in first["model_usage"]) == [
+        ("app", 4_500_000),
+        ("ci", 1_950_000),
+    ]
+    assert {u["cost_credit_seconds"] for u in first["model_usage"]} == {"4.500000", "1.950000"}
