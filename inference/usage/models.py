@@ -103,7 +103,11 @@ class ModelSpend(models.Model):
     """Per account: priced model use so far, and how much of it the ledger has been charged.
 
     charged_credit_seconds = priced_microcredits // 1,000,000 after each posting, so the ledger's
-    charges add up exactly to the priced tokens and the fraction carries to the next batch.
+    charges add up exactly to the priced tokens and the fraction carries to the next batch. It
+    counts what was asked of the ledger: when an account's lots could not pay it all (a grant
+    expired between the hold and the posting), the ledger recorded the rest as unpaid and it is
+    not asked again (ModelCharge.charged says what was taken). The row is the account's lock for
+    model spending: holds and postings take it first (inference.usage.services).
     """
 
     account = models.OneToOneField(
