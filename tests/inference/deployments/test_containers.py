@@ -22,7 +22,7 @@ import pytest
 from django.utils import timezone
 
 from inference.catalogue.models import ServedModel
-from inference.catalogue.starter_models import TINY_CHAT_NAME, starter_model_get
+from inference.catalogue.starter_models import MINILM_NAME, TINY_CHAT_NAME, starter_model_get
 from inference.deployments import firewall, reconcile, runner, services, tasks
 from inference.deployments.models import Deployment, Replica
 from inference.deployments.selectors import replicas_serving
@@ -65,11 +65,12 @@ def readable_store(model_store, settings):
     temporary folders are their owner's alone."""
     store = Path(tempfile.mkdtemp(prefix="nac-llm-store-"))
     store.chmod(0o755)
-    weights = starter_model_get(TINY_CHAT_NAME).weights_path
-    (store / weights).parent.mkdir(parents=True)
-    (store / weights).parent.chmod(0o755)
-    shutil.copyfile(model_store / weights, store / weights)
-    (store / weights).chmod(0o644)
+    for name in (TINY_CHAT_NAME, MINILM_NAME):
+        weights = starter_model_get(name).weights_path
+        (store / weights).parent.mkdir(parents=True, exist_ok=True)
+        (store / weights).parent.chmod(0o755)
+        shutil.copyfile(model_store / weights, store / weights)
+        (store / weights).chmod(0o644)
     settings.MODEL_STORE_DIR = store
     yield store
     shutil.rmtree(store, ignore_errors=True)
@@ -375,3 +376,29 @@ def test_a_container_that_cannot_start_leaves_nothing_and_fails_its_replica(
         )
         == []
     )
+
+
+def test_an_embedding_replica_serves_embeddings(
+    docker_client, readable_store, engine_image, manager, no_engines_left
+):
+    # given the starter embedding model in the catalogue
+    model = served_model(
+        name=f"minilm-{uuid.uuid4().hex[:6]}",
+        task=ServedModel.Task.EMBEDDING,
+        weights_path=starter_model_get(MINILM_NAME).weights_path,
+        context_length=512,
+        output_price=0,
+    )
+    # when it is deployed on CPU
+    replica = deployed(model, manager).replicas.get()
+    # then its replica serves 384-dimension embeddings under the catalogue name
+    assert replica.state == State.READY, replica.message
+    answer = httpx.post(
+        f"{replica.base_url}/embeddings",
+        headers={"Authorization": f"Bearer {replica.api_key}"},
+        json={"model": model.name, "input": ["a national AI cloud", "قومی مصنوعی ذہانت"]},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    assert [len(item["embedding"]) for item in data] == [384, 384]
