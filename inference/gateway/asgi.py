@@ -12,7 +12,7 @@ import json
 
 from django.conf import settings
 
-from . import limits, upstream
+from . import limits, proxy, upstream
 
 GATED_PREFIXES = ("/llm/v1/", "/models/playground/chat")
 
@@ -57,6 +57,7 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
+                await proxy.books_drain()
                 await upstream.client_close()
                 await limits.redis_close()
             finally:

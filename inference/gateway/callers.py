@@ -10,7 +10,10 @@ Who pays and who sees what:
   belong to (then also that organisation's models).
 """
 
+import time
 from dataclasses import dataclass
+
+from django.db.models import Exists, OuterRef
 
 from inference.catalogue.models import ServedModel
 from inference.deployments.selectors import ReplicaTarget, replicas_serving
@@ -18,6 +21,7 @@ from inference.usage.models import RequestLogPolicy
 from inference.usage.selectors import account_for_key, account_for_user
 from portal.apikeys.models import ApiKey
 from portal.apikeys.services import KeyRejected, apikey_authenticate, apikey_effective_scopes
+from portal.credits.models import CreditAccount
 from portal.organisations.models import Organisation
 
 from . import errors
@@ -45,6 +49,22 @@ def _keeps_content(organisation) -> bool:
     return RequestLogPolicy.objects.filter(organisation=organisation, retention_days__gt=0).exists()
 
 
+def _organisation_account(organisation):
+    """An organisation's account (what `account_for_key` gives for its keys) and whether it
+    opted in to request logging, in one query."""
+    policy = RequestLogPolicy.objects.filter(
+        organisation_id=OuterRef("organisation_id"), retention_days__gt=0
+    )
+    account = (
+        CreditAccount.objects.filter(organisation=organisation)
+        .annotate(keeps_content=Exists(policy))
+        .first()
+    )
+    if account is None:
+        return None, _keeps_content(organisation)
+    return account, account.keeps_content
+
+
 def caller_for_key(*, raw: str, ip: str | None) -> Caller:
     """The caller a bearer key stands for; GatewayError 401/403 otherwise."""
     try:
@@ -54,13 +74,17 @@ def caller_for_key(*, raw: str, ip: str | None) -> Caller:
     if SCOPE not in apikey_effective_scopes(key):
         raise errors.scope_missing()
     organisation = key.organisation if key.organisation_id else None
+    if organisation is not None:
+        account, keeps_content = _organisation_account(organisation)
+    else:  # a person's key pays from their own account, never an organisation's
+        account, keeps_content = account_for_key(key), False
     return Caller(
         api_key=key,
         user=key.user if key.user_id else None,
         organisation=organisation,
-        account=account_for_key(key),
+        account=account,
         holder=Holder(key=key.key_id, organisation=str(organisation.pk) if organisation else None),
-        keeps_content=_keeps_content(organisation),
+        keeps_content=keeps_content,
     )
 
 
@@ -88,17 +112,48 @@ def caller_for_person(*, user, organisation_public_id: str | None) -> Caller:
     )
 
 
+# Which model a name is for a caller, and its ready replicas, are read at most once per
+# ROUTE_CACHE_SECONDS per process: a catalogue or health change reaches the gateway within that
+# time, and a request spends two queries less. Keys and accounts are read on every request.
+ROUTE_CACHE_SECONDS = 2.0
+ROUTE_CACHE_MAX = 10_000
+_routes: dict[tuple, tuple[float, ServedModel | None, list[ReplicaTarget]]] = {}
+
+
+def _route(name: str, organisation, user) -> tuple[ServedModel | None, list[ReplicaTarget]]:
+    key = (name, organisation.pk if organisation else None, user.pk if user else None)
+    now = time.monotonic()
+    cached = _routes.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1], cached[2]
+    model = (
+        ServedModel.objects.visible_to(organisation=organisation, user=user)
+        .filter(name=name)
+        .first()
+    )
+    targets = replicas_serving(model=model) if model is not None else []
+    if len(_routes) >= ROUTE_CACHE_MAX:
+        _routes.clear()
+    _routes[key] = (now + ROUTE_CACHE_SECONDS, model, targets)
+    return model, targets
+
+
+def routes_forget() -> None:
+    """Forget what was read (tests that change the catalogue between two requests)."""
+    _routes.clear()
+
+
 def model_for(*, caller: Caller, name: str, task: str) -> tuple[ServedModel, list[ReplicaTarget]]:
     """The model `name` as `caller` may call it for `task`, and its ready replicas. A model the
     caller may not see is answered exactly as one that does not exist."""
-    model = caller.models().filter(name=name).first()
+    model, targets = _route(name, caller.organisation, caller.user)
     if model is None:
         raise errors.model_not_found(name)
     if model.task != task:
         raise errors.model_wrong_task(
             name, "chat or completions" if task == ServedModel.Task.CHAT else "embeddings"
         )
-    return model, replicas_serving(model=model)
+    return model, targets
 
 
 def prepare_for_key(*, raw: str, ip: str | None, name: str, task: str):

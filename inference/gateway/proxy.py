@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import httpx
-from asgiref.sync import sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
 
 from inference.catalogue.models import ServedModel
@@ -38,7 +37,7 @@ from inference.deployments.services import replica_unhealthy_report
 from inference.usage import services as usage_services
 from inference.usage.services import QuotaExceeded, request_finish, request_hold, request_release
 
-from . import errors, limits, upstream
+from . import db, errors, limits, upstream
 from .callers import Caller
 from .router import router
 from .streaming import CHAT, COMPLETIONS, DONE, StreamNormaliser
@@ -175,7 +174,7 @@ def _count(value) -> int | None:
 
 
 async def _finish(call: Call, request_id: str, *, usage: dict, error_code: str = ""):
-    return await sync_to_async(request_finish)(
+    return await db.hop(request_finish, release=True)(
         request_id=request_id,
         prompt_tokens=usage["prompt_tokens"],
         completion_tokens=usage["completion_tokens"],
@@ -184,19 +183,19 @@ async def _finish(call: Call, request_id: str, *, usage: dict, error_code: str =
 
 
 async def _release(request_id: str, error_code: str) -> None:
-    await sync_to_async(request_release)(request_id=request_id, error_code=error_code)
+    await db.hop(request_release, release=True)(request_id=request_id, error_code=error_code)
 
 
 async def _log(call: Call, request_id: str, text: str) -> None:
     if call.caller.keeps_content:
-        await sync_to_async(usage_services.request_log_record)(
+        await db.hop(usage_services.request_log_record, release=True)(
             request_id=request_id, request_body=call.original_body, response_text=text
         )
 
 
 async def _report_unhealthy(target, reason: str) -> None:
     try:
-        await sync_to_async(replica_unhealthy_report)(replica_id=target.replica_id, reason=reason)
+        await db.hop(replica_unhealthy_report)(replica_id=target.replica_id, reason=reason)
     except Exception:  # health bookkeeping must never fail the request that noticed it
         logger.exception("replica %s: could not record a failure", target.replica_id)
 
@@ -207,6 +206,21 @@ async def _shielded(coro) -> None:
     # Cancelled meanwhile: the task runs on to its end.
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.shield(task)
+
+
+_pending: set[asyncio.Task] = set()
+
+
+def _background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+async def books_drain() -> None:
+    """Wait for the books of answers already sent (at shutdown)."""
+    if _pending:
+        await asyncio.gather(*list(_pending), return_exceptions=True)
 
 
 # --- The request ------------------------------------------------------------------------------
@@ -287,7 +301,8 @@ class _State:
             prompt_tokens=self.prompt_tokens, completion_tokens=max_tokens
         )
         try:
-            await sync_to_async(request_hold)(
+            # A stream then waits on the engine for long: its connection goes back to the pool.
+            await db.hop(request_hold, release=self.call.parsed.stream)(
                 request_id=self.request_id,
                 account=caller.account,
                 model=model,
@@ -398,11 +413,30 @@ class _State:
             }
             out = {**payload, "id": self.request_id, "model": model.name, "usage": usage}
             out.setdefault("created", int(time.time()))
-        await self.finish(usage)
-        await _log(call, self.request_id, text if call.caller.keeps_content else "")
+        # The books close just after the answer leaves, off its path (the hold covers the
+        # request until then): a plain request waits for the engine, not for the ledger's rows.
+        self.settled = True
+        self.tokens_used = usage["prompt_tokens"] + usage["completion_tokens"]
+        _background(self._books_after(usage, text))
         http = HttpResponse(json.dumps(out), content_type="application/json")
         http["X-Request-Id"] = self.request_id
         return http
+
+    async def _books_after(self, usage: dict, text: str) -> None:
+        try:
+            await db.detached(request_finish)(
+                request_id=self.request_id,
+                prompt_tokens=usage["prompt_tokens"],
+                completion_tokens=usage["completion_tokens"],
+            )
+            if self.call.caller.keeps_content:
+                await db.detached(usage_services.request_log_record)(
+                    request_id=self.request_id,
+                    request_body=self.call.original_body,
+                    response_text=text,
+                )
+        except Exception:
+            logger.exception("request %s: could not finish", self.request_id)
 
     # -- a stream
 

@@ -34,6 +34,16 @@ OUTPUT_PRICE = Decimal("2000.000")
 FUNDS = 100_000
 
 
+@pytest.fixture(autouse=True)
+def _routes_forgotten():
+    """Each test starts with no route the gateway read before (its 2 s cache)."""
+    from inference.gateway.callers import routes_forget
+
+    routes_forget()
+    yield
+    routes_forget()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
