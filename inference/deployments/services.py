@@ -407,7 +407,9 @@ def replica_mark_failed(*, replica_id: int, message: str) -> bool:
     return True
 
 
-def replica_container_started(*, replica_id: int, container_id: str, base_url: str) -> bool:
+def replica_container_started(
+    *, replica_id: int, container_id: str, base_url: str, node: str = ""
+) -> bool:
     """The engine's container runs: remember where. It becomes READY on its first good probe.
     False (and nothing recorded) when the replica is no longer starting: the caller removes
     the container."""
@@ -417,7 +419,7 @@ def replica_container_started(*, replica_id: int, container_id: str, base_url: s
             return False
         replica.container_id = container_id[:80]
         replica.base_url = base_url[:300]
-        replica.node = (urlsplit(base_url).hostname or "")[:200]
+        replica.node = (node or urlsplit(base_url).hostname or "")[:200]
         replica.message = _("Loading the model.")
         replica.save(update_fields=["container_id", "base_url", "node", "message", "updated_at"])
     return True

@@ -4,6 +4,7 @@ task takes an id, re-reads the state, and is safe to run twice."""
 from __future__ import annotations
 
 import logging
+import platform
 import time
 
 import docker
@@ -60,8 +61,9 @@ def replica_start_task(replica_id: int) -> str:
         logger.warning("replica %s did not start: %s", replica_id, exc)
         services.replica_mark_failed(replica_id=replica_id, message=str(exc))
         return "failed"
+    # The worker that starts engines runs on their Docker host: its name is the node's.
     if not services.replica_container_started(
-        replica_id=replica_id, container_id=container_id, base_url=base_url
+        replica_id=replica_id, container_id=container_id, base_url=base_url, node=platform.node()
     ):
         # Stopped while its container was being made: the container must not outlive it.
         runner.engine_container_remove(container_id)

@@ -7,6 +7,7 @@ Needs docker, root and iptables (CI has all three), and the engine image (`make 
 from __future__ import annotations
 
 import contextlib
+import platform
 import shutil
 import socket
 import subprocess
@@ -127,6 +128,7 @@ def test_a_cpu_replica_starts_serves_the_model_hardened_and_stops(
     replica = deployment.replicas.get()
     assert replica.state == State.READY, replica.message
     assert replica.base_url.startswith("http://172.30.2.")
+    assert replica.node == platform.node()
     assert [t.replica_id for t in replicas_serving(model=tiny_chat)] == [replica.pk]
     # and it serves the model under its catalogue name, with its own key only
     answer = chat(replica)
