@@ -5,6 +5,7 @@
 - A replica still STARTING after the start timeout is FAILED and its container removed.
 - A STOPPING replica whose container is gone is STOPPED (its stop task was lost); one whose
   container is still there is asked to stop again.
+- While engines run, the engine network's host firewall (firewall.py) is put back if it went.
 - A container labelled by the portal that no live replica owns is removed (an orphan: a
   replica ended while Docker was away, or a database restored from a backup).
 - Then every deployment gets the replicas it wants (services.deployment_reconcile), and the
@@ -26,6 +27,7 @@ from django.utils import timezone
 from sandboxes.jobs import enqueue_after_commit
 
 from . import runner, services
+from .firewall import engine_firewall_ensure
 from .models import Deployment, Replica
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,11 @@ def containers_reconcile(*, now: dt.datetime | None = None) -> dict[str, int]:
     does not answer."""
     now = now or timezone.now()
     containers = runner.engine_containers()
+    if containers:
+        # A host firewall reload takes the engine network's rules with it: put them back.
+        repaired = engine_firewall_ensure(bridge=runner.engine_network().bridge)
+        if repaired:
+            logger.warning("the engine network's host firewall was repaired: %s", repaired)
     by_replica = {c.replica_public_id: c for c in containers}
     failed = stopped = removed = 0
     holding = Replica.objects.filter(state__in=services.HOLDING_STATES, external=False)

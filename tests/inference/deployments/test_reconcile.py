@@ -3,6 +3,7 @@ replicas it fails, finishes or leaves alone, and which containers it removes."""
 
 import contextlib
 import datetime as dt
+import subprocess
 import uuid
 
 import docker
@@ -11,7 +12,7 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
-from inference.deployments import reconcile, runner
+from inference.deployments import firewall, reconcile, runner
 from inference.deployments.models import Deployment, Replica
 
 from .conftest import record_tasks
@@ -159,3 +160,17 @@ def test_without_docker_the_database_half_still_runs(model, settings, docker_tas
     replica = deployment.replicas.get()
     assert replica.state == State.STARTING
     assert docker_tasks == [("deployments.replica_start", (replica.pk,))]
+
+
+def test_the_engine_firewall_is_put_back_while_engines_run(containers, deployment):
+    # given an engine running and its network's firewall jump gone (a host firewall reload)
+    with contextlib.closing(runner.docker_client()) as engine:
+        net = runner.engine_network_ensure(engine)
+    serving = replica(deployment, State.READY)
+    own = containers(serving.public_id)
+    Replica.objects.filter(pk=serving.pk).update(container_id=own.id)
+    jump = ["-i", net.bridge, "-j", firewall.INPUT_CHAIN]
+    subprocess.run(["iptables", "-D", "INPUT", *jump], check=True)  # noqa: S603,S607
+    # when the reconciler runs, then the jump is back
+    run()
+    assert subprocess.run(["iptables", "-C", "INPUT", *jump]).returncode == 0  # noqa: S603,S607
