@@ -197,7 +197,7 @@ async def lease_acquire(*, holder: Holder) -> Lease:
         now,
         now + LEASE_SECONDS,
         member,
-        LEASE_SECONDS + 5,
+        int(LEASE_SECONDS) + 5,
         *limits,
     )
     if full:
