@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -127,10 +127,40 @@ def request_hold(
         raise UsageError(_("The request needs an existing account to pay for it."))
     if not account_may_pay_for(account=account, api_key=api_key, user=user):
         raise PermissionDenied(_("This account does not pay for this key's requests."))
+    try:
+        return _hold_insert(
+            request_id=request_id,
+            account=account,
+            model=model,
+            endpoint=endpoint,
+            stream=stream,
+            max_cost_microcredits=max_cost_microcredits,
+            api_key=api_key,
+            user=user,
+            replica=replica,
+        )
+    except IntegrityError:
+        # The request id's unique constraint (no query spent on checking first: a hold is on
+        # every request's path); anything else is a caller's bug and goes up as it is.
+        if ModelRequest.objects.filter(request_id=request_id).exists():
+            raise UsageError(_("This request id was used before.")) from None
+        raise
+
+
+def _hold_insert(
+    *,
+    request_id,
+    account,
+    model,
+    endpoint,
+    stream,
+    max_cost_microcredits,
+    api_key,
+    user,
+    replica,
+) -> ModelRequest:
     with transaction.atomic():
         spend = _spend_locked(account.pk)
-        if ModelRequest.objects.filter(request_id=request_id).exists():
-            raise UsageError(_("This request id was used before."))
         available = (
             available_credit_seconds(account=account) * MICROCREDITS_PER_CREDIT_SECOND
             - carried_microcredits(spend)
