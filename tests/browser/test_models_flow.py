@@ -201,3 +201,69 @@ def test_a_model_is_added_deployed_and_called_from_the_playground(
 
     # And nothing the browser asked for left the deployment
     log.assert_only_live_server()
+
+
+def test_the_playground_says_clearly_when_credits_run_out_or_no_replica_is_up(
+    browser,
+    gateway_server,  # noqa: F811
+    llama_chat_engine,  # noqa: F811
+):
+    # Given a startup with no credits, a model served by the real engine, and a model whose
+    # deployment has no replica up
+    founder = UserFactory()
+    startup = OrganisationFactory(legal_name="Empty Pockets (Private) Limited")
+    MembershipFactory(organisation=startup, user=founder, role=Role.OWNER)
+    served = ServedModel.objects.create(
+        name="served-chat",
+        display_name="Served",
+        task=ServedModel.Task.CHAT,
+        engine=ServedModel.Engine.LLAMA_CPP,
+        weights_path="starter/tiny-chat.gguf",
+        licence="Apache-2.0",
+        context_length=512,
+        languages=["en"],
+        input_price="1.000",
+        output_price="1.000",
+    )
+    deployment = Deployment.objects.create(model=served, gpus_per_replica=0, replicas_wanted=0)
+    replica_register_external(
+        deployment=deployment,
+        base_url=llama_chat_engine.base_url,
+        api_key=llama_chat_engine.api_key,
+    )
+    idle = ServedModel.objects.create(
+        name="idle-chat",
+        display_name="Idle",
+        task=ServedModel.Task.CHAT,
+        engine=ServedModel.Engine.LLAMA_CPP,
+        weights_path="starter/tiny-chat.gguf",
+        licence="Apache-2.0",
+        context_length=512,
+        languages=["en"],
+        input_price="1.000",
+        output_price="1.000",
+    )
+    Deployment.objects.create(model=idle, gpus_per_replica=0, replicas_wanted=0)
+    log = RequestLog(gateway_server)
+    page = signed_in(browser, gateway_server, founder, log).new_page()
+
+    # When they ask the served model, with nothing to pay with
+    page.goto("/models/playground/?model=served-chat")
+    page.get_by_label("Your message").fill("Hello")
+    page.get_by_role("button", name="Send").click()
+
+    # Then they are told they are out of credits; the question comes back to the box to retry
+    expect(page.locator("#pg-error")).to_have_text(re.compile(r"^Out of credits"))
+    expect(page.locator(".message")).to_have_count(0)
+    expect(page.get_by_label("Your message")).to_have_value("Hello")
+
+    # When they ask the model with no replica up (credits would not be reached)
+    page.get_by_label("Model", exact=True).select_option("idle-chat")
+    page.get_by_role("button", name="Send").click()
+
+    # Then they are told no replica is running
+    expect(page.locator("#pg-error")).to_have_text(
+        "No replica of this model is running right now. Try again later."
+    )
+    assert not ModelRequest.objects.exclude(status="free").exists()
+    log.assert_only_live_server()
