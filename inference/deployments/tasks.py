@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 from celery import shared_task
@@ -24,21 +25,33 @@ def queue_advance_task() -> list[int]:
     return services.replicas_queue_advance()
 
 
+PROBES_AT_ONCE = 16
+
+
 @shared_task(name="deployments.health_probe")
 def health_probe_task() -> dict[str, int]:
     """Probe every replica that has an address and may serve (Celery beat, every
-    LLM_HEALTH_INTERVAL): `GET {base_url}/models` with its key, a short timeout."""
+    LLM_HEALTH_INTERVAL): `GET {base_url}/models` with its key, a short timeout. The probes run
+    side by side (PROBES_AT_ONCE threads), so a few silent engines do not hold up the round;
+    the verdicts are recorded one by one afterwards."""
     timeout = min(3.0, max(0.5, settings.LLM_HEALTH_INTERVAL / 3))
-    probed = changed = 0
-    replicas = Replica.objects.filter(
-        state__in=(State.STARTING, State.READY, State.UNHEALTHY)
-    ).exclude(base_url="")
-    for replica_id, base_url, api_key in replicas.values_list("pk", "base_url", "api_key"):
-        failure = engine_probe(base_url=base_url, api_key=api_key, timeout=timeout)
-        probed += 1
+    replicas = list(
+        Replica.objects.filter(state__in=(State.STARTING, State.READY, State.UNHEALTHY))
+        .exclude(base_url="")
+        .values_list("pk", "base_url", "api_key")
+    )
+
+    def probe(row):
+        _pk, base_url, api_key = row
+        return engine_probe(base_url=base_url, api_key=api_key, timeout=timeout)
+
+    with ThreadPoolExecutor(max_workers=PROBES_AT_ONCE) as pool:
+        failures = list(pool.map(probe, replicas))
+    changed = 0
+    for (replica_id, _url, _key), failure in zip(replicas, failures, strict=True):
         if services.replica_probe_record(replica_id=replica_id, failure=failure):
             changed += 1
-    return {"probed": probed, "changed": changed}
+    return {"probed": len(replicas), "changed": changed}
 
 
 # How long a start task watches a new engine before leaving it to the health beat (the

@@ -3,6 +3,8 @@ killed; the gateway stops seeing a replica that does not answer and sees it agai
 
 import os
 import signal
+import socket
+import time
 
 import pytest
 
@@ -109,3 +111,28 @@ def test_a_probe_with_the_wrong_key_is_a_failure(engine, model, fast_probes):
     health_probe_task()
     assert states(replica) == State.UNHEALTHY
     assert replica.message == "HTTP 401"
+
+
+def test_silent_engines_are_probed_side_by_side(model, fast_probes):
+    # given 20 ready replicas whose engine accepts connections and never answers
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+    port = silent.getsockname()[1]
+    deployment = Deployment.objects.create(model=model, replicas_wanted=0)
+    for _ in range(20):
+        Replica.objects.create(
+            deployment=deployment,
+            state=State.READY,
+            base_url=f"http://127.0.0.1:{port}/v1",
+            api_key="k",
+        )
+    try:
+        # when one round of probes runs (each waits at most 1 s)
+        started = time.monotonic()
+        result = health_probe_task()
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    # then every replica was probed, in about one timeout rather than twenty
+    assert result == {"probed": 20, "changed": 0}
+    assert elapsed < 5, elapsed
+    assert set(Replica.objects.values_list("health_failures", flat=True)) == {1}
