@@ -28,6 +28,7 @@ as unpaid, and no balance goes below zero.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -51,6 +52,8 @@ from sandboxes.metering.selectors import account_snapshot
 
 from .models import ModelCharge, ModelRequest, ModelSpend, RequestLog, RequestLogPolicy
 from .selectors import account_may_pay_for, carried_microcredits, unposted_microcredits
+
+logger = logging.getLogger(__name__)
 
 MICROCREDITS_PER_CREDIT_SECOND = 1_000_000
 # A request's maximum cost may not exceed this: far above any real one (a trillion
@@ -308,7 +311,13 @@ def model_charges_post() -> int:
     posted = 0
     for account_id in account_ids:
         while True:
-            result = _account_charges_post(account_id)
+            try:
+                result = _account_charges_post(account_id)
+            except Exception:
+                # One account's failure (rolled back whole) must not stop the others' postings;
+                # its requests stay FINISHED and the next run tries again.
+                logger.exception("model usage posting failed for account %s", account_id)
+                break
             posted += result.requests
             if result.requests < MAX_REQUESTS_PER_POSTING:
                 break
