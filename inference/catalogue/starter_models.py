@@ -73,6 +73,9 @@ class StarterModel:
     languages: tuple[str, ...]
     input_price: Decimal  # credit-seconds per 1,000 tokens
     output_price: Decimal
+    # Raised whenever the writer's output changes: a store holding an older revision is
+    # rewritten by models_prepare, instead of serving what an older portal wrote.
+    revision: int
     write: Callable[..., Path] = field(repr=False, compare=False)
 
     def catalogue_fields(self) -> dict:
@@ -352,6 +355,7 @@ STARTER_MODELS: tuple[StarterModel, ...] = (
         languages=("en",),
         input_price=Decimal("1.000"),
         output_price=Decimal("1.000"),
+        revision=1,
         write=tiny_chat_write,
     ),
     StarterModel(
@@ -369,6 +373,7 @@ STARTER_MODELS: tuple[StarterModel, ...] = (
         languages=("en",),
         input_price=Decimal("1.000"),
         output_price=Decimal("0"),
+        revision=1,
         write=minilm_write,
     ),
 )
@@ -382,9 +387,15 @@ def starter_model_get(name: str) -> StarterModel:
     raise KeyError(name)
 
 
+def _revision_path(path: Path) -> Path:
+    # A hidden name: WEIGHTS_PATH_REGEX refuses hidden segments, so it is never served as weights.
+    return path.with_name(f".{path.name}.revision")
+
+
 def starter_models_prepare(*, store_dir: Path, force: bool = False) -> list[tuple[Path, bool]]:
     """Write every starter model's weights into the model store at `store_dir`: a file already
-    there is left alone unless `force`. Returns (path, written) per model.
+    there, written by this revision of its writer, is left alone unless `force`. Returns
+    (path, written) per model.
 
     The folders on the way get mode 755 and the files 644 whatever the umask (`make run` runs
     with 077): engines run as a non-root user with the store mounted read-only, and must read
@@ -394,11 +405,18 @@ def starter_models_prepare(*, store_dir: Path, force: bool = False) -> list[tupl
     done = []
     for model in STARTER_MODELS:
         path = store_dir / model.weights_path
-        if not (path.is_file() and not force):
+        revision = _revision_path(path)
+        current = (
+            path.is_file()
+            and revision.is_file()
+            and revision.read_text().strip() == str(model.revision)
+        )
+        if force or not current:
             model.write(path=path)
-            done.append((path, True))
-        else:
-            done.append((path, False))
+            # After the weights: an interrupted run leaves no revision, so the next rewrites.
+            revision.write_text(f"{model.revision}\n")
+            revision.chmod(0o644)
+        done.append((path, force or not current))
         folder = path.parent
         while True:
             folder.chmod(0o755)

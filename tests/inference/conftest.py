@@ -76,7 +76,8 @@ def _ready(base_url: str, api_key: str) -> bool:
     return response.status_code == 200
 
 
-def _stop(process: subprocess.Popen) -> None:
+def engine_stop(process: subprocess.Popen) -> None:
+    """Stop an engine started by engine_start, by its PID: SIGTERM, then SIGKILL after 10 s."""
     if process.poll() is not None:
         return
     os.kill(process.pid, signal.SIGTERM)
@@ -85,6 +86,9 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+_stop = engine_stop  # the name other tests imported first
 
 
 def _stderr_tail(path: Path, limit: int = 4000) -> str:

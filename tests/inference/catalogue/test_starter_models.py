@@ -109,10 +109,31 @@ def test_models_prepare_writes_both_models_once(tmp_path, settings):
     assert [p.stat().st_mtime_ns for p in paths] == written
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths)
     assert paths[0].parent.stat().st_mode & 0o777 == 0o755
-    assert [p.name for p in sorted((tmp_path / "store" / "starter").iterdir())] == [
+    assert [p.name for p in sorted((tmp_path / "store" / "starter").glob("*.gguf"))] == [
         "minilm-l6-v2.gguf",
         "tiny-chat.gguf",
     ]
+
+
+def test_models_prepare_rewrites_a_model_an_older_writer_left(tmp_path, settings):
+    # given: the store as an older portal left it (another revision; no revision at all)
+    settings.MODEL_STORE_DIR = tmp_path / "store"
+    call_command("models_prepare")
+    starter = tmp_path / "store" / "starter"
+    (starter / ".tiny-chat.gguf.revision").write_text("0\n")
+    (starter / ".minilm-l6-v2.gguf.revision").unlink()
+    (starter / "tiny-chat.gguf").write_bytes(b"an older tiny model")
+    (starter / "minilm-l6-v2.gguf").write_bytes(b"an older MiniLM")
+
+    # when
+    call_command("models_prepare")
+
+    # then: both written again, and marked with this revision
+    tiny, minilm = (starter_model_get(n) for n in ("tiny-chat", "minilm-embed"))
+    assert (starter / "tiny-chat.gguf").read_bytes()[:4] == b"GGUF"
+    assert (starter / "minilm-l6-v2.gguf").read_bytes()[:4] == b"GGUF"
+    assert (starter / ".tiny-chat.gguf.revision").read_text() == f"{tiny.revision}\n"
+    assert (starter / ".minilm-l6-v2.gguf.revision").read_text() == f"{minilm.revision}\n"
 
 
 # --- served by the engine ----------------------------------------------------------------------
