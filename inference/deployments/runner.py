@@ -6,8 +6,9 @@ Each replica is one container of the engine image of its model (settings.LLM_ENG
 hardened at least as much as a sandbox:
 
 - all capabilities dropped, no new privileges, a non-root user, a read-only root filesystem
-  (a small tmpfs at /tmp for the engine's scratch files), pids, memory (no swap beyond it) and
-  CPU limits;
+  (a tmpfs at /tmp for the engine's scratch files: 256 MiB and noexec for llama.cpp; 4 GiB
+  with exec for vLLM, whose compiled kernels live there, plus a /dev/shm for its workers),
+  pids, memory (no swap beyond it) and CPU limits (LLM_ENGINE_CPUS, LLM_ENGINE_MEMORY_BYTES);
 - the model store mounted read-only at /models: the engine reads its weights and writes
   nowhere;
 - GPUs by UUID (a device request naming the allocated devices; NVIDIA_VISIBLE_DEVICES=void
@@ -248,6 +249,15 @@ def engine_container_create(engine: docker.DockerClient, spec: EngineSpec, net: 
         if spec.gpu_uuids
         else None
     )
+    if spec.engine == ServedModel.Engine.VLLM:
+        # vLLM compiles kernels (Triton, torch.compile) into its cache under $HOME and loads
+        # them, so its scratch space must allow exec; its workers share tensors through
+        # /dev/shm, which Docker makes 64 MiB by default. Both count against the memory limit.
+        scratch = "rw,nosuid,size=4g"
+        shm_size = min(spec.mem_limit_bytes // 2, 8 * 1024**3)
+    else:
+        scratch = "rw,noexec,nosuid,size=256m"
+        shm_size = None
     return engine.containers.create(
         spec.image,
         engine_args(spec),
@@ -264,7 +274,8 @@ def engine_container_create(engine: docker.DockerClient, spec: EngineSpec, net: 
         dns=[net.gateway],  # a name server nothing answers: no query leaves
         mounts=[Mount(target=MODELS_MOUNT, source=spec.store_dir, type="bind", read_only=True)],
         read_only=True,
-        tmpfs={"/tmp": "rw,noexec,nosuid,size=256m"},  # noqa: S108
+        tmpfs={"/tmp": scratch},  # noqa: S108
+        shm_size=shm_size,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         pids_limit=spec.pids_limit,

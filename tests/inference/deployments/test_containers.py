@@ -150,6 +150,7 @@ def test_a_cpu_replica_starts_serves_the_model_hardened_and_stops(
     assert host["NanoCpus"] == 10**9
     assert host["Privileged"] is False
     assert host["DeviceRequests"] in (None, [])
+    assert host["Tmpfs"] == {"/tmp": "rw,noexec,nosuid,size=256m"}  # noqa: S108
     assert container.attrs["Config"]["User"] == runner.ENGINE_USER
     assert "NVIDIA_VISIBLE_DEVICES=void" in container.attrs["Config"]["Env"]
     (mount,) = container.attrs["Mounts"]
@@ -353,6 +354,40 @@ def test_a_gpu_replica_asks_docker_for_exactly_its_devices(
         assert request["Capabilities"] == [["gpu"]]
         assert f"NVIDIA_VISIBLE_DEVICES={','.join(uuids)}" in container.attrs["Config"]["Env"]
         assert "--n_gpu_layers" in container.attrs["Config"]["Cmd"]
+    finally:
+        container.remove(force=True)
+
+
+def test_a_vllm_replica_is_made_as_vllm_wants(docker_client, tiny_chat, settings, no_engines_left):
+    # given a vLLM model on two GPUs (created only: the llama.cpp image stands in for vLLM's,
+    # which this machine cannot run)
+    settings.LLM_ENGINE_IMAGES = {
+        **settings.LLM_ENGINE_IMAGES,
+        "vllm": settings.LLM_ENGINE_IMAGES["llama.cpp"],
+    }
+    ServedModel.objects.filter(pk=tiny_chat.pk).update(engine=ServedModel.Engine.VLLM)
+    tiny_chat.refresh_from_db()
+    deployment = Deployment.objects.create(model=tiny_chat, replicas_wanted=1, gpus_per_replica=2)
+    replica = Replica.objects.create(
+        deployment=deployment, state=State.STARTING, api_key="k" * 43, gpu_uuids=["GPU-a", "GPU-b"]
+    )
+    with contextlib.closing(runner.docker_client()) as engine:
+        net = runner.engine_network_ensure(engine)
+        container = runner.engine_container_create(engine, runner.engine_spec(replica), net)
+    try:
+        container.reload()
+        host = container.attrs["HostConfig"]
+        command = container.attrs["Config"]["Cmd"]
+        # its OpenAI server, named as the catalogue, split over both GPUs
+        assert command[command.index("--served-model-name") + 1] == tiny_chat.name
+        assert command[command.index("--tensor-parallel-size") + 1] == "2"
+        # exec allowed in its scratch space (compiled kernels), a /dev/shm for its workers,
+        # and otherwise as hardened as llama.cpp
+        assert host["Tmpfs"] == {"/tmp": "rw,nosuid,size=4g"}  # noqa: S108
+        assert host["ShmSize"] == settings.LLM_ENGINE_MEMORY_BYTES // 2
+        assert host["CapDrop"] == ["ALL"]
+        assert host["ReadonlyRootfs"] is True
+        assert [r["DeviceIDs"] for r in host["DeviceRequests"]] == [["GPU-a", "GPU-b"]]
     finally:
         container.remove(force=True)
 
