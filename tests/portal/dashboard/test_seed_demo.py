@@ -3,6 +3,7 @@ from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from inference.deployments.models import Deployment, Replica
 from portal.credits.models import CreditGrant
 from portal.onboarding.models import StudentProfile
 from portal.organisations.models import Membership, Organisation, Role
@@ -28,6 +29,11 @@ def test_seed_demo_is_idempotent_and_prints_working_passwords(capsys, client):
     assert allowance.count() == 1
     assert allowance.get().amount == settings.STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS * 3600
     assert EmailAddress.objects.filter(email__endswith="@demo.local", verified=True).count() == 3
+    # the model API's two starter models, each deployed once on one CPU replica
+    deployments = Deployment.objects.filter(state="active").select_related("model")
+    assert sorted(d.model.name for d in deployments) == ["minilm-embed", "tiny-chat"]
+    assert {(d.gpus_per_replica, d.replicas_wanted) for d in deployments} == {(0, 1)}
+    assert Replica.objects.count() == 2
     # the printed password signs the founder in
     password = next(line.split()[-1] for line in out.splitlines() if "founder@demo.local" in line)
     assert client.login(email="founder@demo.local", password=password)

@@ -1,13 +1,18 @@
 """Create the demo accounts: `manage.py seed_demo`. Safe to run again; refuses production.
 
-It seeds people, an organisation, a university and a student's allowance, so it lives in the
-programme dashboard, a floor above every app it fills."""
+It seeds people, an organisation, a university and a student's allowance, and the model API's
+two starter models (a tiny chat model and an embedding model, written into the model store by
+`manage.py models_prepare`) deployed on CPU, so it lives in the programme dashboard, a floor
+above every app it fills."""
 
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from inference.catalogue.starter_models import starter_catalogue_seed
+from inference.deployments.models import Deployment
+from inference.deployments.services import deployment_create
 from portal.onboarding.allowance import student_allowance_grant
 from portal.onboarding.models import StudentProfile, University, UniversityDomain
 from portal.organisations.models import Organisation
@@ -67,6 +72,12 @@ class Command(BaseCommand):
             # What onboarding does for a real student (there through Celery): this month's
             # allowance, so the demo student can launch a sandbox at once. Idempotent by key.
             student_allowance_grant(user=student)
+            # The model API's starter models, each on one CPU replica: the worker starts their
+            # engine containers after the commit, so /llm/v1 and the playground answer within
+            # seconds of `make run`, with no GPU.
+            for model in starter_catalogue_seed():
+                if not Deployment.objects.filter(model=model, state="active").exists():
+                    deployment_create(model=model, gpus_per_replica=0, replicas=1, acting_user=pm)
         self.stdout.write(self.style.SUCCESS("Demo accounts (e-mail / password):"))
         for key, (email, _name, password) in DEMO_ACCOUNTS.items():
             self.stdout.write(f"  {key:<8} {email:<22} {password}")
