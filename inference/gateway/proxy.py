@@ -36,6 +36,7 @@ from inference.catalogue.models import ServedModel
 from inference.deployments.services import replica_unhealthy_report
 from inference.usage import services as usage_services
 from inference.usage.services import QuotaExceeded, request_finish, request_hold, request_release
+from portal.core.exceptions import PermissionDenied
 
 from . import db, errors, limits, upstream
 from .callers import Caller
@@ -49,6 +50,7 @@ EMBEDDINGS = "embeddings"
 PATHS = {CHAT: "/chat/completions", COMPLETIONS: "/completions", EMBEDDINGS: "/embeddings"}
 ID_PREFIX = {CHAT: "chatcmpl-", COMPLETIONS: "cmpl-", EMBEDDINGS: "embd-"}
 MAX_ERROR_BODY_BYTES = 64 * 1024
+DRAIN_SECONDS = 0.05
 
 
 @dataclass
@@ -265,12 +267,14 @@ async def _serve(call: Call) -> HttpResponse:
     if parsed.stream:
         return await state.stream(response, target)
     try:
-        return await state.answer(response, target)
+        answer = await state.answer(response, target)
     except BaseException:
         await _shielded(state.close_failed())
         raise
-    finally:
-        await _shielded(state.close())
+    # The engine's answer is read in full: the lease and the unused tokens go back just after
+    # the answer leaves, as its books do.
+    _background(state.close())
+    return answer
 
 
 class _State:
@@ -314,6 +318,13 @@ class _State:
             )
         except QuotaExceeded as exc:
             raise errors.insufficient_quota() from exc
+        except PermissionDenied as exc:  # the callers' rules choose the account: a bug if so
+            raise errors.GatewayError(
+                403,
+                "This account does not pay for this caller's requests.",
+                type="permission_error",
+                code="insufficient_permissions",
+            ) from exc
         self.held = True
 
     async def connect(self, body: dict):
@@ -511,6 +522,11 @@ class _State:
                     renew_at = time.monotonic() + limits.LEASE_RENEW_SECONDS
                     await limits.lease_renew(self.lease)
             broken = broken or not normaliser.done
+            if not broken:
+                # The engine's body ends right after [DONE]: read that end, so its connection
+                # goes back to the pool rather than being closed.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(_drain(lines), timeout=DRAIN_SECONDS)
             await self._upstream_close()
             usage = await self._stream_usage(normaliser)
             request = await self.finish(usage, error_code="upstream_error" if broken else "")
@@ -590,6 +606,11 @@ class _State:
             await limits.tokens_settle(admission=self.admission, tokens_used=self.tokens_used)
         except Exception:  # the lease lapses by itself (LEASE_SECONDS)
             logger.exception("request %s: could not release its lease", self.request_id)
+
+
+async def _drain(lines) -> None:
+    async for _line in lines:
+        pass
 
 
 def _playground_tail(request_id: str, usage: dict, cost_microcredits: int) -> bytes:
