@@ -47,11 +47,6 @@ def deployment_active_for(*, model) -> Deployment | None:
     return Deployment.objects.filter(model_id=model_id, state=Deployment.State.ACTIVE).first()
 
 
-def replicas_live(*, deployment) -> list[Replica]:
-    """The deployment's replicas that are not over (not stopped, not failed), oldest first."""
-    return list(deployment.replicas.filter(state__in=Replica.LIVE_STATES).order_by("pk"))
-
-
 @dataclass(frozen=True)
 class ServingCost:
     """The GPU time one model's replicas held in a period: what serving it cost the platform."""

@@ -375,12 +375,6 @@ def _replica_stop(replica_id: int, *, message: str) -> None:
         enqueue_after_commit("deployments.replica_stop", replica.pk)
 
 
-def replica_stop(*, replica_id: int, message: str = "") -> None:
-    """Stop one replica (the reconciler's and the tests' door; people stop deployments)."""
-    with transaction.atomic():
-        _replica_stop(replica_id, message=message or _("Stopped."))
-
-
 def replica_mark_stopped(*, replica_id: int, message: str = "") -> bool:
     """Its container is gone: GPUs released. Idempotent (False when it had ended already)."""
     with transaction.atomic():
