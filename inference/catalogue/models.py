@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 from portal.core.models import PublicIdModel
@@ -162,6 +163,9 @@ class ServedModel(PublicIdModel):
                 name="llm_embedding_has_no_output_price",
                 condition=~Q(task="embedding") | Q(output_price=0),
             ),
+            # Two models whose names differ only in case would confuse every reader of a
+            # statement or a log; the catalogue's service checks first, this decides a race.
+            models.UniqueConstraint(Lower("name"), name="llm_model_name_unique_any_case"),
         ]
 
     def __str__(self) -> str:

@@ -227,17 +227,28 @@ def _audit_value(value: Any) -> Any:
 
 
 def _save(model: ServedModel) -> ServedModel:
-    """Save, letting the database's own checks have the last word (a name taken by a request
-    that committed between our check and this insert, say)."""
+    """Save, letting the database's own constraints have the last word: a name taken (in any
+    case) by a request that committed between our check and this insert, say. Field rules are
+    checked here first; constraints only by the database, so a race ends in its error."""
     try:
-        model.full_clean(exclude=["created_by", "weights_sha256"])
+        model.full_clean(exclude=["created_by", "weights_sha256"], validate_constraints=False)
         with transaction.atomic():
             model.save()
     except ValidationError as error:
         field, messages = next(iter(error.message_dict.items()))
         raise _error(messages[0], field if field != "__all__" else None) from None
-    except IntegrityError:
-        raise _error(_("A model with this name is already in the catalogue."), "name") from None
+    except IntegrityError as error:
+        diag = getattr(error.__cause__, "diag", None)
+        constraint = getattr(diag, "constraint_name", None) or ""
+        text = str(error)
+        if (
+            constraint.startswith("llm_catalogue_servedmodel_name")  # the column's own
+            or constraint == "llm_model_name_unique_any_case"
+            or "llm_model_name_unique_any_case" in text
+            or "servedmodel.name" in text  # SQLite says it so
+        ):
+            raise _error(_("A model with this name is already in the catalogue."), "name") from None
+        raise ApplicationError(_("The catalogue cannot hold this model as it is.")) from None
     return model
 
 
