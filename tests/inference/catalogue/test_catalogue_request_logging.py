@@ -82,3 +82,11 @@ def test_the_catalogue_links_the_page_for_those_who_manage_an_organisation(clien
     assert url(acme["organisation"]) in client.get(reverse("models:list")).content.decode()
     client.force_login(acme["member"])
     assert url(acme["organisation"]) not in client.get(reverse("models:list")).content.decode()
+
+
+def test_the_organisation_page_links_it_for_its_owner_and_admins_only(client, acme):
+    organisation_page = reverse("organisations:detail", args=[acme["organisation"].slug])
+    client.force_login(acme["owner"])
+    assert url(acme["organisation"]) in client.get(organisation_page).content.decode()
+    client.force_login(acme["member"])
+    assert url(acme["organisation"]) not in client.get(organisation_page).content.decode()
