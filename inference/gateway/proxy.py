@@ -51,6 +51,7 @@ PATHS = {CHAT: "/chat/completions", COMPLETIONS: "/completions", EMBEDDINGS: "/e
 ID_PREFIX = {CHAT: "chatcmpl-", COMPLETIONS: "cmpl-", EMBEDDINGS: "embd-"}
 MAX_ERROR_BODY_BYTES = 64 * 1024
 DRAIN_SECONDS = 0.05
+PROMPT_COUNT_SECONDS = 10
 
 
 @dataclass
@@ -260,7 +261,14 @@ async def _serve(call: Call) -> HttpResponse:
         if parsed.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        response, target = await state.connect(body)
+        first = None
+        if parsed.stream and model.engine == ServedModel.Engine.LLAMA_CPP and not prompt_exact:
+            # llama.cpp sends no usage in a stream: the prompt is counted by its tokenizer,
+            # asked now, before the generation, on the same replica, where it is served first
+            # (one request at a time) rather than after the whole queue when the stream ends.
+            first = router.choose(call.targets, tried=set())
+            state.prompt_count = asyncio.ensure_future(_prompt_tokens_exact(call, first))
+        response, target = await state.connect(body, first=first)
     except BaseException:
         await _shielded(state.close_failed())
         raise
@@ -294,6 +302,7 @@ class _State:
         self.closed = False
         self.prompt_exact: int | None = None  # the engine's count of the prompt, once known
         self.started = False  # the stream's generator began
+        self.prompt_count: asyncio.Future | None = None  # the engine counting the prompt
 
     # -- before the engine
 
@@ -327,7 +336,7 @@ class _State:
             ) from exc
         self.held = True
 
-    async def connect(self, body: dict):
+    async def connect(self, body: dict, *, first=None):
         """A response from a replica whose status is 2xx (its body not yet read), trying
         another replica on a failed connection or a 5xx. A 4xx is the request's fault: it is
         answered, in our words, without trying elsewhere."""
@@ -336,7 +345,8 @@ class _State:
         tried: set[int] = set()
         failures = 0
         while True:
-            target = router.choose(self.call.targets, tried=tried)
+            target = first if first is not None and not tried else None
+            target = target or router.choose(self.call.targets, tried=tried)
             if target is None:
                 if failures:
                     raise errors.upstream_failed(model.name)
@@ -566,7 +576,13 @@ class _State:
         """The engine's usage, or one made here: the token chunks counted, and the prompt
         counted by the engine's tokenizer (the byte bound if the engine can no longer say)."""
         if normaliser.engine_usage is None and self.prompt_exact is None:
-            self.prompt_exact = await _prompt_tokens_exact(self.call, self.target)
+            if self.prompt_count is not None:
+                with contextlib.suppress(Exception):
+                    self.prompt_exact = await asyncio.wait_for(
+                        asyncio.shield(self.prompt_count), timeout=PROMPT_COUNT_SECONDS
+                    )
+            if self.prompt_exact is None:
+                self.prompt_exact = await _prompt_tokens_exact(self.call, self.target)
         prompt = self.prompt_exact if self.prompt_exact is not None else self.prompt_tokens
         return normaliser.usage(prompt_tokens=prompt)
 
@@ -580,6 +596,8 @@ class _State:
 
     async def close_failed(self) -> None:
         """The request ends before anything was produced: nothing is charged."""
+        if self.prompt_count is not None:
+            self.prompt_count.cancel()
         if self.held and not self.settled:
             try:
                 await _release(self.request_id, "upstream_error")

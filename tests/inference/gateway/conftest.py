@@ -214,6 +214,7 @@ class ConnectionRecord:
     bytes_down: int = 0
     saw_done: bool = False
     gateway_ended_at: float | None = None  # the gateway closed its side
+    generating: bool = False
     engine_ended_at: float | None = None  # the engine closed its side
 
     @property
@@ -232,7 +233,21 @@ class CountingProxy:
     port: int = 0
     open_now: int = 0
     most_open: int = 0
+    # Generation requests (POST .../chat/completions) between their request line and their
+    # [DONE] or the end of their connection: what the engine has in hand.
+    generating_now: int = 0
+    most_generating: int = 0
     connections: list = field(default_factory=list)
+
+    def _generation_started(self, record) -> None:
+        record.generating = True
+        self.generating_now += 1
+        self.most_generating = max(self.most_generating, self.generating_now)
+
+    def _generation_ended(self, record) -> None:
+        if record.generating:
+            record.generating = False
+            self.generating_now -= 1
 
     @property
     def base_url(self) -> str:
@@ -249,6 +264,9 @@ class CountingProxy:
                     record.bytes_down += len(data)
                     if b"[DONE]" in data:
                         record.saw_done = True
+                        self._generation_ended(record)
+                elif b"POST /v1/chat/completions" in data:
+                    self._generation_started(record)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -275,6 +293,7 @@ class CountingProxy:
             )
         finally:
             record.closed_at = time.monotonic()
+            self._generation_ended(record)
             self.open_now -= 1
 
     def start(self) -> "CountingProxy":

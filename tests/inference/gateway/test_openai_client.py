@@ -644,7 +644,7 @@ def test_100_concurrent_streams_under_a_limit_of_20_never_exceed_it_and_the_book
     assert refused
     assert all(json.loads(body)["error"]["code"] == "rate_limit_exceeded" for body in refused)
     # and the engine never had more than 20 of them at once, and had 20 at some point
-    assert counting_proxy.most_open == 20
+    assert counting_proxy.most_generating == 20
     # and the books: one finished request per stream served, none for the refused
     requests = settled(timeout=60)
     assert len(requests) == ok
