@@ -144,6 +144,8 @@ def model_deploy(request: HttpRequest, public_id) -> HttpResponse:
                 acting_user=request.user,
             )
         except ApplicationError as error:
+            if error.field not in form.fields:
+                return _refused(request, model, error)
             add_service_error(form, error)
         else:
             messages.success(
@@ -153,14 +155,21 @@ def model_deploy(request: HttpRequest, public_id) -> HttpResponse:
     return _model_page(request, model, deploy_form=form, status=400)
 
 
-def _active_deployment_or_404(public_id) -> Deployment:
+def _refused(request: HttpRequest, model: ServedModel, error: ApplicationError) -> HttpResponse:
+    """A refusal that belongs to no field of the form (the model is deployed already, the
+    deployment was stopped meanwhile): said at the top of the model's page, as it is now."""
+    messages.error(request, error.message)
+    return redirect("dashboard:model", public_id=model.public_id)
+
+
+def _deployment_or_404(public_id) -> Deployment:
     return get_object_or_404(Deployment.objects.select_related("model"), public_id=public_id)
 
 
 @programme_manager_required
 @require_POST
 def deployment_scale_view(request: HttpRequest, public_id) -> HttpResponse:
-    deployment = _active_deployment_or_404(public_id)
+    deployment = _deployment_or_404(public_id)
     form = ScaleForm(request.POST)
     if form.is_valid():
         try:
@@ -170,6 +179,8 @@ def deployment_scale_view(request: HttpRequest, public_id) -> HttpResponse:
                 acting_user=request.user,
             )
         except ApplicationError as error:
+            if error.field not in form.fields:
+                return _refused(request, deployment.model, error)
             add_service_error(form, error)
         else:
             messages.success(
@@ -184,7 +195,7 @@ def deployment_scale_view(request: HttpRequest, public_id) -> HttpResponse:
 @programme_manager_required
 @require_POST
 def deployment_stop_view(request: HttpRequest, public_id) -> HttpResponse:
-    deployment = _active_deployment_or_404(public_id)
+    deployment = _deployment_or_404(public_id)
     try:
         deployment_stop(deployment=deployment, acting_user=request.user)
     except ApplicationError as error:

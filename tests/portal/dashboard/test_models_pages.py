@@ -302,3 +302,33 @@ def test_another_month_and_a_bad_month(pm_client):
     assert pm_client.get(reverse("dashboard:model_usage") + "?month=2026-01").status_code == 200
     assert pm_client.get(reverse("dashboard:model_usage") + "?month=2026-13").status_code == 404
     assert pm_client.get(reverse("dashboard:model_usage") + "?month=x").status_code == 404
+
+
+def test_deploying_a_deployed_model_or_scaling_a_stopped_deployment_says_why(
+    store, pm_client, engine_tasks
+):
+    # given a model deployed on CPU, and a stopped deployment of another
+    deployed = served_model(name="deployed")
+    Deployment.objects.create(model=deployed, gpus_per_replica=0, replicas_wanted=1)
+    stopped = Deployment.objects.create(
+        model=served_model(name="stopped"), gpus_per_replica=0, replicas_wanted=1, state="stopped"
+    )
+    before = sorted(Deployment.objects.values_list("pk", "state", "replicas_wanted"))
+
+    # when the manager deploys the first again, and scales the stopped one
+    again = pm_client.post(
+        reverse("dashboard:model_deploy", args=[deployed.public_id]),
+        {"gpus_per_replica": "0", "replicas": "1"},
+        follow=True,
+    )
+    scaled = pm_client.post(
+        reverse("dashboard:deployment_scale", args=[stopped.public_id]),
+        {"replicas": "3"},
+        follow=True,
+    )
+
+    # then each page says why, and nothing changed
+    assert "This model is deployed already" in again.content.decode()
+    assert "This deployment is stopped." in scaled.content.decode()
+    assert sorted(Deployment.objects.values_list("pk", "state", "replicas_wanted")) == before
+    assert not Replica.objects.exists()
