@@ -67,6 +67,7 @@ urlpatterns = [
     path("models/new/", models.model_create, name="model_create"),
     path("models/deployments/", models.deployments, name="model_deployments"),
     path("models/usage/", models.model_usage, name="model_usage"),
+    path("models/usage/export.csv", models.model_usage_export, name="model_usage_export"),
     path("models/<uuid:public_id>/", models.model_detail, name="model"),
     path("models/<uuid:public_id>/withdraw/", models.model_withdraw, name="model_withdraw"),
     path("models/<uuid:public_id>/deploy/", models.model_deploy, name="model_deploy"),

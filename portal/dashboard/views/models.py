@@ -24,6 +24,7 @@ from inference.deployments.services import deployment_create, deployment_scale, 
 from portal.audit.services import client_ip
 from portal.core.exceptions import ApplicationError
 from portal.core.forms import add_service_error
+from portal.core.spreadsheets import csv_response
 from portal.credits.units import month_parse
 
 from ..access import programme_manager_required
@@ -212,15 +213,58 @@ def deployments(request: HttpRequest) -> HttpResponse:
     )
 
 
-@programme_manager_required
-def model_usage(request: HttpRequest) -> HttpResponse:
-    """A month of model usage (?month=YYYY-MM; this month by default)."""
+def _month(request: HttpRequest):
+    """The report's month from ?month=YYYY-MM, this month when not given; 404 for no month."""
     month_text = request.GET.get("month")
     month = this_month() if not month_text else month_parse(month_text)
     if month is None:
         raise Http404(_("No such month."))
+    return month
+
+
+@programme_manager_required
+def model_usage(request: HttpRequest) -> HttpResponse:
+    """A month of model usage (?month=YYYY-MM; this month by default)."""
+    month = _month(request)
     return render(
         request,
         "dashboard/models/usage.html",
         {"report": model_usage_report(month=month), "this_month": this_month()},
     )
+
+
+@programme_manager_required
+def model_usage_export(request: HttpRequest) -> HttpResponse:
+    """The month's model usage as CSV: the page's rows, exact microcredit-seconds beside the
+    credit-seconds, and each model's GPU-seconds of serving when they are recorded."""
+    report = model_usage_report(month=_month(request))
+    header = [
+        "dimension",
+        "key",
+        "name",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_microcredit_seconds",
+        "credit_seconds",
+        "serving_gpu_seconds",
+    ]
+
+    def line(dimension: str, row) -> list:
+        return [
+            dimension,
+            row.key,
+            row.name,
+            row.requests,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.cost_microcredits,
+            row.credit_seconds,
+            "" if row.gpu_seconds is None else row.gpu_seconds,
+        ]
+
+    rows = [header]
+    rows += [line("model", row) for row in report.by_model]
+    rows += [line("organisation", row) for row in report.by_organisation]
+    rows.append(line("total", report.total))
+    return csv_response(rows, filename=f"model-usage-{report.month:%Y-%m}.csv")

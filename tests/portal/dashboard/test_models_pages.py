@@ -332,3 +332,31 @@ def test_deploying_a_deployed_model_or_scaling_a_stopped_deployment_says_why(
     assert "This deployment is stopped." in scaled.content.decode()
     assert sorted(Deployment.objects.values_list("pk", "state", "replicas_wanted")) == before
     assert not Replica.objects.exists()
+
+
+def test_the_usage_export_has_the_page_rows_with_exact_microcredits(pm_client):
+    # given
+    chat = served_model(name="chat-a")
+    startup = OrganisationFactory(legal_name="Kisan Awaz")
+    request_row(chat, account_for_organisation(startup), prompt=100, completion=50, cost=1_500_001)
+
+    # when
+    response = pm_client.get(reverse("dashboard:model_usage_export"))
+
+    # then
+    lines = b"".join(response.streaming_content if response.streaming else [response.content])
+    rows = [line.split(",") for line in lines.decode().splitlines()]
+    assert response["Content-Disposition"].startswith('attachment; filename="model-usage-')
+    assert rows[0][:4] == ["dimension", "key", "name", "requests"]
+    assert rows[1][:8] == ["model", "chat-a", "chat-a", "1", "100", "50", "1500001", "1.500"]
+    assert rows[2][:7] == [
+        "organisation",
+        str(startup.public_id),
+        "Kisan Awaz",
+        "1",
+        "100",
+        "50",
+        "1500001",
+    ]
+    assert rows[3][0] == "total"
+    assert rows[3][6] == "1500001"

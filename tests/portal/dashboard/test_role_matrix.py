@@ -259,6 +259,11 @@ def _deployment_id(w: World) -> dict:
     return {"public_id": w.deployment.public_id}
 
 
+def _model_usage_csv(w, response):
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert _streamed(response).startswith(b"dimension,key,name,requests,")
+
+
 def _review(action: str) -> Callable[[World], dict]:
     return lambda w: {"public_id": w.application.public_id, "action": action}
 
@@ -546,6 +551,7 @@ CASES = [
         post_only=True,
     ),
     Case("model_usage"),
+    Case("model_usage_export", done=_model_usage_csv),
 ]
 CASE_IDS = [case.id for case in CASES]
 
