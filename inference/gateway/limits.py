@@ -20,13 +20,15 @@ import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from .errors import rate_limited
 
 WINDOW_SECONDS = 60
 LEASE_SECONDS = 60  # renewed every LEASE_RENEW_SECONDS while a request runs
 LEASE_RENEW_SECONDS = 20
+REDIS_MAX_CONNECTIONS = 64  # per process (per event loop)
+REDIS_WAIT_SECONDS = 5
 
 # KEYS: counters. ARGV: ttl, then per counter (limit, amount). Returns 0 when admitted, else the
 # 1-based index of the first counter that would pass its limit.
@@ -76,7 +78,16 @@ def _redis() -> Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        # A bounded pool that waits for a free connection: hundreds of streams starting or
+        # ending at once queue for a moment rather than fail ("Too many connections").
+        pool = BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=REDIS_WAIT_SECONDS,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+        )
+        client = Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 

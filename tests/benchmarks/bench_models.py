@@ -24,6 +24,11 @@ It prints
   BENCH models_ttft_added_p50: <ms> ms (baseline 10 ms, ratio <r>)
   BENCH models_streams_itl_p95: <ms> ms (baseline <direct ms> ms, ratio <r>)
   BENCH models_streams_completed: <n> streams (baseline <n> streams, ratio <r>)
+  BENCH models_portal_floor_p50: <ms> ms (baseline <direct plain ms> ms, ratio <r>)
+  BENCH models_key_and_model_p50: <ms> ms (baseline <floor ms> ms, ratio <r>)
+
+(the last two say where the added time goes: GET /healthz through the same server, and a chat
+request refused as soon as its key and model are read, an unknown model's 404)
 
 and whether the targets were met. The llama.cpp engine serves one request at a time, so the
 concurrent streams queue at the engine in both runs alike: the comparison is of the delays
@@ -237,6 +242,32 @@ async def stream(client, base: str, key: str, max_tokens: int) -> tuple[float, l
     return first or 0.0, gaps
 
 
+async def _timed_status(client, method: str, url: str, expected: int, **kwargs) -> float:
+    start = time.perf_counter()
+    response = await client.request(method, url, **kwargs)
+    elapsed = time.perf_counter() - start
+    if response.status_code != expected:
+        raise Failures(f"{method} {url}: HTTP {response.status_code}, not {expected}")
+    return elapsed
+
+
+async def parts(client, gateway: str, key: str) -> dict:
+    """Where the added time goes: the portal's floor (GET /healthz), and a request refused
+    right after the key and the model are read (an unknown model: 404), before any limit,
+    hold or engine."""
+    root = gateway.removesuffix("/llm/v1")
+    body = {"model": "no-such-model", "messages": MESSAGES, "max_tokens": 1}
+    out = {"healthz": [], "key_and_model": []}
+    for _ in range(REQUESTS):
+        out["healthz"].append(await _timed_status(client, "GET", f"{root}/healthz", 200))
+        out["key_and_model"].append(
+            await _timed_status(
+                client, "POST", f"{gateway}/chat/completions", 404, json=body, headers=_auth(key)
+            )
+        )
+    return out
+
+
 async def measure(gateway: str, gateway_key: str, engine: str, engine_key: str) -> dict:
     import httpx
 
@@ -256,6 +287,7 @@ async def measure(gateway: str, gateway_key: str, engine: str, engine_key: str) 
             for side in order:
                 ttft, _gaps = await stream(client, *sides[side], 4)
                 out["ttft"][side].append(ttft)
+        out["parts"] = await parts(client, gateway, gateway_key)
         out["crowd"] = {}
         for side in ("direct", "gateway"):
             results = await asyncio.gather(
@@ -287,6 +319,11 @@ def report(result: dict) -> tuple[bool, bool]:
     line("models_ttft_p50", p50["ttft"]["gateway"], "ms", p50["ttft"]["direct"])
     line("models_ttft_added_p50", added_ttft, "ms", ADDED_TTFT_TARGET_MS)
     line("models_streams_itl_p95", itl["gateway"], "ms", itl["direct"])
+    # Where the added time goes (no target): the portal's floor, and the key and model read.
+    floor = _ms(statistics.median(result["parts"]["healthz"]))
+    line("models_portal_floor_p50", floor, "ms", p50["plain"]["direct"])
+    key_and_model = _ms(statistics.median(result["parts"]["key_and_model"]))
+    line("models_key_and_model_p50", key_and_model, "ms", floor)
     completed = crowd["gateway"]["completed"]
     say(
         f"BENCH models_streams_completed: {completed} streams "
@@ -353,9 +390,9 @@ def main() -> int:
         if server is not None:
             common.server_stop(server)
             server_log.seek(0)
-            tail = server_log.read()[-2000:]
-            if tail.strip():
-                say("BENCH server log (tail):\n" + tail)
+            errors = [line for line in server_log.read().splitlines() if " ERROR " in line]
+            if errors:
+                say(f"BENCH server errors: {len(errors)}, the last: {errors[-1][:300]}")
         if engine is not None:
             common.server_stop(engine)
         import shutil
