@@ -13,6 +13,7 @@ Who pays and who sees what:
 import time
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 
 from inference.catalogue.models import ServedModel
@@ -93,9 +94,12 @@ def caller_for_person(*, user, organisation_public_id: str | None) -> Caller:
     organisation they name and belong to (any other is told apart from nothing: 404)."""
     organisation = None
     if organisation_public_id:
-        organisation = (
-            Organisation.objects.for_user(user).filter(public_id=organisation_public_id).first()
-        )
+        try:
+            organisation = (
+                Organisation.objects.for_user(user).filter(public_id=organisation_public_id).first()
+            )
+        except (ValidationError, ValueError):  # not a UUID: no such organisation either
+            organisation = None
         if organisation is None:
             raise errors.GatewayError(
                 404, "No such organisation.", param="organisation", code="not_found"

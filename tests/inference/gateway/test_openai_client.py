@@ -716,6 +716,14 @@ def test_the_playground_cannot_spend_an_organisation_the_person_does_not_belong_
         headers={"X-CSRFToken": "a" * 32},
     )
     assert response.status_code == 404
+    # nor one named by something that is not an id at all
+    response = client.post(
+        "/models/playground/chat",
+        json={"model": chat_model.name, "messages": HELLO, "organisation": "not-a-uuid"},
+        headers={"X-CSRFToken": "a" * 32},
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["param"] == "organisation"
     assert not ModelRequest.objects.exists()
     assert balance(victim.account) == FUNDS
 
