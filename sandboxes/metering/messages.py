@@ -80,11 +80,20 @@ def usage_sample_message(*, run, row, gpus, container, simulated: bool, at: dt.d
 # --- cluster.gpus -----------------------------------------------------------------------------
 
 
+# A device held by a model deployment's replica (inference) rather than a sandbox: shown as held
+# by the programme's own model serving.
+SERVING = "serving"
+SERVING_LABEL = "Model serving"
+
+
 def gpu_tile(device, sandbox, **reading) -> dict:
-    """One GPU of the `cluster.gpus` message: the device, who holds it (None: free), and its
-    readings (util_pct, memory_used_mib, power_w, temperature_c; None where unknown)."""
+    """One GPU of the `cluster.gpus` message: the device, who holds it (None: free; SERVING: a
+    model deployment), and its readings (util_pct, memory_used_mib, power_w, temperature_c;
+    None where unknown)."""
     holder = None
-    if sandbox is not None:
+    if sandbox == SERVING:
+        holder = {"sandbox": None, "user": SERVING_LABEL, "organisation": None, "serving": True}
+    elif sandbox is not None:
         holder = {
             "sandbox": str(sandbox.public_id),
             "user": person_label(sandbox.user),
@@ -104,7 +113,8 @@ def gpu_tile(device, sandbox, **reading) -> dict:
 
 
 def cluster_message(*, gpus, at: dt.datetime) -> dict:
-    """`cluster.gpus`: `gpus` is (device, holding sandbox or None, readings dict) per GPU."""
+    """`cluster.gpus`: `gpus` is (device, holding sandbox, SERVING or None, readings dict) per
+    GPU."""
     return {
         "type": "cluster.gpus",
         "at": iso(at),

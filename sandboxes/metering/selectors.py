@@ -13,7 +13,7 @@ from portal.credits.models import CreditAccount
 from sandboxes.gpus.models import GpuAllocation, GpuDevice
 from sandboxes.launcher.models import Sandbox
 
-from .messages import balance_message, cluster_message, iso
+from .messages import SERVING, balance_message, cluster_message, iso
 from .models import DeviceSample, SandboxRun, Step, UsageRollup, UsageSample
 
 SERIES = ["gpu_util_pct", "gpu_memory_used_mib", "gpu_power_w", "cpu_pct", "memory_used_mib"]
@@ -130,7 +130,7 @@ def cluster_snapshot() -> dict:
         .order_by("index", "mig_profile")
     )
     holders = {
-        a.device_id: a.sandbox
+        a.device_id: a.sandbox if a.sandbox_id is not None else SERVING
         for a in GpuAllocation.objects.filter(released_at__isnull=True).select_related(
             "sandbox__user", "sandbox__organisation"
         )

@@ -7,14 +7,15 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 
 from sandboxes.gpus.backends import backend_from_setting
-from sandboxes.gpus.models import GpuDevice
+from sandboxes.gpus.models import GpuAllocation, GpuDevice
 from sandboxes.live import broadcast
 
 from .. import telemetry
 from ..charging import slot_start
-from ..messages import cluster_message, reading_fields, usage_sample_message
+from ..messages import SERVING, cluster_message, reading_fields, usage_sample_message
 from ..models import DeviceSample, SandboxRun, UsageSample
 
 
@@ -32,7 +33,16 @@ def sample(runs: list[SandboxRun], *, held: dict, now: dt.datetime) -> Sampled:
     taken_at = slot_start(now, interval)
     open_runs = [r for r in runs if r.ended_at is None]
     containers = telemetry.containers_read({str(r.sandbox.public_id) for r in open_runs})
-    devices = list(GpuDevice.objects.filter(mig_enabled=False).order_by("index", "mig_profile"))
+    # Devices a model deployment's replica holds are read in the same query (no run of ours
+    # holds them; the cluster view shows them held by model serving).
+    serving = GpuAllocation.objects.filter(
+        device=OuterRef("pk"), released_at__isnull=True, replica__isnull=False
+    )
+    devices = list(
+        GpuDevice.objects.filter(mig_enabled=False)
+        .annotate(serving=Exists(serving))
+        .order_by("index", "mig_profile")
+    )
     holder_of = {d.pk: r for r in open_runs for d in held.get(r.sandbox_id, [])}
     loads = {}
     for device in devices:
@@ -89,7 +99,7 @@ def sample(runs: list[SandboxRun], *, held: dict, now: dt.datetime) -> Sampled:
     cluster = []
     for device in devices:
         run = holder_of.get(device.pk)
-        holder = run.sandbox if run is not None else None
+        holder = run.sandbox if run is not None else (SERVING if device.serving else None)
         cluster.append((device, holder, reading_fields(gpus.get(device.uuid))))
     messages.append((broadcast.CLUSTER_GROUP, cluster_message(gpus=cluster, at=now)))
     return Sampled(samples=len(usage_rows), messages=messages)
