@@ -303,6 +303,9 @@ class _State:
         self.prompt_exact: int | None = None  # the engine's count of the prompt, once known
         self.started = False  # the stream's generator began
         self.prompt_count: asyncio.Future | None = None  # the engine counting the prompt
+        # The lease is renewed while the request lives, whether bytes flow or not (an engine
+        # that queues a request may send nothing for long).
+        self.renewer = asyncio.ensure_future(_lease_keep(lease))
 
     # -- before the engine
 
@@ -511,7 +514,6 @@ class _State:
     async def _events(self, first: list[bytes], lines, normaliser: StreamNormaliser):
         self.started = True
         call = self.call
-        renew_at = time.monotonic() + limits.LEASE_RENEW_SECONDS
         broken = False
         try:
             for event in first:
@@ -528,9 +530,6 @@ class _State:
                     break
                 for event in normaliser.feed(line):
                     yield event
-                if time.monotonic() > renew_at:
-                    renew_at = time.monotonic() + limits.LEASE_RENEW_SECONDS
-                    await limits.lease_renew(self.lease)
             broken = broken or not normaliser.done
             if not broken:
                 # The engine's body ends right after [DONE]: read that end, so its connection
@@ -618,12 +617,22 @@ class _State:
         if self.closed:
             return
         self.closed = True
+        self.renewer.cancel()
         await self._upstream_close()
         try:
             await limits.lease_release(self.lease)
             await limits.tokens_settle(admission=self.admission, tokens_used=self.tokens_used)
         except Exception:  # the lease lapses by itself (LEASE_SECONDS)
             logger.exception("request %s: could not release its lease", self.request_id)
+
+
+async def _lease_keep(lease) -> None:
+    while True:
+        await asyncio.sleep(limits.LEASE_RENEW_SECONDS)
+        try:
+            await limits.lease_renew(lease)
+        except Exception:  # Redis away for a moment: the next renewal may do
+            logger.warning("could not renew a lease", exc_info=True)
 
 
 async def _drain(lines) -> None:

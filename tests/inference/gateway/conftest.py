@@ -237,6 +237,8 @@ class CountingProxy:
     # [DONE] or the end of their connection: what the engine has in hand.
     generating_now: int = 0
     most_generating: int = 0
+    # Hold each generation's answer back this long (an engine that queues the request).
+    delay_answers_seconds: float = 0.0
     connections: list = field(default_factory=list)
 
     def _generation_started(self, record) -> None:
@@ -261,6 +263,8 @@ class CountingProxy:
         try:
             while data := await reader.read(65536):
                 if down:
+                    if record.generating and not record.bytes_down:
+                        await asyncio.sleep(self.delay_answers_seconds)
                     record.bytes_down += len(data)
                     if b"[DONE]" in data:
                         record.saw_done = True

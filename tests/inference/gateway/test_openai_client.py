@@ -654,6 +654,37 @@ def test_100_concurrent_streams_under_a_limit_of_20_never_exceed_it_and_the_book
     assert before - balance(payer.account) == sum(priced(r) for r in requests)
 
 
+def test_a_request_keeps_its_place_in_flight_while_the_engine_keeps_it_waiting(
+    payer, counting_proxy, gateway_server, settings, monkeypatch, transactional_db
+):
+    # given one place in flight per key, leases of 0.5 s renewed every 0.1 s, and an engine
+    # that answers only after 1.2 s (a queued request: not a byte meanwhile)
+    import threading
+
+    from inference.gateway import limits
+
+    settings.LLM_KEY_CONCURRENT_STREAMS = 1
+    monkeypatch.setattr(limits, "LEASE_SECONDS", 0.5)
+    monkeypatch.setattr(limits, "LEASE_RENEW_SECONDS", 0.1)
+    counting_proxy.delay_answers_seconds = 1.2
+    deploy(served_model("queued-chat"), counting_proxy)
+    body = {"model": "queued-chat", "messages": HELLO, "max_tokens": 2}
+    first = {}
+    thread = threading.Thread(
+        target=lambda: first.update(
+            response=_raw(gateway_server, "chat/completions", json_body=body, secret=payer.secret)
+        )
+    )
+    thread.start()
+    time.sleep(0.8)  # past the first lease's term
+    # when a second request comes while the first still waits
+    second = _raw(gateway_server, "chat/completions", json_body=body, secret=payer.secret)
+    thread.join(timeout=30)
+    # then it is refused: the first still holds its place; and the first is answered
+    _is_openai_error(second, 429, "rate_limit_exceeded")
+    assert first["response"].status_code == 200
+
+
 # --- The playground -----------------------------------------------------------------------------
 
 
