@@ -140,6 +140,15 @@ def no_replica(name: str) -> GatewayError:
     )
 
 
+def internal() -> GatewayError:
+    return GatewayError(
+        500,
+        "The model API failed to handle this request. Nothing was charged for it.",
+        type="server_error",
+        code="internal_error",
+    )
+
+
 def upstream_failed(name: str) -> GatewayError:
     return GatewayError(
         502,

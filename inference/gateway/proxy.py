@@ -235,6 +235,12 @@ async def serve(call: Call) -> HttpResponse:
         return await _serve(call)
     except errors.GatewayError as exc:
         return exc.response()
+    except Exception:
+        # Whatever was taken is given back by _serve's own clean-up; the client gets OpenAI's
+        # shape, and the log the trace (never the request's content: it is in no local here
+        # that the trace prints).
+        logger.exception("model %s: the gateway failed", call.model.name)
+        return errors.internal().response()
 
 
 async def _serve(call: Call) -> HttpResponse:

@@ -6,6 +6,7 @@ rest (limits in Redis, the engine) is awaited on the event loop.
 """
 
 import json
+import logging
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -18,6 +19,8 @@ from portal.audit.services import client_ip
 from . import callers, errors, proxy
 from .streaming import CHAT, COMPLETIONS
 from .validation import body_parse, chat_parse, completion_parse, embedding_parse
+
+logger = logging.getLogger(__name__)
 
 PARSERS = {
     CHAT: chat_parse,
@@ -77,6 +80,9 @@ async def _invoke(request, endpoint: str) -> HttpResponse:
         )
     except errors.GatewayError as exc:
         return exc.response()
+    except Exception:
+        logger.exception("%s: the gateway failed before the model was called", endpoint)
+        return errors.internal().response()
     return await proxy.serve(
         proxy.Call(
             caller=caller,

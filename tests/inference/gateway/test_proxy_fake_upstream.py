@@ -274,3 +274,23 @@ async def test_an_empty_200_stream_is_a_502_that_charges_nothing(setup):
     assert response.status_code == 502
     request = await ModelRequest.objects.aget()
     assert request.status == ModelRequest.Status.FREE
+
+
+async def test_an_unexpected_failure_is_an_openai_500_that_charges_nothing(setup, caplog):
+    model, deployment, payer = setup
+    await Replica.objects.acreate(
+        deployment=deployment, state="ready", base_url="http://one.test/v1", api_key="k"
+    )
+
+    def handler(request):
+        raise RuntimeError("a bug")
+
+    _install(handler)
+    marker = "secret-prompt-8812"
+    body = {**BODY, "messages": [{"role": "user", "content": marker}]}
+    response = await _post(AsyncClient(), payer, body)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    request = await ModelRequest.objects.aget()
+    assert request.status == ModelRequest.Status.FREE
+    assert marker not in caplog.text
