@@ -285,8 +285,10 @@ async def _serve(call: Call) -> HttpResponse:
     except BaseException:
         await _shielded(state.close_failed())
         raise
-    # The engine's answer is read in full: the lease and the unused tokens go back just after
-    # the answer leaves, as its books do.
+    # The engine's answer is read in full: the place in flight is given back now (the caller's
+    # next request may come at once); the unused tokens just after the answer leaves, with its
+    # books.
+    await state.lease_release()
     _background(state.close())
     return answer
 
@@ -312,6 +314,7 @@ class _State:
         # The lease is renewed while the request lives, whether bytes flow or not (an engine
         # that queues a request may send nothing for long).
         self.renewer = asyncio.ensure_future(_lease_keep(lease))
+        self.lease_released = False
 
     # -- before the engine
 
@@ -453,18 +456,23 @@ class _State:
         return http
 
     async def _books_after(self, usage: dict, text: str) -> None:
+        # The log (when the organisation opted in) before the finish: a request seen finished
+        # has its log written.
         try:
-            await db.detached(request_finish)(
-                request_id=self.request_id,
-                prompt_tokens=usage["prompt_tokens"],
-                completion_tokens=usage["completion_tokens"],
-            )
             if self.call.caller.keeps_content:
                 await db.detached(usage_services.request_log_record)(
                     request_id=self.request_id,
                     request_body=self.call.original_body,
                     response_text=text,
                 )
+        except Exception:
+            logger.exception("request %s: could not keep its log", self.request_id)
+        try:
+            await db.detached(request_finish)(
+                request_id=self.request_id,
+                prompt_tokens=usage["prompt_tokens"],
+                completion_tokens=usage["completion_tokens"],
+            )
         except Exception:
             logger.exception("request %s: could not finish", self.request_id)
 
@@ -623,11 +631,20 @@ class _State:
         if self.closed:
             return
         self.closed = True
-        self.renewer.cancel()
         await self._upstream_close()
+        await self.lease_release()
+        try:
+            await limits.tokens_settle(admission=self.admission, tokens_used=self.tokens_used)
+        except Exception:  # the window ends within a minute anyway
+            logger.exception("request %s: could not give back its tokens", self.request_id)
+
+    async def lease_release(self) -> None:
+        if self.lease_released:
+            return
+        self.lease_released = True
+        self.renewer.cancel()
         try:
             await limits.lease_release(self.lease)
-            await limits.tokens_settle(admission=self.admission, tokens_used=self.tokens_used)
         except Exception:  # the lease lapses by itself (LEASE_SECONDS)
             logger.exception("request %s: could not release its lease", self.request_id)
 
