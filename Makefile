@@ -93,7 +93,7 @@ $(BENCH_STAMP): $(LOCK) $(BENCH_LOCK)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r $(BENCH_LOCK)
 	@rm -f $(VENV)/.bench-installed-* && touch $@
 
-bench: ## ledger and API throughput, sandbox launch latency against a bare hub, the metering tick over 10/100/1,000 sandboxes, live-message latency and 1,000 WebSocket clients, programme pages at 10,000 organisations against the same at 1/100, a Locust load test of the mix up to 200 simulated people with its profile (own databases portal_bench, portal_bench_api, portal_bench_sandboxes, portal_bench_metering, portal_bench_live, portal_bench_programme, portal_bench_programme_small, portal_bench_load; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS, BENCH_METERING_SIZES, BENCH_LIVE_MANY, BENCH_LOAD_SECONDS, BENCH_LOAD_USERS)
+bench: ## ledger and API throughput, sandbox launch latency against a bare hub, the metering tick over 10/100/1,000 sandboxes, live-message latency and 1,000 WebSocket clients, programme pages at 10,000 organisations against the same at 1/100, a Locust load test of the mix up to 200 simulated people with its profile, the model API gateway against calling its engine directly (latency added, time to first token, 200 concurrent streams) (own databases portal_bench, portal_bench_api, portal_bench_sandboxes, portal_bench_metering, portal_bench_live, portal_bench_programme, portal_bench_programme_small, portal_bench_load, portal_bench_models; BENCH_WORKERS, BENCH_SECONDS, BENCH_API_CLIENTS, BENCH_SANDBOX_ROUNDS, BENCH_METERING_SIZES, BENCH_LIVE_MANY, BENCH_LOAD_SECONDS, BENCH_LOAD_USERS, BENCH_MODELS_REQUESTS, BENCH_MODELS_STREAMS, BENCH_MODELS_STREAM_TOKENS)
 	@.ci/system-deps.sh test
 	@$(MAKE) --no-print-directory install
 	@$(MAKE) --no-print-directory $(BENCH_STAMP)
@@ -105,6 +105,7 @@ bench: ## ledger and API throughput, sandbox launch latency against a bare hub, 
 	-$(PY) tests/benchmarks/bench_live.py
 	$(PY) tests/benchmarks/bench_programme.py
 	$(PY) tests/benchmarks/bench_load.py
+	$(PY) tests/benchmarks/bench_models.py
 
 test-sqlite: install ## the suite on the embedded SQLite database (no PostgreSQL needed)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(VENV)/bin/pytest
