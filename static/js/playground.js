@@ -193,7 +193,9 @@
       controller = null;
       busy(false);
     }
-    if (turn.failed && !turn.answer) {
+    if (!turn.answer && !turn.usage) {
+      // Nothing came back (refused, failed, or stopped before the first token): the question
+      // goes back to the box, and the conversation stays as it was.
       turn.view.item.remove();
       conversation.lastChild && conversation.lastChild.remove(); // the question, unanswered
       input.value = text;
