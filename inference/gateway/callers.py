@@ -10,18 +10,26 @@ Who pays and who sees what:
   belong to (then also that organisation's models).
 """
 
+import datetime as dt
+import hashlib
 import time
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
+from django.utils import timezone
 
 from inference.catalogue.models import ServedModel
 from inference.deployments.selectors import ReplicaTarget, replicas_serving
 from inference.usage.models import RequestLogPolicy
 from inference.usage.selectors import account_for_key, account_for_user
 from portal.apikeys.models import ApiKey
-from portal.apikeys.services import KeyRejected, apikey_authenticate, apikey_effective_scopes
+from portal.apikeys.services import (
+    KeyRejected,
+    apikey_authenticate,
+    apikey_effective_scopes,
+    apikey_use_due,
+)
 from portal.credits.models import CreditAccount
 from portal.organisations.models import Organisation
 
@@ -151,6 +159,10 @@ def model_for(*, caller: Caller, name: str, task: str) -> tuple[ServedModel, lis
     """The model `name` as `caller` may call it for `task`, and its ready replicas. A model the
     caller may not see is answered exactly as one that does not exist."""
     model, targets = _route(name, caller.organisation, caller.user)
+    return _model_checked(model, targets, name=name, task=task)
+
+
+def _model_checked(model, targets, *, name: str, task: str):
     if model is None:
         raise errors.model_not_found(name)
     if model.task != task:
@@ -160,10 +172,95 @@ def model_for(*, caller: Caller, name: str, task: str) -> tuple[ServedModel, lis
     return model, targets
 
 
-def prepare_for_key(*, raw: str, ip: str | None, name: str, task: str):
+def prepare_for_key(*, raw: str, ip: str | None, name: str, task: str, epoch=None):
+    """The caller, the model and its replicas, read from the database; the caller is then
+    remembered under `epoch` (the keys' generation read before this began) when given."""
     caller = caller_for_key(raw=raw, ip=ip)
+    if epoch is not None:
+        _caller_remember(raw, epoch, caller)
     model, targets = model_for(caller=caller, name=name, task=task)
     return caller, model, targets
+
+
+# --- Callers remembered -------------------------------------------------------------------------
+#
+# Who a key is (its owner, the account that pays, whether content is kept) is remembered per
+# process for at most CALLER_CACHE_SECONDS, and only while the keys' generation in Redis
+# (portal.apikeys.keycache) is the one read before the database was: a revocation, a scope or
+# membership change, a person or organisation deactivated, an account opened or a logging
+# policy changed moves it on, and the very next request reads the database again. A key's
+# expiry is checked on every use. Its last use is still written at most once a minute, off the
+# request's path. Entries are found by the SHA-256 of the presented secret (only a key that
+# passed `apikey_authenticate` is ever filed).
+CALLER_CACHE_SECONDS = 15.0
+CALLER_CACHE_MAX = 10_000
+
+
+@dataclass
+class _Remembered:
+    epoch: bytes
+    until: float  # time.monotonic()
+    caller: Caller
+    expires_at: dt.datetime
+    last_used_at: dt.datetime | None
+
+
+_callers: dict[bytes, _Remembered] = {}
+
+
+def _fingerprint(raw: str) -> bytes:
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
+
+
+def _caller_remember(raw: str, epoch: bytes, caller: Caller) -> None:
+    key = caller.api_key
+    if len(_callers) >= CALLER_CACHE_MAX:
+        _callers.clear()
+    _callers[_fingerprint(raw)] = _Remembered(
+        epoch=epoch,
+        until=time.monotonic() + CALLER_CACHE_SECONDS,
+        caller=caller,
+        expires_at=key.expires_at,
+        # apikey_authenticate has just written it if it was due
+        last_used_at=timezone.now()
+        if apikey_use_due(last_used_at=key.last_used_at, now=timezone.now())
+        else key.last_used_at,
+    )
+
+
+def caller_known(*, raw: str, epoch: bytes | None) -> tuple[Caller | None, bool]:
+    """(the caller remembered for this secret under the current generation, or None; whether
+    its last use is due to be written now). No database."""
+    if epoch is None:
+        return None, False
+    fingerprint = _fingerprint(raw)
+    known = _callers.get(fingerprint)
+    if known is None:
+        return None, False
+    now = timezone.now()
+    if known.epoch != epoch or known.until <= time.monotonic() or known.expires_at <= now:
+        _callers.pop(fingerprint, None)
+        return None, False
+    due = apikey_use_due(last_used_at=known.last_used_at, now=now)
+    if due:
+        known.last_used_at = now
+    return known.caller, due
+
+
+def model_known(*, caller: Caller, name: str, task: str):
+    """`model_for` from the route cache alone: (model, targets), or None when it must read the
+    database."""
+    key = (name, caller.organisation.pk if caller.organisation else None,
+           caller.user.pk if caller.user else None)  # fmt: skip
+    cached = _routes.get(key)
+    if cached is None or cached[0] <= time.monotonic():
+        return None
+    return _model_checked(cached[1], cached[2], name=name, task=task)
+
+
+def callers_forget() -> None:
+    """Forget the callers remembered (tests)."""
+    _callers.clear()
 
 
 def prepare_for_person(*, user, organisation_public_id: str | None, name: str, task: str):

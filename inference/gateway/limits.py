@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from portal.apikeys import keycache
+
 from .errors import rate_limited
 
 WINDOW_SECONDS = 60
@@ -244,3 +246,13 @@ async def leases_count(*, holder: Holder) -> list[int]:
     client = _redis()
     now = time.time()
     return [await client.zcount(key, now, "+inf") for key in keys]
+
+
+async def keys_epoch() -> bytes | None:
+    """The API keys' generation (portal.apikeys.keycache): b"0" before any change was
+    recorded; None when Redis cannot say (then nothing remembered is used)."""
+    try:
+        value = await _redis().get(keycache.epoch_key())
+    except Exception:
+        return None
+    return b"0" if value is None else value

@@ -214,7 +214,8 @@ async def _shielded(coro) -> None:
 _pending: set[asyncio.Task] = set()
 
 
-def _background(coro) -> None:
+def background(coro) -> None:
+    """Run `coro` after the answer, kept until it ends (books_drain waits for it)."""
     task = asyncio.ensure_future(coro)
     _pending.add(task)
     task.add_done_callback(_pending.discard)
@@ -289,7 +290,7 @@ async def _serve(call: Call) -> HttpResponse:
     # next request may come at once); the unused tokens just after the answer leaves, with its
     # books.
     await state.lease_release()
-    _background(state.close())
+    background(state.close())
     return answer
 
 
@@ -450,7 +451,7 @@ class _State:
         # request until then): a plain request waits for the engine, not for the ledger's rows.
         self.settled = True
         self.tokens_used = usage["prompt_tokens"] + usage["completion_tokens"]
-        _background(self._books_after(usage, text))
+        background(self._books_after(usage, text))
         http = HttpResponse(json.dumps(out), content_type="application/json")
         http["X-Request-Id"] = self.request_id
         return http

@@ -1,8 +1,9 @@
 """/llm/v1 (OpenAI-compatible, bearer keys) and the playground's chat endpoint (session).
 
-Async views: an open stream holds no thread. Each request makes one thread hop to resolve the
-key, the model and its replicas (callers.py), one to hold its cost and one to finish it; the
-rest (limits in Redis, the engine) is awaited on the event loop.
+Async views: an open stream holds no thread. A request makes one thread hop to resolve the
+key, the model and its replicas (callers.py), none when this process remembers them (a key
+seen within seconds, under the keys' current generation), one to hold its cost and one to
+finish it; the rest (limits in Redis, the engine) is awaited on the event loop.
 """
 
 import json
@@ -11,12 +12,14 @@ import logging
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from inference.catalogue.models import ServedModel
+from portal.apikeys.services import apikey_use_record
 from portal.audit.services import client_ip
 
-from . import callers, errors, proxy
+from . import callers, db, errors, limits, proxy
 from .streaming import CHAT, COMPLETIONS
 from .validation import body_parse, chat_parse, completion_parse, embedding_parse
 
@@ -69,15 +72,35 @@ def _model_out(model: ServedModel) -> dict:
     }
 
 
+async def _prepare(request, raw_key: str, name: str, task: str):
+    """The caller, the model and its replicas: from what this process remembers when it may
+    (no thread hop, no query), else read from the database and remembered."""
+    epoch = await limits.keys_epoch()
+    caller, use_due = callers.caller_known(raw=raw_key, epoch=epoch)
+    if caller is not None:
+        if use_due:  # last_used_at, at most once a minute, off the request's path
+            proxy.background(
+                db.detached(apikey_use_record)(
+                    key_pk=caller.api_key.pk, ip=client_ip(request), now=timezone.now()
+                )
+            )
+        known = callers.model_known(caller=caller, name=name, task=task)
+        if known is not None:
+            return caller, *known
+        model, targets = await sync_to_async(callers.model_for)(caller=caller, name=name, task=task)
+        return caller, model, targets
+    return await sync_to_async(callers.prepare_for_key)(
+        raw=raw_key, ip=client_ip(request), name=name, task=task, epoch=epoch
+    )
+
+
 async def _invoke(request, endpoint: str) -> HttpResponse:
     try:
         _method(request, "POST")
         raw_key = _bearer(request)
         body = _body(request)
         parsed = PARSERS[endpoint](body)
-        caller, model, targets = await sync_to_async(callers.prepare_for_key)(
-            raw=raw_key, ip=client_ip(request), name=parsed.model, task=TASKS[endpoint]
-        )
+        caller, model, targets = await _prepare(request, raw_key, parsed.model, TASKS[endpoint])
     except errors.GatewayError as exc:
         return exc.response()
     except Exception:

@@ -16,6 +16,7 @@ from portal.core.mail import mail_send_after_commit
 from portal.organisations.models import MANAGER_ROLES, Membership, Role
 from portal.users.selectors import programme_manager_exists, user_programme_manager_known
 
+from .keycache import keys_changed
 from .models import ApiKey, answerable_is_manager
 from .scopes import ALL_SCOPES, PROGRAMME_SCOPES, scopes_allowed_for
 from .tokens import key_generate, key_parse, secret_hash, secret_matches
@@ -180,14 +181,16 @@ def _owners_to_tell(key: ApiKey) -> list:
 
 @transaction.atomic
 def apikey_revoke(*, key: ApiKey, acting_user, ip: str | None = None) -> ApiKey:
-    """Kill a key. Every process checks the database on every request, so the very next
-    request with it is refused."""
+    """Kill a key. The very next request with it is refused: processes that remember who a
+    key is (the model gateway) forget it as this returns (keycache), the others read the
+    database on every request."""
     _require_can_manage(acting_user=acting_user, user=key.user, organisation=key.organisation)
     updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
     if not updated:
         raise ApplicationError(_("This key was already revoked."))
+    keys_changed()  # an UPDATE sends no post_save
     audit_record(
         actor=acting_user,
         action=AuditAction.APIKEY_REVOKED,
@@ -304,12 +307,22 @@ def apikey_authenticate(*, raw: str, ip: str | None, record_use: bool = True) ->
     # owner re-confirms it. Checked here, in the same query, so there is no window.
     if key.organisation_id and not key.answerable_in_place:
         raise KeyRejected
-    if record_use and (key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION):
-        # At most one write a minute per key, whichever process gets there first.
-        ApiKey.objects.filter(pk=key.pk).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)
-        ).update(last_used_at=now, last_used_ip=ip)
+    if record_use and apikey_use_due(last_used_at=key.last_used_at, now=now):
+        apikey_use_record(key_pk=key.pk, ip=ip, now=now)
     return key
+
+
+def apikey_use_due(*, last_used_at, now) -> bool:
+    """Whether a use at `now` should be written (at most one write a minute per key)."""
+    return last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION
+
+
+def apikey_use_record(*, key_pk: int, ip: str | None, now) -> None:
+    """Write a key's last use, unless one was written less than a minute before `now`:
+    whichever process gets there first writes; the others' UPDATE matches no row."""
+    ApiKey.objects.filter(pk=key_pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)
+    ).update(last_used_at=now, last_used_ip=ip)
 
 
 def apikey_effective_scopes(key: ApiKey) -> frozenset[str]:
