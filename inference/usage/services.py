@@ -12,6 +12,10 @@ only then reads:
   new hold only when what is left covers the request's maximum cost;
 - `model_charges_post` moves FINISHED costs into the ledger and the carried fraction.
 
+On PostgreSQL the hold's steps run in one function call, `llm_usage_hold`
+(sql/llm_usage_hold.sql, installed by migration 0002; a change to the file needs a migration
+that installs it again): the same lock, sums and insert, one round trip instead of seven.
+
 Both run under the same lock, in the same order (spend row, then the ledger's account row
 inside the posting), so a hold never sees a posting half done and two holds never both spend
 the same credit: the second waits for the first to commit and then sees its RUNNING row (each
@@ -27,11 +31,12 @@ as unpaid, and no balance goes below zero.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -162,6 +167,20 @@ def _hold_insert(
     user,
     replica,
 ) -> ModelRequest:
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        return _hold_insert_postgresql(
+            request_id=request_id,
+            account=account,
+            model=model,
+            endpoint=endpoint,
+            stream=stream,
+            max_cost_microcredits=max_cost_microcredits,
+            api_key=api_key,
+            user=user,
+            replica=replica,
+            now=now,
+        )
     with transaction.atomic():
         spend = _spend_locked(account.pk)
         available = (
@@ -185,8 +204,71 @@ def _hold_insert(
             stream=bool(stream),
             status=ModelRequest.Status.RUNNING,
             held_microcredits=max_cost_microcredits,
-            started_at=timezone.now(),
+            started_at=now,
         )
+
+
+_HOLD_SQL = (
+    "SELECT request_pk, available_microcredits"
+    " FROM llm_usage_hold(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _hold_insert_postgresql(
+    *,
+    request_id,
+    account,
+    model,
+    endpoint,
+    stream,
+    max_cost_microcredits,
+    api_key,
+    user,
+    replica,
+    now,
+) -> ModelRequest:
+    """The same steps as the ORM's path in one call of `llm_usage_hold` (sql/llm_usage_hold.sql):
+    a hold is on every model request's path, and its seven statements cost a round trip each.
+    Inside a caller's transaction it runs in a savepoint, so a refused request id leaves that
+    transaction usable (as the ORM path's atomic block does)."""
+    arguments = [
+        request_id,
+        account.pk,
+        api_key.pk if api_key is not None else None,
+        user.pk if user is not None else None,
+        model.pk,
+        replica.pk if replica is not None else None,
+        endpoint,
+        bool(stream),
+        max_cost_microcredits,
+        now,
+    ]
+    scope = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    with scope, connection.cursor() as cursor:
+        cursor.execute(_HOLD_SQL, arguments)
+        pk, available = cursor.fetchone()
+    if pk is None:
+        raise QuotaExceeded(
+            available_microcredits=max(int(available), 0),
+            needed_microcredits=max_cost_microcredits,
+        )
+    request = ModelRequest(
+        pk=pk,
+        request_id=request_id,
+        account=account,
+        api_key=api_key,
+        user=user,
+        model=model,
+        replica=replica,
+        endpoint=endpoint,
+        stream=bool(stream),
+        status=ModelRequest.Status.RUNNING,
+        held_microcredits=max_cost_microcredits,
+        started_at=now,
+    )
+    request._state.adding = False
+    request._state.db = connection.alias
+    return request
 
 
 def request_finish(

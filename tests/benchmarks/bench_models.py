@@ -100,7 +100,8 @@ def engine_start(store: Path, log) -> tuple[subprocess.Popen, str, str]:
     key = secrets.token_urlsafe(24)
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", MODEL,
-        "--host", HOST, "--port", str(port), "--api_key", key, "--n_ctx", "512",
+        # one argument: a key that starts with "-" would be read as an option
+        "--host", HOST, "--port", str(port), f"--api_key={key}", "--n_ctx", "512",
         "--n_threads", "1", "--interrupt_requests", "false", "--verbose", "false",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=log)  # noqa: S603 - fixed arguments
