@@ -70,6 +70,50 @@ end
 return 0
 """
 
+# Both of the above in one round trip (every request takes both, one after the other). KEYS: the
+# window counters (per subject: requests, then tokens), then the lease sets. ARGV: how many
+# counters, their ttl, per counter (limit, amount), then now, expires, member, the lease ttl,
+# a limit per set. Returns 0 when admitted with a lease; i when window counter i would pass
+# its limit (nothing counted); -j when lease set j is full (the request counted, its tokens
+# given back: what requests_admit then lease_acquire then tokens_settle(0) do).
+_ADMIT_LEASE_SCRIPT = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local amount = tonumber(ARGV[2 + 2 * i])
+  if limit > 0 and (tonumber(redis.call('GET', KEYS[i]) or '0') + amount) > limit then
+    return i
+  end
+end
+for i = 1, n do
+  local amount = tonumber(ARGV[2 + 2 * i])
+  if amount ~= 0 then
+    redis.call('INCRBY', KEYS[i], amount)
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+  end
+end
+local at = 2 + 2 * n
+local now, expires, member, ttl = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+for j = n + 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', now)
+  local limit = tonumber(ARGV[at + 4 + j - n])
+  if limit > 0 and redis.call('ZCARD', KEYS[j]) >= limit then
+    for i = 2, n, 2 do
+      local amount = tonumber(ARGV[2 + 2 * i])
+      if amount > 0 then
+        redis.call('DECRBY', KEYS[i], amount)
+      end
+    end
+    return -(j - n)
+  end
+end
+for j = n + 1, #KEYS do
+  redis.call('ZADD', KEYS[j], expires, member)
+  redis.call('EXPIRE', KEYS[j], ttl)
+end
+return 0
+"""
+
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]" = (
     weakref.WeakKeyDictionary()
 )
@@ -146,30 +190,74 @@ class Admission:
     tokens_counted: int
 
 
+def _window_counters(holder: Holder, tokens: int, window: int):
+    """(counter keys, (limit, amount) per counter, what each counts, the token counters)."""
+    keys, pairs, names, token_keys = [], [], [], []
+    for kind, subject in holder.subjects():
+        rpm, tpm, _streams = _limits(kind)
+        base = f"{_prefix()}:{kind}:{subject}:{window}"
+        keys += [f"{base}:requests", f"{base}:tokens"]
+        pairs += [rpm, 1, tpm, tokens]
+        names += [(kind, "requests"), (kind, "tokens")]
+        token_keys.append(f"{base}:tokens")
+    return keys, pairs, names, token_keys
+
+
+def _window_refused(names, refused: int, *, window: int, now: float):
+    kind, what = names[refused - 1]
+    retry_after = int((window + 1) * WINDOW_SECONDS - now) + 1
+    per_minute = "requests" if what == "requests" else "tokens"
+    return rate_limited(
+        f"Rate limit reached for {_WHO[kind]}: {per_minute} per minute. "
+        f"Try again in {retry_after} s.",
+        retry_after=retry_after,
+    )
+
+
 async def requests_admit(*, holder: Holder, tokens: int) -> Admission:
     """Count one request and `tokens` against every limit of `holder`, or none of them:
     GatewayError 429 rate_limit_exceeded with Retry-After when one would pass its limit."""
     now = time.time()
     window = int(now // WINDOW_SECONDS)
-    keys, args, names, token_keys = [], [WINDOW_SECONDS + 5], [], []
-    for kind, subject in holder.subjects():
-        rpm, tpm, _streams = _limits(kind)
-        base = f"{_prefix()}:{kind}:{subject}:{window}"
-        keys += [f"{base}:requests", f"{base}:tokens"]
-        args += [rpm, 1, tpm, tokens]
-        names += [(kind, "requests"), (kind, "tokens")]
-        token_keys.append(f"{base}:tokens")
-    refused = await _redis().eval(_WINDOW_SCRIPT, len(keys), *keys, *args)
+    keys, pairs, names, token_keys = _window_counters(holder, tokens, window)
+    refused = await _redis().eval(_WINDOW_SCRIPT, len(keys), *keys, WINDOW_SECONDS + 5, *pairs)
     if refused:
-        kind, what = names[int(refused) - 1]
-        retry_after = int((window + 1) * WINDOW_SECONDS - now) + 1
-        per_minute = "requests" if what == "requests" else "tokens"
-        raise rate_limited(
-            f"Rate limit reached for {_WHO[kind]}: {per_minute} per minute. "
-            f"Try again in {retry_after} s.",
-            retry_after=retry_after,
-        )
+        raise _window_refused(names, int(refused), window=window, now=now)
     return Admission(window=window, token_keys=token_keys, tokens_counted=tokens)
+
+
+async def admit_and_lease(*, holder: Holder, tokens: int) -> tuple[Admission, "Lease"]:
+    """`requests_admit` then `lease_acquire` (giving the tokens back when the lease is
+    refused) in one round trip to Redis: the same counts, refusals and 429s."""
+    now = time.time()
+    window = int(now // WINDOW_SECONDS)
+    keys, pairs, names, token_keys = _window_counters(holder, tokens, window)
+    lease_keys, lease_limits = _lease_keys(holder)
+    member = uuid.uuid4().hex
+    result = int(
+        await _redis().eval(
+            _ADMIT_LEASE_SCRIPT,
+            len(keys) + len(lease_keys),
+            *keys,
+            *lease_keys,
+            len(keys),
+            WINDOW_SECONDS + 5,
+            *pairs,
+            now,
+            now + LEASE_SECONDS,
+            member,
+            int(LEASE_SECONDS) + 5,
+            *lease_limits,
+        )
+    )
+    if result > 0:
+        raise _window_refused(names, result, window=window, now=now)
+    if result < 0:
+        raise _lease_full(holder, lease_limits, -result)
+    return (
+        Admission(window=window, token_keys=token_keys, tokens_counted=tokens),
+        Lease(member=member, keys=lease_keys),
+    )
 
 
 async def tokens_settle(*, admission: Admission, tokens_used: int) -> None:
@@ -214,13 +302,17 @@ async def lease_acquire(*, holder: Holder) -> Lease:
         *limits,
     )
     if full:
-        kind = holder.subjects()[int(full) - 1][0]
-        raise rate_limited(
-            f"Rate limit reached for {_WHO[kind]}: too many requests in flight at once "
-            f"(at most {limits[int(full) - 1]}). Wait for one to finish.",
-            retry_after=1,
-        )
+        raise _lease_full(holder, limits, int(full))
     return Lease(member=member, keys=keys)
+
+
+def _lease_full(holder: Holder, limits: list[int], full: int):
+    kind = holder.subjects()[full - 1][0]
+    return rate_limited(
+        f"Rate limit reached for {_WHO[kind]}: too many requests in flight at once "
+        f"(at most {limits[full - 1]}). Wait for one to finish.",
+        retry_after=1,
+    )
 
 
 async def lease_renew(lease: Lease) -> None:

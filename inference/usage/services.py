@@ -292,51 +292,48 @@ def request_finish(
             )
     if not isinstance(error_code, str) or len(error_code) > 40:
         raise UsageError(_("An error code has at most 40 characters."), field="error_code")
-    with transaction.atomic():
-        request = (
-            ModelRequest.objects.select_for_update()
-            .select_related("model")
-            .filter(request_id=request_id)
-            .first()
-        )
-        if request is None:
-            raise UsageError(_("Unknown request."))
-        if request.status != ModelRequest.Status.RUNNING:
-            return request
-        model = request.model
-        # Generous on purpose: a finish refused leaves the hold in place, so only counts no
-        # engine can have produced are refused (an engine may run a longer context than the
-        # catalogue advertises; an embeddings request carries many inputs).
-        if prompt_tokens + completion_tokens > model.context_length * MAX_INPUTS_PER_REQUEST:
-            raise UsageError(_("More tokens than the model can have used for this request."))
-        if request.endpoint == ModelRequest.Endpoint.EMBEDDINGS and completion_tokens:
-            raise UsageError(_("Embeddings produce no completion tokens."))
-        produced = prompt_tokens + completion_tokens
-        request.prompt_tokens = prompt_tokens
-        request.completion_tokens = completion_tokens
-        request.error_code = error_code
-        request.held_microcredits = 0
-        request.finished_at = timezone.now()
-        if error_code and produced == 0:
-            request.status = ModelRequest.Status.FREE
-            request.cost_microcredits = 0
-        else:
-            request.status = ModelRequest.Status.FINISHED
-            request.cost_microcredits = model.cost_microcredits(
-                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-            )
-        request.save(
-            update_fields=[
-                "prompt_tokens",
-                "completion_tokens",
-                "error_code",
-                "held_microcredits",
-                "finished_at",
-                "status",
-                "cost_microcredits",
-            ]
-        )
+    # Two statements and no transaction (a finish is on every request's path): the row read,
+    # then moved from RUNNING by an UPDATE that matches only while it is still RUNNING, so of
+    # two finishes (or a finish and a release) at once exactly one writes, as a row lock would
+    # decide; the other returns the row as the winner left it.
+    request = ModelRequest.objects.select_related("model").filter(request_id=request_id).first()
+    if request is None:
+        raise UsageError(_("Unknown request."))
+    if request.status != ModelRequest.Status.RUNNING:
         return request
+    model = request.model
+    # Generous on purpose: a finish refused leaves the hold in place, so only counts no
+    # engine can have produced are refused (an engine may run a longer context than the
+    # catalogue advertises; an embeddings request carries many inputs).
+    if prompt_tokens + completion_tokens > model.context_length * MAX_INPUTS_PER_REQUEST:
+        raise UsageError(_("More tokens than the model can have used for this request."))
+    if request.endpoint == ModelRequest.Endpoint.EMBEDDINGS and completion_tokens:
+        raise UsageError(_("Embeddings produce no completion tokens."))
+    produced = prompt_tokens + completion_tokens
+    changes = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "error_code": error_code,
+        "held_microcredits": 0,
+        "finished_at": timezone.now(),
+    }
+    if error_code and produced == 0:
+        changes.update(status=ModelRequest.Status.FREE, cost_microcredits=0)
+    else:
+        changes.update(
+            status=ModelRequest.Status.FINISHED,
+            cost_microcredits=model.cost_microcredits(
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            ),
+        )
+    updated = ModelRequest.objects.filter(pk=request.pk, status=ModelRequest.Status.RUNNING).update(
+        **changes
+    )
+    if not updated:  # finished or released meanwhile
+        return ModelRequest.objects.select_related("model").get(pk=request.pk)
+    for name, value in changes.items():
+        setattr(request, name, value)
+    return request
 
 
 def request_release(*, request_id: str, error_code: str) -> None:
