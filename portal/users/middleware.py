@@ -12,8 +12,10 @@ API keys write last_used_at: at most once a minute.
 import time
 
 from allauth.usersessions.models import UserSession
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth import logout
+from django.contrib.auth.models import AnonymousUser
 
 # When the session last saw a request (Unix seconds). Written at most once a TOUCH_SECONDS, so
 # an active session costs no database write per request (sessions are rows; SESSION_ENGINE).
@@ -42,19 +44,50 @@ class SessionIdleTimeoutMiddleware:
     page that needs a sign-in sends the person to it); for the others, notes the activity and
     records the session (allauth's UserSession: who, from where, last seen) when a minute has
     passed or the session is new. After AuthenticationMiddleware, before anything that reads
-    who is signed in; in place of allauth's UserSessionsMiddleware."""
+    who is signed in; in place of allauth's UserSessionsMiddleware.
+
+    Sync and async alike: under ASGI an anonymous request (most of them: static pages, the
+    health check) passes without a thread hop; a signed-in one makes one for its session's
+    bookkeeping, as before."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.is_async:
+            return self._acall(request)
         if request.user.is_authenticated:
-            now = time.time()
-            session = request.session
-            if session_idle_expired(session, now=now):
-                logout(request)  # deletes the session row; the sign-out is audited
-            elif _activity_due(session, now=now):
-                session[LAST_ACTIVITY_KEY] = int(now)
-                session[RECORDED_KEY] = session.session_key
-                UserSession.objects.create_from_request(request)
+            _session_activity(request)
         return self.get_response(request)
+
+    async def _acall(self, request):
+        user = await request.auser()
+        if user.is_authenticated and await sync_to_async(_session_activity)(request):
+            # Signed out: what the async side reads of the user (its own cache) says so too.
+            request.auser = _anonymous
+        return await self.get_response(request)
+
+
+async def _anonymous():
+    return AnonymousUser()
+
+
+def _session_activity(request) -> bool:
+    """The idle timeout and the activity record of a signed-in request; True when it ended
+    the session."""
+    now = time.time()
+    session = request.session
+    if session_idle_expired(session, now=now):
+        logout(request)  # deletes the session row; the sign-out is audited
+        return True
+    if _activity_due(session, now=now):
+        session[LAST_ACTIVITY_KEY] = int(now)
+        session[RECORDED_KEY] = session.session_key
+        UserSession.objects.create_from_request(request)
+    return False
