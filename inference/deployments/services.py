@@ -235,7 +235,9 @@ def _replicas_match(deployment: Deployment) -> list[int]:
 
 
 def _replica_add(deployment: Deployment) -> Replica:
-    replica = Replica.objects.create(deployment=deployment, api_key=secrets.token_urlsafe(32))
+    # Hex, not URL-safe base64: the engine's command line would read a key that begins with
+    # "-" as an option and refuse to start (1 replica in 64).
+    replica = Replica.objects.create(deployment=deployment, api_key=secrets.token_hex(32))
     _place(replica)
     return replica
 

@@ -102,7 +102,7 @@ def engine_start(
     """Start `python -m llama_cpp.server` on a free port and wait until `/v1/models` answers
     with its key; fail the test session with the engine's stderr when it does not within
     ENGINE_START_TIMEOUT_SECONDS."""
-    api_key = secrets.token_urlsafe(24)
+    api_key = secrets.token_hex(24)  # hex: never begins with "-" (read as an option)
     failures = []
     for attempt in range(_START_ATTEMPTS):
         port = free_port()
