@@ -391,9 +391,13 @@ def main() -> int:
         if server is not None:
             common.server_stop(server)
             server_log.seek(0)
-            errors = [line for line in server_log.read().splitlines() if " ERROR " in line]
+            lines = server_log.read().splitlines()
+            errors = [line for line in lines if " ERROR " in line]
             if errors:
                 say(f"BENCH server errors: {len(errors)}, the last: {errors[-1][:300]}")
+                # what the gateway said of its replicas meanwhile (a 5xx, a broken stream)
+                for warning in [line for line in lines if " WARNING inference." in line][-3:]:
+                    say(f"BENCH server warning: {warning[:300]}")
         if engine is not None:
             common.server_stop(engine)
         import shutil
