@@ -33,13 +33,11 @@ from .models import Deployment, Replica
 logger = logging.getLogger(__name__)
 State = Replica.State
 RUNNING_STATUSES = ("created", "running")
-START_TIMEOUT_SECONDS = 15 * 60
 STOP_RETRY_SECONDS = 60
 
 
 def _start_timeout() -> dt.timedelta:
-    seconds = int(getattr(settings, "LLM_REPLICA_START_TIMEOUT", START_TIMEOUT_SECONDS))
-    return dt.timedelta(seconds=seconds)
+    return dt.timedelta(seconds=settings.LLM_REPLICA_START_TIMEOUT)
 
 
 def containers_reconcile(*, now: dt.datetime | None = None) -> dict[str, int]:

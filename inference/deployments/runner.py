@@ -76,7 +76,7 @@ class EngineNetwork:
 
 def engine_network() -> EngineNetwork:
     return EngineNetwork(
-        name=getattr(settings, "LLM_ENGINE_NETWORK", "nac-llm"),
+        name=settings.LLM_ENGINE_NETWORK,
         bridge="nac-llm0",
         subnet="172.30.2.0/24",
         gateway="172.30.2.1",
@@ -184,8 +184,8 @@ def engine_spec(replica) -> EngineSpec:
         api_key=replica.api_key,
         context_length=model.context_length,
         gpu_uuids=list(replica.gpu_uuids or []),
-        cpus=float(getattr(settings, "LLM_ENGINE_CPUS", 2.0)),
-        mem_limit_bytes=int(getattr(settings, "LLM_ENGINE_MEMORY_BYTES", 4 * 1024**3)),
+        cpus=settings.LLM_ENGINE_CPUS,
+        mem_limit_bytes=settings.LLM_ENGINE_MEMORY_BYTES,
     )
 
 

@@ -564,6 +564,12 @@ LLM_ENGINE_IMAGES = {
 }
 if env.str("LLM_ENGINE_IMAGE_VLLM", default=""):
     LLM_ENGINE_IMAGES["vllm"] = env.str("LLM_ENGINE_IMAGE_VLLM")
+# Each engine container's limits and network (inference.deployments.runner), and how long a
+# replica may take from its start to its first good probe before it is failed and retried.
+LLM_ENGINE_CPUS = env.float("LLM_ENGINE_CPUS", default=2.0)
+LLM_ENGINE_MEMORY_BYTES = env.int("LLM_ENGINE_MEMORY_BYTES", default=4 * 1024**3)
+LLM_ENGINE_NETWORK = env.str("LLM_ENGINE_NETWORK", default="nac-llm")
+LLM_REPLICA_START_TIMEOUT = env.int("LLM_REPLICA_START_TIMEOUT", default=900)
 # Model usage (inference.usage.tasks): finished requests posted to the ledger every
 # LLM_CHARGE_INTERVAL (a run still queued when the next is due expires), and request logs
 # an organisation opted into deleted once their retention is over.
