@@ -47,6 +47,7 @@ from docker.types import DeviceRequest, IPAMConfig, IPAMPool, Mount
 
 from inference.catalogue.models import ServedModel
 from inference.catalogue.store import store_root, weights_resolve
+from sandboxes.spawner.network import docker_network_problems
 
 from .firewall import engine_firewall_ensure
 
@@ -104,18 +105,7 @@ def _network_ensure(engine: docker.DockerClient, net: EngineNetwork) -> None:
     except docker.errors.NotFound:
         existing = None
     if existing is not None:
-        attrs = existing.attrs
-        options = attrs.get("Options") or {}
-        subnets = [c.get("Subnet") for c in (attrs.get("IPAM") or {}).get("Config") or []]
-        problems = []
-        if not attrs.get("Internal"):
-            problems.append("it is not internal")
-        if options.get("com.docker.network.bridge.enable_icc") != "false":
-            problems.append("inter-container traffic is enabled")
-        if subnets != [net.subnet]:
-            problems.append(f"subnet {subnets} is not {net.subnet}")
-        if attrs.get("EnableIPv6"):
-            problems.append("IPv6 is enabled")
+        problems = docker_network_problems(existing.attrs, subnet=net.subnet, internal=True)
         if problems:
             raise EngineError(
                 f"docker network {net.name} exists with other settings ({'; '.join(problems)}); "

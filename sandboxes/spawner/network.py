@@ -223,6 +223,29 @@ def _docker_client():
     return docker.from_env(timeout=30)
 
 
+def docker_network_problems(
+    attrs: dict, *, subnet: str, bridge: str | None = None, internal: bool | None = None
+) -> list[str]:
+    """How an existing Docker network (its `attrs`) differs from an isolated bridge network of
+    ours: the subnet, inter-container traffic off, no IPv6 (the firewalls here are IPv4 only),
+    and, where given, the bridge's name and whether it is internal. [] when it matches. The
+    sandboxes' networks and the model engines' network (inference) are checked by it."""
+    options = attrs.get("Options") or {}
+    subnets = [c.get("Subnet") for c in (attrs.get("IPAM") or {}).get("Config") or []]
+    problems = []
+    if bridge is not None and options.get("com.docker.network.bridge.name") != bridge:
+        problems.append(f"bridge name is not {bridge}")
+    if internal and not attrs.get("Internal"):
+        problems.append("it is not internal")
+    if options.get("com.docker.network.bridge.enable_icc") != "false":
+        problems.append("inter-container traffic is enabled")
+    if subnets != [subnet]:
+        problems.append(f"subnet {subnets} is not {subnet}")
+    if attrs.get("EnableIPv6"):
+        problems.append("IPv6 is enabled (the firewall here is IPv4 only)")
+    return problems
+
+
 def ensure_docker_network(client, net: SandboxNetwork) -> bool:
     """Create the network unless it exists; refuse one that exists with other settings.
 
@@ -235,18 +258,7 @@ def ensure_docker_network(client, net: SandboxNetwork) -> bool:
     except docker.errors.NotFound:
         existing = None
     if existing is not None:
-        attrs = existing.attrs
-        options = attrs.get("Options") or {}
-        subnets = [c.get("Subnet") for c in (attrs.get("IPAM") or {}).get("Config") or []]
-        problems = []
-        if options.get("com.docker.network.bridge.name") != net.bridge:
-            problems.append(f"bridge name is not {net.bridge}")
-        if options.get("com.docker.network.bridge.enable_icc") != "false":
-            problems.append("inter-container traffic is enabled")
-        if subnets != [net.subnet]:
-            problems.append(f"subnet {subnets} is not {net.subnet}")
-        if attrs.get("EnableIPv6"):
-            problems.append("IPv6 is enabled (the firewall here is IPv4 only)")
+        problems = docker_network_problems(existing.attrs, subnet=net.subnet, bridge=net.bridge)
         if problems:
             raise NetworkError(
                 f"docker network {net.name} exists with other settings ({'; '.join(problems)}); "
