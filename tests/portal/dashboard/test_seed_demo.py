@@ -19,6 +19,7 @@ def test_seed_demo_is_idempotent_and_prints_working_passwords(capsys, client):
     out = capsys.readouterr().out
     assert User.objects.filter(email__endswith="@demo.local").count() == 3
     assert Organisation.objects.filter(legal_name="Demo AI Labs").count() == 1
+    organisation = Organisation.objects.get(legal_name="Demo AI Labs")
     founder = User.objects.get(email="founder@demo.local")
     assert Membership.objects.get(user=founder).role == Role.OWNER
     assert user_is_programme_manager(user=User.objects.get(email="pm@demo.local"))
@@ -28,6 +29,9 @@ def test_seed_demo_is_idempotent_and_prints_working_passwords(capsys, client):
     allowance = CreditGrant.objects.filter(account__user=student.user)
     assert allowance.count() == 1
     assert allowance.get().amount == settings.STUDENT_MONTHLY_ALLOWANCE_GPU_HOURS * 3600
+    # the demo startup has its demo credits once, so the founder can launch and call models
+    organisation_grants = CreditGrant.objects.filter(account__organisation=organisation)
+    assert [g.amount for g in organisation_grants] == [20 * 3600]
     assert EmailAddress.objects.filter(email__endswith="@demo.local", verified=True).count() == 3
     # the model API's two starter models, each deployed once on one CPU replica
     deployments = Deployment.objects.filter(state="active").select_related("model")

@@ -5,14 +5,19 @@ two starter models (a tiny chat model and an embedding model, written into the m
 `manage.py models_prepare`) deployed on CPU, so it lives in the programme dashboard, a floor
 above every app it fills."""
 
+import datetime as dt
+
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from inference.catalogue.starter_models import starter_catalogue_seed
 from inference.deployments.models import Deployment
 from inference.deployments.services import deployment_create
+from portal.credits.models import CreditGrant
+from portal.credits.services import account_for_organisation, grant_issue
 from portal.onboarding.allowance import student_allowance_grant
 from portal.onboarding.models import StudentProfile, University, UniversityDomain
 from portal.organisations.models import Organisation
@@ -25,6 +30,7 @@ DEMO_ACCOUNTS = {
     "founder": ("founder@demo.local", "Ayesha Founder", "demo-founder-gpu-2026"),
     "student": ("student@demo.local", "Bilal Student", "demo-student-gpu-2026"),
 }
+DEMO_ORGANISATION_GPU_HOURS = 20
 DEMO_ORGANISATION = {
     "legal_name": "Demo AI Labs",
     "secp_registration_number": "0000001",
@@ -49,10 +55,22 @@ class Command(BaseCommand):
             if not pm.groups.filter(name=settings.PROGRAMME_MANAGERS_GROUP).exists():
                 programme_manager_grant(user=pm, acting_user=None)
             founder = self._user("founder")
-            if not Organisation.objects.filter(
+            organisation = Organisation.objects.filter(
                 secp_registration_number=DEMO_ORGANISATION["secp_registration_number"]
-            ).exists():
-                organisation_create(owner=founder, **DEMO_ORGANISATION)
+            ).first() or organisation_create(owner=founder, **DEMO_ORGANISATION)
+            # Demo credits for the startup, so the founder can launch a sandbox and call the
+            # model API at once (a real startup applies and a programme manager decides).
+            # Idempotent by key.
+            grant_issue(
+                account=account_for_organisation(organisation),
+                credit_seconds=DEMO_ORGANISATION_GPU_HOURS * 3600,
+                rate_pkr_per_gpu_hour=settings.CREDITS_DEFAULT_RATE_PKR_PER_GPU_HOUR,
+                expires_at=timezone.now() + dt.timedelta(days=365),
+                source=CreditGrant.Source.ADJUSTMENT,
+                idempotency_key="demo:organisation-credits",
+                acting_user=pm,
+                note="Demo credits (seed_demo)",
+            )
             student = self._user("student")
             university, _ = University.objects.get_or_create(
                 name="National Demo University", defaults={"short_name": "NDU", "city": "Islamabad"}
