@@ -585,7 +585,8 @@ CELERY_BEAT_SCHEDULE["usage-request-logs-delete-expired"] = {
 # Model deployments (inference.deployments.tasks): every replica with an address probed each
 # LLM_HEALTH_INTERVAL (a probe still queued when the next is due expires); the reconciler
 # (containers against replicas, replicas against what deployments want, the line for GPUs)
-# every 30 seconds.
+# every LLM_RECONCILE_INTERVAL.
+LLM_RECONCILE_INTERVAL = env.int("LLM_RECONCILE_INTERVAL", default=30)
 CELERY_BEAT_SCHEDULE["deployments-health-probe"] = {
     "task": "deployments.health_probe",
     "schedule": LLM_HEALTH_INTERVAL,
@@ -593,6 +594,6 @@ CELERY_BEAT_SCHEDULE["deployments-health-probe"] = {
 }
 CELERY_BEAT_SCHEDULE["deployments-reconcile"] = {
     "task": "deployments.reconcile",
-    "schedule": 30,
-    "options": {"expires": 30},
+    "schedule": LLM_RECONCILE_INTERVAL,
+    "options": {"expires": LLM_RECONCILE_INTERVAL},
 }

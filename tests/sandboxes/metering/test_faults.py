@@ -35,6 +35,9 @@ QUIET = {  # the other periodic tasks stay out of the way of these tests
     "SANDBOX_GPU_INVENTORY_INTERVAL": "86400",
     "CREDITS_EXPIRY_INTERVAL_SECONDS": "86400",
     "METERING_RECONCILE_INTERVAL": "86400",
+    "LLM_CHARGE_INTERVAL": "86400",
+    "LLM_HEALTH_INTERVAL": "86400",
+    "LLM_RECONCILE_INTERVAL": "86400",
     "DOCKER_URL": "unix:///nonexistent/docker.sock",
 }
 
