@@ -167,20 +167,21 @@ def _hold_insert(
     user,
     replica,
 ) -> ModelRequest:
-    now = timezone.now()
+    request = ModelRequest(
+        request_id=request_id,
+        account=account,
+        api_key=api_key,
+        user=user,
+        model=model,
+        replica=replica,
+        endpoint=endpoint,
+        stream=bool(stream),
+        status=ModelRequest.Status.RUNNING,
+        held_microcredits=max_cost_microcredits,
+        started_at=timezone.now(),
+    )
     if connection.vendor == "postgresql":
-        return _hold_insert_postgresql(
-            request_id=request_id,
-            account=account,
-            model=model,
-            endpoint=endpoint,
-            stream=stream,
-            max_cost_microcredits=max_cost_microcredits,
-            api_key=api_key,
-            user=user,
-            replica=replica,
-            now=now,
-        )
+        return _hold_insert_postgresql(request)
     with transaction.atomic():
         spend = _spend_locked(account.pk)
         available = (
@@ -193,19 +194,8 @@ def _hold_insert(
                 available_microcredits=max(available, 0),
                 needed_microcredits=max_cost_microcredits,
             )
-        return ModelRequest.objects.create(
-            request_id=request_id,
-            account=account,
-            api_key=api_key,
-            user=user,
-            model=model,
-            replica=replica,
-            endpoint=endpoint,
-            stream=bool(stream),
-            status=ModelRequest.Status.RUNNING,
-            held_microcredits=max_cost_microcredits,
-            started_at=now,
-        )
+        request.save(force_insert=True)
+        return request
 
 
 _HOLD_SQL = (
@@ -214,34 +204,23 @@ _HOLD_SQL = (
 )
 
 
-def _hold_insert_postgresql(
-    *,
-    request_id,
-    account,
-    model,
-    endpoint,
-    stream,
-    max_cost_microcredits,
-    api_key,
-    user,
-    replica,
-    now,
-) -> ModelRequest:
+def _hold_insert_postgresql(request: ModelRequest) -> ModelRequest:
     """The same steps as the ORM's path in one call of `llm_usage_hold` (sql/llm_usage_hold.sql):
     a hold is on every model request's path, and its seven statements cost a round trip each.
     Inside a caller's transaction it runs in a savepoint, so a refused request id leaves that
-    transaction usable (as the ORM path's atomic block does)."""
+    transaction usable (as the ORM path's atomic block does). `request` is the unsaved row; it
+    comes back saved."""
     arguments = [
-        request_id,
-        account.pk,
-        api_key.pk if api_key is not None else None,
-        user.pk if user is not None else None,
-        model.pk,
-        replica.pk if replica is not None else None,
-        endpoint,
-        bool(stream),
-        max_cost_microcredits,
-        now,
+        request.request_id,
+        request.account_id,
+        request.api_key_id,
+        request.user_id,
+        request.model_id,
+        request.replica_id,
+        request.endpoint,
+        request.stream,
+        request.held_microcredits,
+        request.started_at,
     ]
     scope = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     with scope, connection.cursor() as cursor:
@@ -250,22 +229,9 @@ def _hold_insert_postgresql(
     if pk is None:
         raise QuotaExceeded(
             available_microcredits=max(int(available), 0),
-            needed_microcredits=max_cost_microcredits,
+            needed_microcredits=request.held_microcredits,
         )
-    request = ModelRequest(
-        pk=pk,
-        request_id=request_id,
-        account=account,
-        api_key=api_key,
-        user=user,
-        model=model,
-        replica=replica,
-        endpoint=endpoint,
-        stream=bool(stream),
-        status=ModelRequest.Status.RUNNING,
-        held_microcredits=max_cost_microcredits,
-        started_at=now,
-    )
+    request.pk = pk
     request._state.adding = False
     request._state.db = connection.alias
     return request
